@@ -1,0 +1,43 @@
+# trailguard — every target sets up (or refreshes) the virtual environment itself.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.stamp-deps
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help venv demo test lint typecheck pytest bench clean
+
+help:
+	@echo "make demo   - run trailguard on the sample CloudTrail logs shipped in the repo"
+	@echo "make test   - the whole suite: ruff, mypy --strict, pytest"
+	@echo "make bench  - throughput benchmark against the naive gzip+json loop"
+	@echo "make clean  - remove the virtual environment and caches"
+
+$(STAMP): pyproject.toml scripts/venv.sh
+	@PYTHON=$(PYTHON) VENV=$(VENV) ./scripts/venv.sh
+	@touch $@
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/trailguard replay --config config/trailguard.example.toml examples/cloudtrail
+
+lint: $(STAMP)
+	$(BIN)/ruff check daemon tests bench scripts
+	$(BIN)/ruff format --check daemon tests bench scripts
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis bench/.cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

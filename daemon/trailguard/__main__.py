@@ -1,0 +1,7 @@
+"""``python -m trailguard``."""
+
+import sys
+
+from trailguard.cli import main
+
+sys.exit(main())

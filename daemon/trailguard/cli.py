@@ -1,0 +1,123 @@
+"""The ``trailguard`` command: the one edge where errors become exit codes.
+
+Exit codes: 0 success; 1 the work ran but some inputs failed (replay: some files could not be
+read); 2 usage or config error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from trailguard import __version__
+from trailguard.errors import ConfigError, TrailguardError, UsageError
+
+EXIT_OK = 0
+EXIT_PARTIAL = 1
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so every error leaves through ``main``."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="trailguard",
+        description="Watch AWS CloudTrail for IAM policy removal and act on it.",
+    )
+    parser.add_argument("--version", action="version", version=f"trailguard {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    replay = sub.add_parser(
+        "replay",
+        help="detect policy removals in local CloudTrail files",
+        description=(
+            "Read CloudTrail files (S3 deliveries, JSON arrays, JSON Lines, lookup-events output; "
+            "gzip or not) and directories recursively; write one detection per eventID as JSON "
+            "Lines and a summary to stderr."
+        ),
+    )
+    replay.add_argument("paths", nargs="+", metavar="PATH", help="files or directories")
+    replay.add_argument("--config", metavar="FILE", help="config file (default: built-in rules)")
+    replay.add_argument(
+        "--output", "-o", metavar="FILE", default="-", help="detections output (default: stdout)"
+    )
+    replay.add_argument(
+        "--no-progress", action="store_true", help="no progress bar even on a terminal"
+    )
+
+    check = sub.add_parser(
+        "check-config",
+        help="validate a config file",
+        description="Exit 0 when FILE is a valid config, 2 with the offending key otherwise.",
+    )
+    check.add_argument("file", metavar="FILE")
+    return parser
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from trailguard.config import load_config
+    from trailguard.detect.rules import RuleSet
+
+    config = load_config(args.file)
+    rules = RuleSet.from_config(config)
+    print(
+        f"{args.file}: OK ({len(rules.event_names)} event names watched, "
+        f"{len(config.sources.sqs)} SQS source(s))"
+    )
+    return EXIT_OK
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from trailguard.config import load_config
+    from trailguard.detect.process import Detector
+    from trailguard.detect.rules import RuleSet
+    from trailguard.ingest.replay import LocalReplay
+    from trailguard.outputs.jsonl import JsonlWriter
+    from trailguard.telemetry.logging import configure_logging
+
+    config = load_config(args.config)
+    configure_logging(config.logging.level, config.logging.format, stream=sys.stderr)
+    detector = Detector(RuleSet.from_config(config))
+    progress = sys.stderr if (sys.stderr.isatty() and not args.no_progress) else None
+    with JsonlWriter(args.output, fsync=args.output != "-") as writer:
+        summary = LocalReplay(detector, writer).run(args.paths, progress=progress)
+    print(summary.render(), file=sys.stderr)
+    return EXIT_PARTIAL if summary.failed else EXIT_OK
+
+
+_COMMANDS = {"replay": _cmd_replay, "check-config": _cmd_check_config}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
+        return _COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"trailguard: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except UsageError as exc:
+        print(f"{exc}\n(see: trailguard --help)", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        # The reader of our stdout went away (`trailguard replay ... | head`): not an error.
+        sys.stderr.close()
+        return EXIT_OK
+    except TrailguardError as exc:
+        print(f"trailguard: {exc}", file=sys.stderr)
+        return EXIT_PARTIAL
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

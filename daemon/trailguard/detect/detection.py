@@ -1,0 +1,192 @@
+"""The detection record: what trailguard reports for each policy-removal event.
+
+One JSON object per line, with stable field names documented in README.md ("The detection
+record").  A field with no value is ``null``, never absent: the Structs below encode every field.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from trailguard.detect.record import Record
+from trailguard.detect.rules import Match
+
+TargetKind = Literal["user", "role", "group", "policy"]
+
+# Which kind of principal or object each removal API acts on, and so which request parameter
+# names it.  Policy-level APIs (DeletePolicy, DeletePolicyVersion) target the managed policy.
+_TARGET_KIND: dict[str, TargetKind] = {
+    "DeleteUserPolicy": "user",
+    "DetachUserPolicy": "user",
+    "DeleteUserPermissionsBoundary": "user",
+    "PutUserPolicy": "user",
+    "AttachUserPolicy": "user",
+    "PutUserPermissionsBoundary": "user",
+    "DeleteRolePolicy": "role",
+    "DetachRolePolicy": "role",
+    "DeleteRolePermissionsBoundary": "role",
+    "PutRolePolicy": "role",
+    "AttachRolePolicy": "role",
+    "PutRolePermissionsBoundary": "role",
+    "DeleteGroupPolicy": "group",
+    "DetachGroupPolicy": "group",
+    "PutGroupPolicy": "group",
+    "AttachGroupPolicy": "group",
+    "DeletePolicy": "policy",
+    "DeletePolicyVersion": "policy",
+    "CreatePolicy": "policy",
+    "CreatePolicyVersion": "policy",
+    "SetDefaultPolicyVersion": "policy",
+}
+_NAME_PARAM: dict[TargetKind, str] = {"user": "userName", "role": "roleName", "group": "groupName"}
+
+
+class Actor(msgspec.Struct, frozen=True, kw_only=True):
+    type: str | None
+    arn: str | None
+    principal_id: str | None
+    access_key_id: str | None
+    mfa_authenticated: bool | None
+    session_issuer_arn: str | None
+    invoked_by: str | None
+    source_ip: str | None
+    user_agent: str | None
+
+
+class Target(msgspec.Struct, frozen=True, kw_only=True):
+    kind: TargetKind | None
+    name: str | None
+    policy_name: str | None
+    policy_arn: str | None
+    version_id: str | None
+
+
+class FileSource(msgspec.Struct, frozen=True):
+    file: str
+
+
+class S3Source(msgspec.Struct, frozen=True):
+    bucket: str
+    key: str
+
+
+class EventBridgeSource(msgspec.Struct, frozen=True):
+    """An EventBridge "AWS API Call via CloudTrail" event received through an SQS queue."""
+
+    queue: str
+    message_id: str
+
+
+# Untagged on purpose: the record documents {"file"} or {"bucket", "key"} exactly.
+Source = FileSource | S3Source | EventBridgeSource
+
+
+class Detection(msgspec.Struct, frozen=True, kw_only=True):
+    event_id: str | None
+    event_time: str | None
+    event_name: str | None
+    event_source: str | None
+    aws_region: str | None
+    account_id: str | None
+    actor: Actor
+    target: Target
+    outcome: Literal["success", "failure"]
+    error_code: str | None
+    severity: str
+    rule: str
+    disposition: Literal["alert", "suppressed"]
+    suppressed_by: str | None
+    source: Source
+
+
+def _truthy(value: str | bool | None) -> bool | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return value
+    lowered = value.strip().lower()
+    if lowered == "true":
+        return True
+    if lowered == "false":
+        return False
+    return None
+
+
+def policy_name_from_arn(arn: str | None) -> str | None:
+    """``arn:aws:iam::123:policy/path/Name`` -> ``Name`` (None for anything else)."""
+    if not arn or ":policy/" not in arn:
+        return None
+    return arn.rsplit("/", 1)[-1] or None
+
+
+def build_actor(record: Record) -> Actor:
+    ident = record.user_identity
+    mfa: bool | None = None
+    issuer_arn: str | None = None
+    if ident is not None and ident.session_context is not None:
+        ctx = ident.session_context
+        if ctx.attributes is not None:
+            mfa = _truthy(ctx.attributes.mfa_authenticated)
+        if ctx.session_issuer is not None:
+            issuer_arn = ctx.session_issuer.arn
+    return Actor(
+        type=ident.type if ident else None,
+        arn=ident.arn if ident else None,
+        principal_id=ident.principal_id if ident else None,
+        access_key_id=ident.access_key_id if ident else None,
+        mfa_authenticated=mfa,
+        session_issuer_arn=issuer_arn,
+        invoked_by=ident.invoked_by if ident else None,
+        source_ip=record.source_ip_address,
+        user_agent=record.user_agent,
+    )
+
+
+def build_target(record: Record) -> Target:
+    kind = _TARGET_KIND.get(record.event_name or "")
+    policy_arn = record.param("policyArn")
+    policy_name = record.param("policyName") or policy_name_from_arn(policy_arn)
+    if kind == "policy":
+        name = policy_name
+    elif kind is not None:
+        name = record.param(_NAME_PARAM[kind])
+    else:
+        name = None
+    return Target(
+        kind=kind,
+        name=name,
+        policy_name=policy_name,
+        policy_arn=policy_arn,
+        version_id=record.param("versionId"),
+    )
+
+
+def build_detection(record: Record, match: Match, source: Source) -> Detection:
+    """Assemble the detection record from a matched CloudTrail record."""
+    return Detection(
+        event_id=record.event_id,
+        event_time=record.event_time,
+        event_name=record.event_name,
+        event_source=record.event_source,
+        aws_region=record.aws_region,
+        account_id=record.recipient_account_id,
+        actor=build_actor(record),
+        target=build_target(record),
+        outcome=match.outcome,
+        error_code=record.error_code,
+        severity=match.severity,
+        rule=match.rule,
+        disposition=match.disposition,
+        suppressed_by=match.suppressed_by,
+        source=source,
+    )
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode_detection(detection: Detection) -> bytes:
+    """One JSON line (with the trailing newline)."""
+    return _encoder.encode(detection) + b"\n"

@@ -1,0 +1,37 @@
+"""Classify object keys and file names by CloudTrail's delivery layout.
+
+Layout: ``[prefix/]AWSLogs/[o-orgid/]<account>/CloudTrail/<region>/YYYY/MM/DD/<account>_CloudTrail_
+<region>_<YYYYMMDDTHHMMZ>_<random>.json.gz``; digests live under ``CloudTrail-Digest/`` and Insight
+events under ``CloudTrail-Insight/``.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+
+
+class KeyKind(StrEnum):
+    LOG = "log"  # a CloudTrail log file
+    DIGEST = "digest"  # an integrity digest file: no events
+    INSIGHT = "insight"  # CloudTrail Insights events: no API calls
+    OTHER = "other"  # not a CloudTrail delivery (or not recognisable as one)
+
+
+_DIGEST = re.compile(r"(^|/)CloudTrail-Digest/|_CloudTrail-Digest_")
+_INSIGHT = re.compile(r"(^|/)CloudTrail-Insight/|_CloudTrail-Insight_")
+_LOG = re.compile(
+    r"(^|/)AWSLogs/(o-[a-z0-9]{10,32}/)?(?P<account>\d{12})/CloudTrail/(?P<region>[a-z0-9-]+)/"
+    r"(?P<year>\d{4})/(?P<month>\d{2})/(?P<day>\d{2})/[^/]+\.json(\.gz)?$"
+)
+
+
+def classify_key(key: str) -> KeyKind:
+    """Classify an S3 key (already URL-decoded) or a local path by CloudTrail's layout."""
+    if _DIGEST.search(key):
+        return KeyKind.DIGEST
+    if _INSIGHT.search(key):
+        return KeyKind.INSIGHT
+    if _LOG.search(key):
+        return KeyKind.LOG
+    return KeyKind.OTHER

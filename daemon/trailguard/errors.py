@@ -1,0 +1,45 @@
+"""One exception tree for trailguard.
+
+Every error trailguard raises on purpose derives from :class:`TrailguardError`.  Library errors
+(botocore, msgspec, OSError, ...) are caught where they happen and re-raised as one of these with
+``raise ... from exc``; the edges (the CLI, the daemon's supervisor) map them to exit codes, log
+events and metrics.  Nothing below the edges prints or exits.
+"""
+
+from __future__ import annotations
+
+
+class TrailguardError(Exception):
+    """Base of every error trailguard raises on purpose."""
+
+
+class UsageError(TrailguardError):
+    """The command line asked for something impossible (exit code 2)."""
+
+
+class ConfigError(TrailguardError):
+    """A config file is missing, unreadable or invalid (exit code 2).
+
+    ``key_path`` is the dotted path of the offending key (``rules[2].suppress[0].user_agent``),
+    or ``None`` when the whole file is at fault (unreadable, not TOML).
+    """
+
+    def __init__(self, file: str, message: str, key_path: str | None = None) -> None:
+        self.file = file
+        self.key_path = key_path
+        self.reason = message
+        where = f"{file}: {key_path}" if key_path else file
+        super().__init__(f"{where}: {message}")
+
+
+class DecodeError(TrailguardError):
+    """A CloudTrail log file could not be decoded; an error for that file alone.
+
+    ``source`` names the file (a path, or ``s3://bucket/key``), ``reason`` says what was wrong in
+    words an operator can act on.
+    """
+
+    def __init__(self, source: str, reason: str) -> None:
+        self.source = source
+        self.reason = reason
+        super().__init__(f"{source}: {reason}")

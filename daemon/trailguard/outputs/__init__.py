@@ -1,0 +1,1 @@
+"""Where detections go: JSONL files or stdout (webhook/SNS join with remediation)."""

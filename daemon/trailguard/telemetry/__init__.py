@@ -1,0 +1,1 @@
+"""Logs (structlog) and, with the daemon, Prometheus metrics and health."""

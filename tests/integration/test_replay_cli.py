@@ -1,0 +1,128 @@
+"""`trailguard replay` and `trailguard check-config` as a user runs them: a real subprocess."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import CORPUS, ROOT
+from tests.factories import REMOVALS, delivery_key, encode_file, make_record, noise_record
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "trailguard", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd or ROOT,
+        check=False,
+    )
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def test_replay_folder_every_shape_dedup_and_failures(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    expected: dict[str, str] = {}
+    apis = sorted(REMOVALS)
+    shapes = ["records", "array", "jsonl", "lookup-events"]
+    for i, api in enumerate(apis):
+        rec = make_record(api, error_code="AccessDenied" if i % 3 == 0 else None)
+        expected[rec["eventID"]] = "failure" if i % 3 == 0 else "success"
+        shape = shapes[i % 4]
+        data = encode_file([noise_record(i), rec], shape, compress=i % 2 == 0)  # type: ignore[arg-type]
+        _write(logs / delivery_key(suffix=f"file{i:04d}"), data)
+        if i == 0:  # CloudTrail sometimes delivers an event twice, in another file
+            _write(logs / "dup" / "again.json", encode_file([rec]))
+    # misleading name: gzip content in a .json file is detected by its magic bytes
+    plain_name = make_record("DetachRolePolicy")
+    expected[plain_name["eventID"]] = "success"
+    _write(logs / "renamed.json", gzip.compress(json.dumps({"Records": [plain_name]}).encode()))
+    # recognised and skipped
+    _write(
+        logs / "AWSLogs/111122223333/CloudTrail-Digest/us-east-1/2026/11/01/d.json.gz",
+        gzip.compress(
+            json.dumps({"digestStartTime": "2026-11-01T00:00:00Z", "logFiles": []}).encode()
+        ),
+    )
+    # broken: truncated gzip, not JSON, not CloudTrail
+    good = encode_file([noise_record(99)], compress=True)
+    _write(logs / "broken" / "truncated.json.gz", good[: len(good) // 2])
+    _write(logs / "broken" / "notes.txt", b"hello, not json")
+    _write(logs / "broken" / "other.json", b'{"foo": 1}')
+
+    out = tmp_path / "detections.jsonl"
+    result = run("replay", str(logs), "--output", str(out))
+    assert result.returncode == 1, result.stderr
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {d["event_id"]: d["outcome"] for d in lines} == expected
+    assert len(lines) == len(expected)  # one per eventID
+    err = result.stderr
+    assert "skipped (digest): 1" in err
+    assert "3 failed" in err
+    assert "truncated.json.gz" in err
+    assert "notes.txt" in err
+    assert "other.json" in err
+    assert "duplicate" in err
+
+    # the same folder without the broken files exits 0, and stdout is the default output
+    for p in (logs / "broken").iterdir():
+        p.unlink()
+    result = run("replay", str(logs))
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == len(expected)
+
+
+def test_replay_stratus_red_team_reports_nothing() -> None:
+    result = run("replay", str(CORPUS / "stratus-red-team"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    assert "records: 310" in result.stderr
+    assert "detections: 0" in result.stderr
+
+
+def test_replay_missing_path_is_a_failure_not_a_crash(tmp_path: Path) -> None:
+    result = run("replay", str(tmp_path / "nope"))
+    assert result.returncode == 1
+    assert "no such file or directory" in result.stderr
+
+
+def test_replay_bad_config_exits_2(tmp_path: Path) -> None:
+    cfg = _write(tmp_path / "bad.toml", b"[logging]\nlevel = 3\n")
+    result = run("replay", "--config", str(cfg), str(CORPUS / "stratus-red-team"))
+    assert result.returncode == 2
+    assert "logging.level" in result.stderr
+    assert str(cfg) in result.stderr
+
+
+def test_usage_error_exits_2() -> None:
+    result = run("replay")
+    assert result.returncode == 2
+    assert "PATH" in result.stderr or "required" in result.stderr
+
+
+def test_check_config(tmp_path: Path) -> None:
+    ok = run("check-config", str(ROOT / "config" / "trailguard.example.toml"))
+    assert ok.returncode == 0, ok.stderr
+    bad = _write(
+        tmp_path / "bad.toml",
+        b'[[rules]]\nid = "iam-delete-role-policy"\n[[rules.suppress]]\nuser_agent = ["("]\n',
+    )
+    result = run("check-config", str(bad))
+    assert result.returncode == 2
+    assert "rules[0].suppress[0].user_agent" in result.stderr
+    assert str(bad) in result.stderr
+    unknown = _write(tmp_path / "unknown.toml", b"[aws]\nregion = 'us-east-1'\nsecret = 'x'\n")
+    result = run("check-config", str(unknown))
+    assert result.returncode == 2
+    assert "aws" in result.stderr
+    missing = run("check-config", str(tmp_path / "missing.toml"))
+    assert missing.returncode == 2
