@@ -43,3 +43,11 @@ class DecodeError(TrailguardError):
         self.source = source
         self.reason = reason
         super().__init__(f"{source}: {reason}")
+
+
+class StateError(TrailguardError):
+    """trailguard's own state (dedup store, policy history, jobs) cannot be opened or used.
+
+    Raised for a file that cannot be created or opened, one that is not a database or was written
+    by a newer trailguard, and for storage failures while the daemon runs.
+    """

@@ -1,0 +1,283 @@
+"""The persistent dedup store: which keys (CloudTrail eventIDs) were already handled.
+
+:class:`DedupStore` is the interface the daemon uses; :class:`SqliteDedupStore` implements it on
+one SQLite file so a single daemon survives restarts; a shared store (DynamoDB) can implement the
+same protocol for several replicas.
+
+SQLite details: WAL journal with ``synchronous=FULL``, so a ``record`` that returned survives a
+crash or power loss; one connection, used only from one dedicated worker thread, so the event
+loop never blocks on disk and calls are serialised without locks.  Entries live ``ttl_seconds``:
+an entry recorded at ``t`` is seen while ``clock() < t + ttl_seconds`` and new again afterwards
+(``purge_expired`` deletes such entries).  Long key lists are split into batches that stay below
+SQLite's limit on bound parameters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Protocol, Self, TypeVar
+
+from trailguard.errors import StateError
+
+__all__ = ["DedupStore", "SqliteDedupStore"]
+
+_T = TypeVar("_T")
+
+SCHEMA_VERSION: Final = 1
+_BATCH: Final = 500  # bound parameters per statement (SQLite's floor is 999)
+_PURGE_BATCH: Final = 5000  # rows per purge transaction, so other calls interleave
+_BUSY_TIMEOUT_MS: Final = 5000
+
+
+class DedupStore(Protocol):
+    """Remembers keys for a while; every method may raise :class:`StateError`."""
+
+    async def filter_new(self, keys: Sequence[str]) -> list[str]:
+        """The keys not yet recorded (or recorded longer ago than the TTL).
+
+        Order is kept and a key repeated within ``keys`` is returned once.
+        """
+        ...
+
+    async def record(self, keys: Sequence[str]) -> None:
+        """Mark ``keys`` as seen now; durable when this returns."""
+        ...
+
+    async def purge_expired(self) -> int:
+        """Delete entries older than the TTL; returns how many were deleted."""
+        ...
+
+    async def close(self) -> None:
+        """Release the store; idempotent."""
+        ...
+
+
+class SqliteDedupStore:
+    """:class:`DedupStore` on one SQLite file.  Build it with :meth:`open`."""
+
+    def __init__(
+        self,
+        path: Path,
+        conn: sqlite3.Connection,
+        executor: ThreadPoolExecutor,
+        ttl_seconds: float,
+        clock: Callable[[], float],
+    ) -> None:
+        # Use open(); the connection belongs to the executor's single thread.
+        self._path = path
+        self._conn = conn
+        self._executor = executor
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | Path,
+        *,
+        ttl_seconds: float,
+        clock: Callable[[], float] = time.time,
+    ) -> SqliteDedupStore:
+        """Open (creating it and its parent directory if needed) the store at ``path``.
+
+        Raises :class:`StateError` when the file cannot be created or opened, is not a SQLite
+        database, or holds a schema this version does not know.
+        """
+        if not ttl_seconds > 0:
+            raise ValueError(f"ttl_seconds must be positive, got {ttl_seconds!r}")
+        db_path = Path(path)
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trailguard-dedup")
+        loop = asyncio.get_running_loop()
+        try:
+            conn = await loop.run_in_executor(executor, _connect, db_path)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        return cls(db_path, conn, executor, ttl_seconds, clock)
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ the protocol
+
+    async def filter_new(self, keys: Sequence[str]) -> list[str]:
+        wanted = list(dict.fromkeys(_check_keys(keys)))
+        if not wanted:
+            return []
+        fresh_after = self._clock() - self._ttl
+        seen = await self._run(self._select_seen, wanted, fresh_after)
+        return [key for key in wanted if key not in seen]
+
+    async def record(self, keys: Sequence[str]) -> None:
+        wanted = list(dict.fromkeys(_check_keys(keys)))
+        if not wanted:
+            return
+        await self._run(self._insert, wanted, self._clock())
+
+    async def purge_expired(self) -> int:
+        expired_at = self._clock() - self._ttl
+        total = 0
+        # One transaction per batch: other calls get the worker thread between batches.
+        while True:
+            deleted = await self._run(self._delete_expired, expired_at)
+            total += deleted
+            if deleted < _PURGE_BATCH:
+                return total
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._conn.close)
+        except sqlite3.Error as exc:
+            raise StateError(f"dedup store {self._path}: cannot close: {exc}") from exc
+        finally:
+            self._executor.shutdown(wait=True)
+
+    # ------------------------------------------------------------------ worker thread
+
+    async def _run(self, fn: Callable[..., _T], *args: object) -> _T:
+        if self._closed:
+            raise StateError(f"dedup store {self._path} is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, fn, *args)
+        except sqlite3.Error as exc:
+            raise StateError(f"dedup store {self._path}: {exc}") from exc
+
+    def _select_seen(self, keys: list[str], fresh_after: float) -> set[str]:
+        seen: set[str] = set()
+        for batch in _batches(keys, _BATCH):
+            marks = ",".join("?" * len(batch))
+            # The placeholders are generated; the values are bound, never interpolated.
+            rows = self._conn.execute(
+                f"SELECT key FROM seen WHERE key IN ({marks}) AND seen_at > ?",  # noqa: S608
+                (*batch, fresh_after),
+            )
+            seen.update(row[0] for row in rows)
+        return seen
+
+    def _insert(self, keys: list[str], now: float) -> None:
+        with _transaction(self._conn):  # every batch in one transaction: all or nothing
+            for batch in _batches(keys, _BATCH):
+                self._conn.executemany(
+                    "INSERT INTO seen (key, seen_at) VALUES (?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET seen_at = excluded.seen_at",
+                    [(key, now) for key in batch],
+                )
+
+    def _delete_expired(self, expired_at: float) -> int:
+        with _transaction(self._conn):
+            cur = self._conn.execute(
+                "DELETE FROM seen WHERE key IN (SELECT key FROM seen WHERE seen_at <= ? LIMIT ?)",
+                (expired_at, _PURGE_BATCH),
+            )
+            return cur.rowcount
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """Open and prepare the database; runs on the store's worker thread."""
+    where = f"dedup store {path}"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StateError(f"{where}: cannot create directory: {exc.strerror or exc}") from exc
+    if path.is_dir():
+        raise StateError(f"{where}: is a directory")
+    try:
+        # isolation_level=None: no implicit transactions; _transaction() opens them explicitly.
+        conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise StateError(f"{where}: cannot open: {exc}") from exc
+    try:
+        _prepare(conn, where)
+    except StateError:
+        conn.close()
+        raise
+    except sqlite3.Error as exc:
+        conn.close()
+        raise StateError(f"{where}: cannot use: {exc}") from exc
+    return conn
+
+
+def _prepare(conn: sqlite3.Connection, where: str) -> None:
+    # The first statement reads the header: "file is not a database" surfaces here.
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    conn.execute("PRAGMA journal_mode=WAL").fetchone()
+    conn.execute("PRAGMA synchronous=FULL")
+    if version > SCHEMA_VERSION:
+        raise StateError(
+            f"{where}: schema version {version} is newer than this trailguard understands"
+            f" ({SCHEMA_VERSION})"
+        )
+    if version == 0:
+        with _transaction(conn):
+            # Read again under the write lock: another process may have just created it.
+            if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+                return
+            if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                raise StateError(f"{where}: a SQLite database, but not a dedup store")
+            conn.execute(
+                "CREATE TABLE seen (key TEXT PRIMARY KEY NOT NULL, seen_at REAL NOT NULL)"
+                " WITHOUT ROWID"
+            )
+            conn.execute("CREATE INDEX seen_by_time ON seen (seen_at)")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    elif not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'seen'").fetchone():
+        raise StateError(f"{where}: schema version {version} but no 'seen' table")
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE .. COMMIT (ROLLBACK on error); with synchronous=FULL, durable on exit."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:  # SQLite may already have rolled back (disk full, I/O error)
+            conn.execute("ROLLBACK")
+        raise
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _check_keys(keys: Sequence[str]) -> Sequence[str]:
+    if isinstance(keys, str):  # a str is a Sequence[str]: almost certainly a caller's bug
+        raise TypeError("keys must be a sequence of strings, not a string")
+    for key in keys:
+        if not isinstance(key, str):
+            raise TypeError(f"keys must be strings, got {type(key).__name__}")
+    return keys
+
+
+def _batches(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
