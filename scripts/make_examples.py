@@ -106,7 +106,7 @@ def main() -> None:
         make_record(
             "DeleteRolePolicy",
             {"roleName": "lambda-exec", "policyName": "logs-write"},
-            user_identity=assumed_role_identity("terraform-ci", "tf-apply-4711"),
+            user_identity=assumed_role_identity("ci-deployer", "tf-apply-4711"),
             user_agent=TERRAFORM_UA,
             event_time="2026-11-01T12:04:10Z",
         ),
@@ -116,7 +116,7 @@ def main() -> None:
         make_record(
             "DeletePolicyVersion",
             {"policyArn": f"arn:aws:iam::{ACCOUNT}:policy/app-read", "versionId": "v2"},
-            user_identity=assumed_role_identity("terraform-ci", "tf-apply-4712"),
+            user_identity=assumed_role_identity("ci-deployer", "tf-apply-4712"),
             user_agent=TERRAFORM_UA,
             event_time="2026-11-01T12:05:44Z",
         ),

@@ -12,7 +12,7 @@ import json
 import uuid
 from typing import Any, Literal
 
-ACCOUNT = "111122223333"
+ACCOUNT = "123456789012"
 ATTACKER_ARN = f"arn:aws:iam::{ACCOUNT}:user/mallory"
 
 Shape = Literal["records", "array", "jsonl", "lookup-events"]
@@ -184,7 +184,7 @@ def encode_file(
     elif shape == "jsonl":
         data = "".join(json.dumps(r) + "\n" for r in records).encode()
     else:
-        events = [
+        events: list[dict[str, Any]] = [
             {
                 "EventId": r.get("eventID"),
                 "EventName": r.get("eventName"),

@@ -7,11 +7,12 @@ read); 2 usage or config error.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sys
 from collections.abc import Sequence
 
 from trailguard import __version__
-from trailguard.errors import ConfigError, TrailguardError, UsageError
+from trailguard.errors import ConfigError, StartupError, TrailguardError, UsageError
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1
@@ -42,7 +43,18 @@ def _build_parser() -> argparse.ArgumentParser:
             "Lines and a summary to stderr."
         ),
     )
-    replay.add_argument("paths", nargs="+", metavar="PATH", help="files or directories")
+    replay.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="files, directories, or s3://bucket/prefix of a trail bucket",
+    )
+    replay.add_argument(
+        "--since", type=_date, metavar="YYYY-MM-DD", help="s3:// only: first delivery day"
+    )
+    replay.add_argument(
+        "--until", type=_date, metavar="YYYY-MM-DD", help="s3:// only: last delivery day"
+    )
     replay.add_argument("--config", metavar="FILE", help="config file (default: built-in rules)")
     replay.add_argument(
         "--output", "-o", metavar="FILE", default="-", help="detections output (default: stdout)"
@@ -51,6 +63,17 @@ def _build_parser() -> argparse.ArgumentParser:
         "--no-progress", action="store_true", help="no progress bar even on a terminal"
     )
 
+    run = sub.add_parser(
+        "run",
+        help="run the daemon: tail CloudTrail deliveries through SQS",
+        description=(
+            "Long-poll the configured SQS queues, fetch and decode the CloudTrail files they "
+            "name, and write detections durably before deleting each message. SIGTERM/SIGINT "
+            "drains and exits 0; a second signal exits at once."
+        ),
+    )
+    run.add_argument("--config", "-c", metavar="FILE", required=True, help="config file")
+
     check = sub.add_parser(
         "check-config",
         help="validate a config file",
@@ -58,6 +81,25 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("file", metavar="FILE")
     return parser
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from trailguard.app import run_daemon
+    from trailguard.config import load_config
+    from trailguard.telemetry.logging import configure_logging
+
+    config = load_config(args.config)
+    configure_logging(config.logging.level, config.logging.format)
+    return asyncio.run(run_daemon(config))
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
@@ -85,13 +127,39 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     configure_logging(config.logging.level, config.logging.format, stream=sys.stderr)
     detector = Detector(RuleSet.from_config(config))
     progress = sys.stderr if (sys.stderr.isatty() and not args.no_progress) else None
+    s3_uris = [p for p in args.paths if p.startswith("s3://")]
+    local = [p for p in args.paths if not p.startswith("s3://")]
+    if (args.since or args.until) and not s3_uris:
+        raise UsageError("--since/--until apply to s3:// paths only")
+    if args.since and args.until and args.since > args.until:
+        raise UsageError("--since is after --until")
     with JsonlWriter(args.output, fsync=args.output != "-") as writer:
-        summary = LocalReplay(detector, writer).run(args.paths, progress=progress)
+        replay = LocalReplay(detector, writer)
+        if local:
+            replay.run(local, progress=progress)
+        if s3_uris:
+            import asyncio
+
+            from trailguard.ingest.backfill import parse_s3_uri, replay_s3
+
+            for uri in s3_uris:
+                parse_s3_uri(uri)  # usage errors before any network call
+            asyncio.run(
+                replay_s3(
+                    s3_uris,
+                    config=config,
+                    replay=replay,
+                    since=args.since,
+                    until=args.until,
+                    progress=progress,
+                )
+            )
+        summary = replay.summary
     print(summary.render(), file=sys.stderr)
     return EXIT_PARTIAL if summary.failed else EXIT_OK
 
 
-_COMMANDS = {"replay": _cmd_replay, "check-config": _cmd_check_config}
+_COMMANDS = {"replay": _cmd_replay, "run": _cmd_run, "check-config": _cmd_check_config}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -112,6 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader of our stdout went away (`trailguard replay ... | head`): not an error.
         sys.stderr.close()
         return EXIT_OK
+    except StartupError as exc:
+        print(f"trailguard: cannot start: {exc}", file=sys.stderr)
+        return EXIT_PARTIAL
     except TrailguardError as exc:
         print(f"trailguard: {exc}", file=sys.stderr)
         return EXIT_PARTIAL

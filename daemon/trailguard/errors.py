@@ -31,6 +31,9 @@ class ConfigError(TrailguardError):
         where = f"{file}: {key_path}" if key_path else file
         super().__init__(f"{where}: {message}")
 
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[str, str, str | None]]:
+        return (type(self), (self.file, self.reason, self.key_path))
+
 
 class DecodeError(TrailguardError):
     """A CloudTrail log file could not be decoded; an error for that file alone.
@@ -44,6 +47,10 @@ class DecodeError(TrailguardError):
         self.reason = reason
         super().__init__(f"{source}: {reason}")
 
+    # Errors cross process boundaries (the decode pool): keep them picklable.
+    def __reduce__(self) -> tuple[type[DecodeError], tuple[str, str]]:
+        return (type(self), (self.source, self.reason))
+
 
 class StateError(TrailguardError):
     """trailguard's own state (dedup store, policy history, jobs) cannot be opened or used.
@@ -51,3 +58,46 @@ class StateError(TrailguardError):
     Raised for a file that cannot be created or opened, one that is not a database or was written
     by a newer trailguard, and for storage failures while the daemon runs.
     """
+
+
+class IngestError(TrailguardError):
+    """Fetching or decoding one S3 object, or talking to SQS, failed.
+
+    ``stage`` is where (``s3_get``, ``decode``, ``sqs_receive`` ...), ``reason`` is the short,
+    stable cause used in logs and as a bounded metric label (``NoSuchKey``, ``too_large``,
+    ``throttled`` ...); ``detail`` is the longer operator-facing explanation.
+    """
+
+    transient = False
+
+    def __init__(self, stage: str, reason: str, detail: str | None = None) -> None:
+        self.stage = stage
+        self.reason = reason
+        self.detail = detail or reason
+        super().__init__(f"{stage}: {self.detail}")
+
+    def __reduce__(self) -> tuple[type[IngestError], tuple[str, str, str]]:
+        return (type(self), (self.stage, self.reason, self.detail))
+
+
+class TransientError(IngestError):
+    """May succeed if tried again: throttling, 5xx, timeouts, connection resets."""
+
+    transient = True
+
+
+class PermanentError(IngestError):
+    """Will fail the same way every time: NoSuchKey, AccessDenied, corrupt or oversized object.
+
+    The message is left to the queue's redrive policy (dead-letter queue), never retried in a
+    hot loop.
+    """
+
+
+class StartupError(TrailguardError):
+    """The daemon cannot start: no queue, a queue unreachable, the state store unusable."""
+
+
+class TelemetryError(TrailguardError):
+    """trailguard's own telemetry cannot run: the /metrics and health endpoint cannot listen on
+    its ``[http] listen`` address (in use, not an address of this host, a privileged port)."""

@@ -56,7 +56,8 @@ def test_replay_folder_every_shape_dedup_and_failures(tmp_path: Path) -> None:
     # broken: truncated gzip, not JSON, not CloudTrail
     good = encode_file([noise_record(99)], compress=True)
     _write(logs / "broken" / "truncated.json.gz", good[: len(good) // 2])
-    _write(logs / "broken" / "notes.txt", b"hello, not json")
+    _write(logs / "broken" / "notes.json", b"hello, not json")
+    _write(logs / "README.txt", b"not a log: skipped by its name, not failed")
     _write(logs / "broken" / "other.json", b'{"foo": 1}')
 
     out = tmp_path / "detections.jsonl"
@@ -69,7 +70,8 @@ def test_replay_folder_every_shape_dedup_and_failures(tmp_path: Path) -> None:
     assert "skipped (digest): 1" in err
     assert "3 failed" in err
     assert "truncated.json.gz" in err
-    assert "notes.txt" in err
+    assert "notes.json" in err
+    assert "skipped (not a log file name): 1" in err
     assert "other.json" in err
     assert "duplicate" in err
 

@@ -7,6 +7,7 @@ events under ``CloudTrail-Insight/``.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from enum import StrEnum
 
@@ -35,3 +36,14 @@ def classify_key(key: str) -> KeyKind:
     if _LOG.search(key):
         return KeyKind.LOG
     return KeyKind.OTHER
+
+
+def key_date(key: str) -> dt.date | None:
+    """The delivery day in a CloudTrail log key (``.../YYYY/MM/DD/...``), or None."""
+    match = _LOG.search(key)
+    if match is None:
+        return None
+    try:
+        return dt.date(int(match["year"]), int(match["month"]), int(match["day"]))
+    except ValueError:
+        return None

@@ -1,9 +1,11 @@
 """``trailguard replay PATH...``: local CloudTrail files through the same detector as the daemon.
 
-Reads files and directories recursively (hidden entries inside directories are skipped; files
-named on the command line are always read), writes each detection once per eventID, and keeps a
-summary.  A file that cannot be read or decoded is an error for that file alone: it is recorded
-with its reason and the run goes on.
+Reads files and directories recursively, writes each detection once per eventID, and keeps a
+summary.  Files named on the command line are always read, whatever their name; inside
+directories, hidden entries are skipped and only names that CloudTrail data has (``.json``,
+``.jsonl``, ``.ndjson``, each optionally ``.gz``, or a bare ``.gz``) are read -- the others (a
+README, a LICENSE) are counted as skipped, not failed.  A file that cannot be read or decoded
+is an error for that file alone: it is recorded with its reason and the run goes on.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ from pathlib import Path
 from typing import TextIO
 
 from trailguard.detect.detection import Detection, FileSource
-from trailguard.detect.process import Detector
+from trailguard.detect.process import Detector, FileOutcome
 from trailguard.errors import DecodeError
 from trailguard.outputs.jsonl import JsonlWriter
 from trailguard.telemetry.logging import get_logger
 
 log = get_logger(__name__)
+
+LOG_SUFFIXES = (".json", ".jsonl", ".ndjson", ".gz")
+SKIP_NAME = "not a log file name"
 
 
 @dataclass
@@ -72,8 +77,13 @@ def iter_files(paths: Iterable[str], summary: ReplaySummary) -> Iterator[Path]:
             for root, dirs, names in os.walk(path):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 for name in sorted(names):
-                    if not name.startswith("."):
+                    if name.startswith("."):
+                        continue
+                    if name.lower().endswith(LOG_SUFFIXES):
                         yield Path(root, name)
+                    else:
+                        summary.files += 1
+                        summary.skipped[SKIP_NAME] += 1
         elif path.exists():
             yield path
         else:
@@ -98,15 +108,20 @@ class LocalReplay:
         try:
             data = path.read_bytes()
         except OSError as exc:
-            self._fail(name, f"cannot read: {exc.strerror or exc}")
+            self.fail(name, f"cannot read: {exc.strerror or exc}")
             return
         try:
             outcome = self.detector.process_file(
                 data, source=FileSource(file=name), name=name, key=name
             )
         except DecodeError as exc:
-            self._fail(name, exc.reason)
+            self.fail(name, exc.reason)
             return
+        self.account(name, outcome)
+
+    def account(self, name: str, outcome: FileOutcome) -> None:
+        """Count a decoded file and write its new detections."""
+        summary = self.summary
         decoded = outcome.decoded
         summary.files_read += 1
         summary.records += decoded.records
@@ -139,7 +154,8 @@ class LocalReplay:
             fresh.append(detection)
         return fresh
 
-    def _fail(self, name: str, reason: str) -> None:
+    def fail(self, name: str, reason: str) -> None:
+        """Record a file that could not be read or decoded (the run goes on)."""
         self.summary.failed.append((name, reason))
         log.error("replay.file_failed", file=name, reason=reason)
 

@@ -52,6 +52,10 @@ def configure_logging(
 
 
 def get_logger(name: str) -> FilteringBoundLogger:
-    """A bound structlog logger carrying ``logger=name``."""
-    logger: FilteringBoundLogger = structlog.get_logger().bind(logger=name)
+    """A structlog logger carrying ``logger_name=name``.
+
+    Lazy: modules create their logger at import time, before :func:`configure_logging` runs, so
+    the logger must pick up the configuration when it logs, not when it is created.
+    """
+    logger: FilteringBoundLogger = structlog.wrap_logger(None, logger_name=name)
     return logger

@@ -1,0 +1,107 @@
+"""AWS clients (aiobotocore) and the mapping of AWS errors into trailguard's error tree.
+
+Credentials, profiles, region and endpoint come from botocore's standard chain (AWS_PROFILE,
+AWS_REGION, AWS_ENDPOINT_URL, instance/container roles ...); the config file may set only
+``[aws] region`` and ``endpoint_url``.  trailguard never reads or logs a credential itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiobotocore.session
+from aiobotocore.config import AioConfig
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+
+from trailguard import __version__
+from trailguard.errors import IngestError, PermanentError, TransientError
+
+USER_AGENT_EXTRA = f"trailguard/{__version__}"
+
+# Error codes that will not change by trying again.  Everything else from a 4xx is treated as
+# permanent too; throttling codes and 5xx are transient.
+_THROTTLING = {
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "SlowDown",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "PriorRequestNotComplete",
+    "InternalError",
+    "InternalFailure",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "KMS.ThrottlingException",
+}
+
+
+def make_session() -> aiobotocore.session.AioSession:
+    return aiobotocore.session.get_session()
+
+
+def client_config(*, read_timeout: float = 60, max_pool: int = 32) -> AioConfig:
+    """botocore's own standard retries handle the first few throttles; ours wrap them."""
+    return AioConfig(
+        user_agent_extra=USER_AGENT_EXTRA,
+        retries={"mode": "standard", "max_attempts": 3},
+        connect_timeout=10,
+        read_timeout=read_timeout,
+        max_pool_connections=max_pool,
+    )
+
+
+def client_kwargs(region: str | None, endpoint_url: str | None) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if region:
+        kwargs["region_name"] = region
+    if endpoint_url:
+        kwargs["endpoint_url"] = endpoint_url
+    return kwargs
+
+
+def error_code(exc: ClientError) -> str:
+    error = exc.response.get("Error", {})
+    return str(error.get("Code") or "Unknown")
+
+
+def classify(exc: BaseException, *, stage: str, what: str) -> IngestError:
+    """Map an exception from botocore/aiohttp into Transient/PermanentError."""
+    if isinstance(exc, IngestError):
+        return exc
+    if isinstance(exc, ClientError):
+        code = error_code(exc)
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        message = exc.response.get("Error", {}).get("Message") or code
+        detail = f"{what}: {code} ({status}): {message}"
+        if code in _THROTTLING or status >= 500 or status == 429:
+            return TransientError(stage, code, detail)
+        return PermanentError(stage, code, detail)
+    if isinstance(exc, NoCredentialsError):
+        return PermanentError(stage, "NoCredentials", f"{what}: no AWS credentials found")
+    if isinstance(
+        exc,
+        EndpointConnectionError | ConnectionClosedError | ConnectTimeoutError | ReadTimeoutError,
+    ):
+        return TransientError(stage, "connection", f"{what}: {exc}")
+    if isinstance(exc, asyncio.TimeoutError | ConnectionError | OSError):
+        return TransientError(stage, "connection", f"{what}: {type(exc).__name__}: {exc}")
+    if isinstance(exc, BotoCoreError):
+        return TransientError(stage, type(exc).__name__, f"{what}: {exc}")
+    # aiohttp raises its own ClientError family for resets and payload errors.
+    module = type(exc).__module__
+    if module.startswith("aiohttp"):
+        return TransientError(stage, "connection", f"{what}: {type(exc).__name__}: {exc}")
+    return PermanentError(stage, type(exc).__name__, f"{what}: {type(exc).__name__}: {exc}")

@@ -1,0 +1,70 @@
+"""Decoding off the event loop, on every core.
+
+Decompression and decoding are CPU-bound (libdeflate + msgspec release nothing useful to threads
+at this grain), so they run in a process pool: the event loop only moves bytes, and heartbeats,
+polling and health stay live whatever the load.  Each worker builds its own :class:`Detector`
+from the config once, at start-up; only the object's bytes go in and its (small) outcome comes
+back.
+
+The pool uses the ``forkserver`` start method: forking the daemon itself, with its running event
+loop and helper threads, is not safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import signal
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+
+from trailguard.config import Config
+from trailguard.detect.detection import Source
+from trailguard.detect.process import Detector, FileOutcome
+from trailguard.detect.rules import RuleSet
+
+_detector: Detector | None = None
+
+
+def _init_worker(config: Config) -> None:
+    global _detector  # one Detector per worker process, by design
+    # Signals are the parent's business: Ctrl-C reaches the whole process group and systemd
+    # signals the whole cgroup, but in-flight objects must finish during the drain.  Workers
+    # exit when the parent shuts the pool down, or when its pipe closes if the parent dies.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _detector = Detector(RuleSet.from_config(config))
+
+
+def _process(data: bytes, source: Source, name: str, key: str | None) -> FileOutcome:
+    assert _detector is not None, "decode worker not initialised"
+    return _detector.process_file(data, source=source, name=name, key=key)
+
+
+class DecodePool:
+    """``workers`` > 0: that many processes; 0: one per CPU; -1: a thread (tests, tiny setups)."""
+
+    def __init__(self, config: Config, workers: int = 0) -> None:
+        count = workers if workers > 0 else (os.cpu_count() or 1)
+        self.workers = 1 if workers < 0 else count
+        self._executor: Executor
+        if workers < 0:
+            self._executor = ThreadPoolExecutor(
+                max_workers=1, initializer=_init_worker, initargs=(config,)
+            )
+        else:
+            self._executor = ProcessPoolExecutor(
+                max_workers=count,
+                mp_context=multiprocessing.get_context("forkserver"),
+                initializer=_init_worker,
+                initargs=(config,),
+            )
+
+    async def process(
+        self, data: bytes, *, source: Source, name: str, key: str | None
+    ) -> FileOutcome:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, _process, data, source, name, key)
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,160 @@
+"""Fetching CloudTrail objects from S3, and listing them for backfill.
+
+Objects are streamed in chunks into one buffer with a hard size limit (``limits.max_object_bytes``;
+CloudTrail writes at most 50 MB compressed), so a huge or hostile object fails early and
+permanently instead of exhausting memory.  The compressed bytes then go to the decode pool,
+which decompresses them (libdeflate) off the event loop.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+from trailguard.aws import classify
+from trailguard.detect.keys import KeyKind, classify_key, key_date
+from trailguard.errors import PermanentError
+
+CHUNK_BYTES = 1 << 20
+
+
+class ObjectStore(Protocol):
+    """Where CloudTrail objects come from (S3; a fake in benchmarks)."""
+
+    async def fetch(self, bucket: str, key: str, *, max_bytes: int) -> bytes: ...
+
+
+class S3ObjectStore:
+    """Reads objects through an aiobotocore S3 client owned by the caller."""
+
+    def __init__(self, client: Any, *, chunk_bytes: int = CHUNK_BYTES) -> None:
+        self._client = client
+        self._chunk = chunk_bytes
+
+    async def fetch(self, bucket: str, key: str, *, max_bytes: int) -> bytes:
+        what = f"s3://{bucket}/{key}"
+        try:
+            response = await self._client.get_object(Bucket=bucket, Key=key)
+            length = response.get("ContentLength")
+            if isinstance(length, int) and length > max_bytes:
+                response["Body"].close()
+                raise PermanentError(
+                    "s3_get",
+                    "too_large",
+                    f"{what}: object is {length} bytes, over limits.max_object_bytes={max_bytes}",
+                )
+            buffer = bytearray()
+            async with response["Body"] as body:
+                async for chunk in body.iter_chunks(self._chunk):
+                    buffer += chunk
+                    if len(buffer) > max_bytes:
+                        raise PermanentError(
+                            "s3_get",
+                            "too_large",
+                            f"{what}: object exceeds limits.max_object_bytes={max_bytes}",
+                        )
+            return bytes(buffer)
+        except Exception as exc:  # CancelledError is a BaseException and passes through
+            raise classify(exc, stage="s3_get", what=what) from exc
+
+
+# --- backfill listing -------------------------------------------------------------------------
+
+_ACCOUNT = re.compile(r"^\d{12}$")
+_ORG = re.compile(r"^o-[a-z0-9]{10,32}$")
+
+
+async def _children(client: Any, bucket: str, prefix: str) -> list[str]:
+    """Immediate 'folders' under prefix (with their trailing slash)."""
+    names: list[str] = []
+    paginator = client.get_paginator("list_objects_v2")
+    async for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+        for entry in page.get("CommonPrefixes", []):
+            names.append(entry["Prefix"])
+    return names
+
+
+def _days(since: dt.date, until: dt.date) -> list[dt.date]:
+    return [since + dt.timedelta(days=n) for n in range((until - since).days + 1)]
+
+
+async def _region_roots(client: Any, bucket: str, prefix: str) -> AsyncIterator[str]:
+    """Expand ``prefix`` down to ``.../CloudTrail/<region>/`` folders by CloudTrail's layout.
+
+    ``[prefix/]AWSLogs/[o-org/]<account>/CloudTrail/<region>/``: each level not given in
+    ``prefix`` is listed (with a delimiter, so only folder names come back).  A prefix that is
+    already inside a region folder is yielded as it is.
+    """
+    parts = [p for p in prefix.split("/") if p]
+    base = "/".join(parts) + "/" if parts else ""
+    if "CloudTrail" in parts:
+        if parts[-1] != "CloudTrail":  # a region, maybe a date, is given already
+            yield base
+            return
+        for region in await _children(client, bucket, base):
+            yield region
+        return
+    if not parts or "AWSLogs" not in parts:
+        base += "AWSLogs/"
+    elif _ACCOUNT.match(parts[-1]):
+        async for root in _region_roots(client, bucket, base + "CloudTrail/"):
+            yield root
+        return
+    # at AWSLogs/ or AWSLogs/o-org/: the next level is organisations or accounts
+    for child in await _children(client, bucket, base):
+        name = child.rstrip("/").rsplit("/", 1)[-1]
+        if _ORG.match(name) or _ACCOUNT.match(name):
+            async for root in _region_roots(client, bucket, child):
+                yield root
+
+
+def _is_region_root(prefix: str) -> bool:
+    parts = [p for p in prefix.split("/") if p]
+    return len(parts) >= 2 and parts[-2] == "CloudTrail"
+
+
+async def list_log_keys(
+    client: Any,
+    bucket: str,
+    prefix: str,
+    *,
+    since: dt.date | None = None,
+    until: dt.date | None = None,
+) -> AsyncIterator[tuple[str, int]]:
+    """(key, size) of the CloudTrail log files under ``prefix``, only on the days asked.
+
+    With ``since``/``until`` (inclusive), only the ``YYYY/MM/DD/`` folders of those days are
+    listed under each region folder, so a backfill of one day in a years-old organisation trail
+    lists one day's keys per region.  Digest and Insight files are left out.
+    """
+    paginator = client.get_paginator("list_objects_v2")
+    prefixes: list[tuple[str, bool]] = []  # (prefix, filter keys by date)
+    if since is None and until is None:
+        prefixes.append((prefix, False))
+    else:
+        first = since or dt.date(2013, 11, 1)  # CloudTrail launched in November 2013
+        last = until or dt.datetime.now(dt.UTC).date()
+        try:
+            async for root in _region_roots(client, bucket, prefix):
+                if _is_region_root(root):
+                    prefixes += [(f"{root}{day:%Y/%m/%d}/", False) for day in _days(first, last)]
+                else:
+                    prefixes.append((root, True))
+        except Exception as exc:
+            raise classify(exc, stage="s3_list", what=f"s3://{bucket}/{prefix}") from exc
+    for day_prefix, by_date in prefixes:
+        try:
+            async for page in paginator.paginate(Bucket=bucket, Prefix=day_prefix):
+                for entry in page.get("Contents", []):
+                    key = entry["Key"]
+                    if classify_key(key) is not KeyKind.LOG:
+                        continue
+                    if by_date:
+                        day = key_date(key)
+                        if day is None or (since and day < since) or (until and day > until):
+                            continue
+                    yield key, int(entry.get("Size", 0))
+        except Exception as exc:
+            raise classify(exc, stage="s3_list", what=f"s3://{bucket}/{day_prefix}") from exc

@@ -1,0 +1,124 @@
+"""The one place detections become durable: dedup by eventID, write, fsync, remember.
+
+Order matters for the promises (at least once, no duplicate):
+
+1. ask the dedup store which eventIDs are new;
+2. write the new detections and fsync the output;
+3. record their eventIDs in the dedup store;
+4. only then may the caller delete the SQS message.
+
+A crash between 2 and 3 would make the next delivery write the same detection again, so at
+start-up :func:`recover_from_output` reads the tail of the output file and records the eventIDs
+it already holds.  Commits are serialised by a lock: the same event arriving at the same moment
+through S3 and EventBridge is written once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import msgspec
+
+from trailguard.detect.detection import Detection
+from trailguard.outputs.jsonl import JsonlWriter
+from trailguard.state.dedup import DedupStore
+
+RECOVERY_TAIL_BYTES = 8 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    written: list[Detection]
+    duplicates: int
+
+
+class DetectionSink:
+    def __init__(self, writer: JsonlWriter, dedup: DedupStore) -> None:
+        self._writer = writer
+        self._dedup = dedup
+        self._lock = asyncio.Lock()
+
+    async def commit(self, detections: Sequence[Detection]) -> CommitResult:
+        if not detections:
+            return CommitResult([], 0)
+        async with self._lock:
+            ids = [d.event_id for d in detections if d.event_id is not None]
+            new = set(await self._dedup.filter_new(ids)) if ids else set()
+            fresh: list[Detection] = []
+            taken: list[str] = []
+            for detection in detections:
+                event_id = detection.event_id
+                if event_id is None:  # cannot be deduplicated; real CloudTrail always has one
+                    fresh.append(detection)
+                elif event_id in new:
+                    new.discard(event_id)
+                    taken.append(event_id)
+                    fresh.append(detection)
+            if fresh:
+                await asyncio.to_thread(self._writer.write_batch, fresh)
+            if taken:
+                await self._dedup.record(taken)
+            return CommitResult(fresh, len(detections) - len(fresh))
+
+
+class _IdOnly(msgspec.Struct):
+    event_id: str | None = None
+
+
+def read_tail_event_ids(path: str, *, tail_bytes: int = RECOVERY_TAIL_BYTES) -> list[str]:
+    """eventIDs of the detections in the last ``tail_bytes`` of a JSONL output file."""
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            start = max(0, size - tail_bytes)
+            handle.seek(start)
+            data = handle.read()
+    except FileNotFoundError:
+        return []
+    lines = data.split(b"\n")
+    if start > 0:
+        lines = lines[1:]  # the first line may be cut by the seek
+    decoder = msgspec.json.Decoder(_IdOnly)
+    ids: list[str] = []
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            event_id = decoder.decode(line).event_id
+        except msgspec.DecodeError:
+            continue  # a torn last line from a crash mid-write
+        if event_id is not None:
+            ids.append(event_id)
+    return ids
+
+
+def repair_torn_tail(path: str) -> bool:
+    """End a file cut mid-line (crash mid-write) with a newline so the next line starts clean."""
+    try:
+        with open(path, "rb+") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size == 0:
+                return False
+            handle.seek(size - 1)
+            if handle.read(1) == b"\n":
+                return False
+            handle.write(b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+            return True
+    except FileNotFoundError:
+        return False
+
+
+async def recover_from_output(path: str, dedup: DedupStore) -> int:
+    """Record the eventIDs already in the output; returns how many were found."""
+    if path == "-":
+        return 0
+    await asyncio.to_thread(repair_torn_tail, path)
+    ids = await asyncio.to_thread(read_tail_event_ids, path)
+    if ids:
+        await dedup.record(ids)
+    return len(ids)
