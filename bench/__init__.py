@@ -1,0 +1,1 @@
+"""Corpus generator and benchmark harness (``python -m bench.run``)."""
