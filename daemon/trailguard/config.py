@@ -48,12 +48,14 @@ __all__ = [
     "DEFAULT_KEY_PATTERN",
     "AwsConfig",
     "Config",
+    "HttpConfig",
     "JsonlOutputConfig",
     "KeysConfig",
     "LimitsConfig",
     "LogFormat",
     "LogLevel",
     "LoggingConfig",
+    "MetricsConfig",
     "OutputsConfig",
     "Rule",
     "RuleEntry",
@@ -65,6 +67,7 @@ __all__ = [
     "Suppression",
     "load_config",
     "parse_config",
+    "parse_listen",
 ]
 
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -277,6 +280,56 @@ class LimitsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
             return os.cpu_count() or 1
 
 
+def parse_listen(value: str) -> tuple[str, int]:
+    """``"host:port"`` -> ``(host, port)``; IPv6 hosts in brackets (``"[::1]:9108"``).
+
+    Raises ValueError with an operator-facing message.  Port 0 (a free port) is accepted here,
+    for tests; the config requires 1-65535.
+    """
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(
+            f'{value!r} is not host:port (e.g. "127.0.0.1:9108", "0.0.0.0:9108", "[::1]:9108")'
+        )
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{value!r}: {host!r} in brackets is not an IPv6 address") from None
+    elif ":" in host:
+        raise ValueError(f'{value!r}: write an IPv6 address in brackets, e.g. "[::1]:9108"')
+    elif not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", host):
+        raise ValueError(f"{value!r}: {host!r} is not an IP address or host name")
+    port = int(port_text)
+    if port > 65535:
+        raise ValueError(f"{value!r}: port {port} is out of range (1-65535)")
+    return host, port
+
+
+class HttpConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``[http]``: the daemon's own HTTP endpoint: /metrics, /healthz, /readyz."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1:9108"
+    ready_max_poll_age_secs: Annotated[float, Meta(gt=0, le=86400)] = 120.0
+
+    def __post_init__(self) -> None:
+        try:
+            _, port = parse_listen(self.listen)
+        except ValueError as exc:
+            raise InvalidValue("listen", str(exc)) from None
+        if port == 0:
+            raise InvalidValue("listen", f"{self.listen!r}: give a port (1-65535), not 0")
+
+
+class MetricsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``[metrics]``: what the Prometheus metrics carry."""
+
+    # account and region labels on the *_by_account metrics; switch off for very large orgs
+    account_labels: bool = True
+
+
 class ShutdownConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """``[shutdown]``: the first SIGTERM/SIGINT drains for at most ``deadline_secs``."""
 
@@ -454,6 +507,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     shutdown: ShutdownConfig = msgspec.field(default_factory=ShutdownConfig)
     keys: KeysConfig = msgspec.field(default_factory=KeysConfig)
     severity: SeverityConfig = msgspec.field(default_factory=SeverityConfig)
+    http: HttpConfig = msgspec.field(default_factory=HttpConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     suppress: tuple[Suppression, ...] = ()
     rules: tuple[RuleEntry, ...] = ()
 

@@ -22,6 +22,7 @@ from trailguard.config import (
     Suppression,
     load_config,
     parse_config,
+    parse_listen,
 )
 from trailguard.detect.rules import DEFAULT_RULES
 from trailguard.errors import ConfigError
@@ -722,3 +723,66 @@ def test_arbitrary_documents_never_crash(doc: dict[str, Any]) -> None:
     else:
         return
     assert message.startswith(f"{FILE}: ")
+
+
+# --------------------------------------------------------------------------------------------
+# [http] and [metrics]
+# --------------------------------------------------------------------------------------------
+
+
+def test_http_and_metrics_defaults_and_example() -> None:
+    c = Config()
+    assert (c.http.enabled, c.http.listen, c.http.ready_max_poll_age_secs) == (
+        True,
+        "127.0.0.1:9108",
+        120.0,
+    )
+    assert c.metrics.account_labels is True
+    example = load_config(EXAMPLE)
+    assert (example.http, example.metrics) == (c.http, c.metrics)
+
+
+@pytest.mark.parametrize(
+    ("listen", "expected"),
+    [
+        ("127.0.0.1:9108", ("127.0.0.1", 9108)),
+        ("0.0.0.0:1", ("0.0.0.0", 1)),
+        ("localhost:65535", ("localhost", 65535)),
+        ("[::1]:9108", ("::1", 9108)),
+        ("[::]:9108", ("::", 9108)),
+    ],
+)
+def test_http_listen_accepted(listen: str, expected: tuple[str, int]) -> None:
+    config = parse_config(f'[http]\nlisten = "{listen}"\n', file=FILE)
+    assert parse_listen(config.http.listen) == expected
+
+
+@pytest.mark.parametrize(
+    ("listen", "fragment"),
+    [
+        ("9108", "is not host:port"),
+        (":9108", "is not host:port"),
+        ("127.0.0.1:", "is not host:port"),
+        ("127.0.0.1:http", "is not host:port"),
+        ("127.0.0.1:65536", "out of range"),
+        ("127.0.0.1:0", "not 0"),
+        ("::1:9108", "in brackets"),
+        ("[not-v6]:9108", "not an IPv6 address"),
+        ("bad host:9108", "not an IP address or host name"),
+    ],
+)
+def test_http_listen_rejected(listen: str, fragment: str) -> None:
+    err = error(f'[http]\nlisten = "{listen}"\n')
+    assert err.key_path == "http.listen"
+    assert fragment in str(err)
+
+
+def test_http_and_metrics_type_errors() -> None:
+    assert error("[http]\nready_max_poll_age_secs = 0\n").key_path == "http.ready_max_poll_age_secs"
+    assert error('[http]\nenabled = "yes"\n').key_path == "http.enabled"
+    assert error("[metrics]\naccount_labels = 1\n").key_path == "metrics.account_labels"
+    assert error("[metrics]\nlabels = true\n").key_path == "metrics.labels"
+
+
+def test_parse_listen_allows_port_zero_for_tests() -> None:
+    assert parse_listen("127.0.0.1:0") == ("127.0.0.1", 0)
