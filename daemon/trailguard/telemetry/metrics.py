@@ -1,0 +1,613 @@
+"""Every Prometheus metric trailguard exports, in one class that owns its own registry.
+
+:class:`Metrics` holds a private :class:`~prometheus_client.CollectorRegistry` (never the global
+one), so a test, a replay and the daemon can each build their own.  The daemon calls the methods
+below at the points named in their docstrings; the HTTP server (:mod:`.http`) renders
+:meth:`Metrics.render` at ``/metrics``.
+
+Naming follows the Prometheus guide: one prefix (``trailguard_``), base units (seconds, bytes),
+``_total`` on counters, and labels whose values are bounded:
+
+* ``queue`` -- the configured label of an ``[[sources.sqs]]`` queue (URLs map to it); anything
+  else is ``other``;
+* ``event_name`` -- only names that the configured rules watch; anything else is ``other``;
+* ``outcome``, ``severity``, ``disposition``, ``stage``, ``action``, ``state``, ``path`` -- closed
+  vocabularies defined here;
+* ``type`` (of an error) -- the stable ``reason`` of an :class:`~trailguard.errors.IngestError`
+  (an AWS error code or a short word), capped at :data:`MAX_ERROR_SERIES` label sets;
+* ``account`` / ``region`` -- only on the two ``*_by_account_total`` counters, switched off with
+  ``[metrics] account_labels = false``, validated (12 digits, a region name) and capped at
+  :data:`MAX_ACCOUNT_SERIES` label sets.
+
+Never an eventID, ARN, key, IP address or message id.  Every label set known up front is
+initialised to zero at construction, so ``rate()`` and ``increase()`` see the first event and
+dashboards show 0 rather than "no data".
+
+Recording never raises for an unexpected label value: it is folded into ``other``.  Metrics must
+not be the reason a message is not processed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import platform
+import re
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Final, Literal, get_args
+
+import prometheus_client
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+)
+from prometheus_client.exposition import choose_encoder
+
+from trailguard import __version__
+from trailguard.detect.detection import Detection, EventBridgeSource, FileSource, S3Source
+from trailguard.detect.rules import OUTCOMES, POLICY_REMOVAL_EVENTS, SEVERITIES
+
+if TYPE_CHECKING:
+    from trailguard.config import Config
+
+__all__ = [
+    "DISPOSITIONS",
+    "ERROR_STAGES",
+    "JOB_ACTIONS",
+    "JOB_STATES",
+    "MAX_ACCOUNT_SERIES",
+    "MAX_ERROR_SERIES",
+    "MESSAGE_OUTCOMES",
+    "OBJECT_OUTCOMES",
+    "OTHER",
+    "QUEUED_JOB_STATES",
+    "DeliveryPath",
+    "JobAction",
+    "JobState",
+    "MessageOutcome",
+    "Metrics",
+    "ObjectOutcome",
+]
+
+# _created series double the series count and Prometheus 2.x ingests them as separate gauges;
+# trailguard's counters are process-lifetime and process_start_time_seconds says when that began.
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+
+OTHER: Final = "other"
+
+MessageOutcome = Literal[
+    "deleted",  # every object processed and its detections durable: deleted
+    "test_event",  # an s3:TestEvent: acknowledged (deleted)
+    "released",  # transient failures outlived their retries (or shutdown): visible again soon
+    "left_for_redrive",  # a permanent failure: left invisible for the queue's redrive policy
+    "unrecognised",  # a body of no known shape: left for the redrive policy
+    "failed",  # handling raised: the message comes back after its visibility timeout
+]
+MESSAGE_OUTCOMES: Final[tuple[MessageOutcome, ...]] = get_args(MessageOutcome)
+
+ObjectOutcome = Literal[
+    "ok",
+    "skipped_digest",
+    "skipped_insight",
+    "skipped_excluded",
+    "skipped_other",
+    "failed_transient",
+    "failed_permanent",
+]
+OBJECT_OUTCOMES: Final[tuple[ObjectOutcome, ...]] = get_args(ObjectOutcome)
+
+Disposition = Literal["alert", "suppressed"]
+DISPOSITIONS: Final[tuple[Disposition, ...]] = get_args(Disposition)
+
+# Where a detection's record came from: an S3 log file, an EventBridge event, a local file.
+DeliveryPath = Literal["s3", "eventbridge", "file"]
+DELIVERY_PATHS: Final[tuple[DeliveryPath, ...]] = get_args(DeliveryPath)
+
+# The stages IngestError and the rest of the error tree name (errors.py); others are "other".
+ERROR_STAGES: Final[tuple[str, ...]] = (
+    "sqs_attributes",
+    "sqs_receive",
+    "sqs_delete",
+    "sqs_visibility",
+    "parse",
+    "s3_get",
+    "s3_list",
+    "decode",
+    "output",
+    "state",
+    "remediation",
+    "config",
+)
+
+JobAction = Literal[
+    "restore_inline_policy",
+    "reattach_managed_policy",
+    "restore_policy_version",
+    "recreate_managed_policy",
+    "restore_permissions_boundary",
+    "quarantine_actor",
+    "audit_actor",
+    "notify",
+]
+JOB_ACTIONS: Final[tuple[JobAction, ...]] = get_args(JobAction)
+
+JobState = Literal[
+    "pending",
+    "awaiting_approval",
+    "running",
+    "succeeded",
+    "failed",
+    "dead",
+    "skipped",
+    "dry_run",
+]
+JOB_STATES: Final[tuple[JobState, ...]] = get_args(JobState)
+# States a job can sit in, waiting: the queue-depth gauge has one series for each.
+QUEUED_JOB_STATES: Final[tuple[JobState, ...]] = (
+    "pending",
+    "awaiting_approval",
+    "running",
+    "failed",
+)
+
+MAX_ERROR_SERIES: Final = 200
+MAX_ACCOUNT_SERIES: Final = 10_000
+
+# Buckets, in seconds.  Delivery lag spans EventBridge (seconds) to S3 (CloudTrail delivers
+# every ~5 minutes, sometimes much later) to backfills (days).
+LAG_BUCKETS: Final = (1, 5, 15, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 21600, 86400)
+LATENCY_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
+OBJECT_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+_ACCOUNT = re.compile(r"[0-9]{12}")
+_REGION = re.compile(r"[a-z]{2}(-[a-z0-9]+){1,4}")
+_ERROR_TYPE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+class Metrics:
+    """trailguard's metrics and the registry that serves them.
+
+    ``queues``: the configured queue labels (``SqsSourceConfig.label``); ``queue_aliases`` maps
+    other spellings (the queue URLs) to those labels.  ``event_names``: what the rules watch.
+    """
+
+    def __init__(
+        self,
+        *,
+        queues: Iterable[str] = (),
+        queue_aliases: Mapping[str, str] | None = None,
+        event_names: Iterable[str] = POLICY_REMOVAL_EVENTS,
+        account_labels: bool = True,
+        version: str = __version__,
+        process_collectors: bool = True,
+    ) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.account_labels = account_labels
+        self._lock = threading.Lock()
+        self._queues: dict[str, str] = {q: q for q in queues}
+        for alias, label in (queue_aliases or {}).items():
+            if label in self._queues:
+                self._queues[alias] = label
+        self._event_names: frozenset[str] = frozenset()
+        self._error_series: set[tuple[str, str]] = set()
+        self._account_series: set[tuple[str, str]] = set()
+        r = self.registry
+
+        if process_collectors:
+            prometheus_client.ProcessCollector(registry=r)
+            prometheus_client.PlatformCollector(registry=r)
+            prometheus_client.GCCollector(registry=r)
+
+        # -- build and config ----------------------------------------------------------------
+        self.build_info = Info("trailguard_build", "trailguard's version; always 1.", registry=r)
+        self.build_info.info({"version": version, "python": platform.python_version()})
+        self.config_reloads = Counter(
+            "trailguard_config_reloads_total",
+            "Config reloads (SIGHUP) by outcome: success, or failure (the old config stays).",
+            ["outcome"],
+            registry=r,
+        )
+        self.config_last_reload_successful = Gauge(
+            "trailguard_config_last_reload_successful",
+            "1 when the last config reload succeeded (or none was tried), 0 when it failed.",
+            registry=r,
+        )
+        self.config_last_reload_successful.set(1)
+
+        # -- SQS -----------------------------------------------------------------------------
+        self.sqs_received = Counter(
+            "trailguard_sqs_messages_received_total",
+            "SQS messages received, by queue.",
+            ["queue"],
+            registry=r,
+        )
+        self.sqs_handled = Counter(
+            "trailguard_sqs_messages_handled_total",
+            "SQS messages finished, by queue and outcome: deleted, test_event (deleted), released "
+            "(for redelivery), left_for_redrive, unrecognised (left for redrive), failed.",
+            ["queue", "outcome"],
+            registry=r,
+        )
+        self.sqs_message_age = Histogram(
+            "trailguard_sqs_message_age_seconds",
+            "Age of a message when received (now - SentTimestamp): the queue's backlog.",
+            ["queue"],
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self.sqs_visibility_extensions = Counter(
+            "trailguard_sqs_visibility_extensions_total",
+            "Visibility timeouts extended by the heartbeat of an in-progress message.",
+            ["queue"],
+            registry=r,
+        )
+        self.sqs_last_poll = Gauge(
+            "trailguard_sqs_last_successful_poll_timestamp_seconds",
+            "Unix time of the last successful receive on the queue (0: none yet).",
+            ["queue"],
+            registry=r,
+        )
+        self.sqs_in_flight = Gauge(
+            "trailguard_sqs_messages_in_flight",
+            "SQS messages received and not yet finished.",
+            registry=r,
+        )
+
+        # -- S3 and decoding -------------------------------------------------------------------
+        self.s3_objects = Counter(
+            "trailguard_s3_objects_total",
+            "S3 objects named by notifications, by outcome: ok, skipped_* (not downloaded or not "
+            "log files), failed_transient, failed_permanent.",
+            ["outcome"],
+            registry=r,
+        )
+        self.s3_bytes = Counter(
+            "trailguard_s3_object_bytes_total",
+            "Bytes of S3 objects downloaded (compressed, as stored).",
+            registry=r,
+        )
+        self.s3_duration = Histogram(
+            "trailguard_s3_object_processing_seconds",
+            "Time to fetch, decompress, decode and evaluate one S3 object.",
+            buckets=OBJECT_BUCKETS,
+            registry=r,
+        )
+        self.s3_in_flight = Gauge(
+            "trailguard_s3_objects_in_flight",
+            "S3 objects being fetched or decoded now (bounded by limits.max_objects_in_flight).",
+            registry=r,
+        )
+        self.s3_by_account = Counter(
+            "trailguard_s3_objects_by_account_total",
+            "S3 log files processed, by the account and region in their key "
+            "(only with [metrics] account_labels).",
+            ["account", "region"],
+            registry=r,
+        )
+        self.records_scanned = Counter(
+            "trailguard_records_scanned_total",
+            "CloudTrail records read (from S3 objects, EventBridge events, files).",
+            registry=r,
+        )
+        self.records_invalid = Counter(
+            "trailguard_records_invalid_total",
+            "CloudTrail records that could not be decoded (skipped; the file is processed).",
+            registry=r,
+        )
+
+        # -- detections ------------------------------------------------------------------------
+        self.detections = Counter(
+            "trailguard_detections_total",
+            "Detections made durable, by event name (those the rules watch, else 'other'), "
+            "outcome of the call, severity and disposition (alert or suppressed).",
+            ["event_name", "outcome", "severity", "disposition"],
+            registry=r,
+        )
+        self.detections_by_account = Counter(
+            "trailguard_detections_by_account_total",
+            "Detections made durable, by account and region (only with [metrics] account_labels).",
+            ["account", "region"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "trailguard_duplicates_dropped_total",
+            "Detections dropped because their eventID was already recorded (SQS redelivery, "
+            "CloudTrail duplicates, the same event by S3 and EventBridge).",
+            registry=r,
+        )
+        self.delivery_lag = Histogram(
+            "trailguard_delivery_lag_seconds",
+            "Processing time minus eventTime of each detection, by delivery path (s3, "
+            "eventbridge, file).",
+            ["path"],
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self.detection_latency = Histogram(
+            "trailguard_detection_latency_seconds",
+            "From the SQS message's SentTimestamp to its detection being durable.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+
+        # -- errors ----------------------------------------------------------------------------
+        self.errors = Counter(
+            "trailguard_errors_total",
+            "Errors by stage (sqs_receive, s3_get, decode, ...) and type (the error's stable "
+            "reason: an AWS error code or a short word).",
+            ["stage", "type"],
+            registry=r,
+        )
+
+        # -- remediation -----------------------------------------------------------------------
+        self.jobs = Counter(
+            "trailguard_remediation_jobs_total",
+            "Remediation job state changes, by action and the state entered.",
+            ["action", "state"],
+            registry=r,
+        )
+        self.job_queue_depth = Gauge(
+            "trailguard_remediation_queue_depth",
+            "Remediation jobs waiting or running now, by state.",
+            ["state"],
+            registry=r,
+        )
+        self.job_oldest_pending_age = Gauge(
+            "trailguard_remediation_oldest_pending_age_seconds",
+            "Age of the oldest pending remediation job (0 when none).",
+            registry=r,
+        )
+
+        # -- zero every label set known up front -----------------------------------------------
+        for outcome in ("success", "failure"):
+            self.config_reloads.labels(outcome)
+        for queue in self.queue_labels:
+            self.sqs_received.labels(queue)
+            for message_outcome in MESSAGE_OUTCOMES:
+                self.sqs_handled.labels(queue, message_outcome)
+            self.sqs_message_age.labels(queue)
+            self.sqs_visibility_extensions.labels(queue)
+            self.sqs_last_poll.labels(queue).set(0)
+        for object_outcome in OBJECT_OUTCOMES:
+            self.s3_objects.labels(object_outcome)
+        for path in DELIVERY_PATHS:
+            self.delivery_lag.labels(path)
+        for action in JOB_ACTIONS:
+            for state in JOB_STATES:
+                self.jobs.labels(action, state)
+        for state in QUEUED_JOB_STATES:
+            self.job_queue_depth.labels(state).set(0)
+        self.set_event_names(event_names)
+
+    @classmethod
+    def from_config(cls, config: Config, *, process_collectors: bool = True) -> Metrics:
+        """Queues, watched event names and account labels as the config says."""
+        sources = config.sources.sqs
+        return cls(
+            queues=[src.label for src in sources],
+            queue_aliases={src.queue_url: src.label for src in sources},
+            event_names=[
+                name
+                for rule in config.resolved_rules()
+                if rule.enabled
+                for name in rule.event_names
+            ],
+            account_labels=config.metrics.account_labels,
+            process_collectors=process_collectors,
+        )
+
+    # -- label helpers -------------------------------------------------------------------------
+
+    @property
+    def queue_labels(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self._queues.values()))
+
+    @property
+    def event_names(self) -> frozenset[str]:
+        return self._event_names
+
+    def set_event_names(self, names: Iterable[str]) -> None:
+        """The event names the rules watch (again after a reload); new label sets start at 0.
+
+        Series of names no longer watched stay (a counter never goes back); new detections of
+        those names count as ``other``.
+        """
+        self._event_names = frozenset(names)
+        for name in sorted(self._event_names | {OTHER}):
+            for outcome in OUTCOMES:
+                for severity in SEVERITIES:
+                    for disposition in DISPOSITIONS:
+                        self.detections.labels(name, outcome, severity, disposition)
+
+    def _queue(self, queue: str) -> str:
+        return self._queues.get(queue, OTHER)
+
+    def _account(self, account: str | None, region: str | None) -> tuple[str, str] | None:
+        if not self.account_labels:
+            return None
+        key = (
+            account if account and _ACCOUNT.fullmatch(account) else OTHER,
+            region if region and _REGION.fullmatch(region) else OTHER,
+        )
+        with self._lock:
+            if key not in self._account_series:
+                if len(self._account_series) >= MAX_ACCOUNT_SERIES:
+                    key = (OTHER, OTHER)
+                self._account_series.add(key)
+        return key
+
+    # -- SQS -----------------------------------------------------------------------------------
+
+    def message_received(
+        self, queue: str, *, sent_timestamp_ms: int | None = None, now: float | None = None
+    ) -> None:
+        """A message was received (call once per message); observes its age when known."""
+        label = self._queue(queue)
+        self.sqs_received.labels(label).inc()
+        if sent_timestamp_ms is not None:
+            age = (time.time() if now is None else now) - sent_timestamp_ms / 1000
+            self.sqs_message_age.labels(label).observe(max(0.0, age))
+
+    def message_handled(self, queue: str, outcome: MessageOutcome) -> None:
+        """A message is finished: deleted, released, left for redrive ..."""
+        if outcome not in MESSAGE_OUTCOMES:
+            outcome = "failed"
+        self.sqs_handled.labels(self._queue(queue), outcome).inc()
+
+    def messages_in_flight(self, count: int) -> None:
+        self.sqs_in_flight.set(count)
+
+    def visibility_extended(self, queue: str) -> None:
+        self.sqs_visibility_extensions.labels(self._queue(queue)).inc()
+
+    def poll_succeeded(self, queue: str, *, at: float | None = None) -> None:
+        """A receive call returned (with or without messages)."""
+        self.sqs_last_poll.labels(self._queue(queue)).set(time.time() if at is None else at)
+
+    # -- S3 and records ------------------------------------------------------------------------
+
+    def object_processed(
+        self,
+        outcome: ObjectOutcome,
+        size_bytes: int = 0,
+        seconds: float | None = None,
+        *,
+        account: str | None = None,
+        region: str | None = None,
+    ) -> None:
+        """One S3 object is done (or skipped, or failed).
+
+        ``size_bytes``: bytes downloaded; ``seconds``: fetch-to-evaluated time (observed for
+        ``ok`` only); ``account``/``region``: from the key, for the per-account counter.
+        """
+        if outcome not in OBJECT_OUTCOMES:
+            outcome = "failed_permanent"
+        self.s3_objects.labels(outcome).inc()
+        if size_bytes > 0:
+            self.s3_bytes.inc(size_bytes)
+        if outcome == "ok":
+            if seconds is not None:
+                self.s3_duration.observe(max(0.0, seconds))
+            key = self._account(account, region)
+            if key is not None:
+                self.s3_by_account.labels(*key).inc()
+
+    def object_in_flight(self) -> contextlib.AbstractContextManager[None]:
+        """``with metrics.object_in_flight(): ...`` around fetching and decoding an object."""
+        return _track(self.s3_in_flight)
+
+    def records(self, scanned: int, *, invalid: int = 0) -> None:
+        """Records read from a file or event (``invalid``: how many of them were undecodable)."""
+        if scanned > 0:
+            self.records_scanned.inc(scanned)
+        if invalid > 0:
+            self.records_invalid.inc(invalid)
+
+    # -- detections ----------------------------------------------------------------------------
+
+    def detection(
+        self, d: Detection, *, sent_timestamp_ms: int | None = None, now: float | None = None
+    ) -> None:
+        """A detection was made durable (written, not a duplicate).
+
+        Counts it, observes its delivery lag (now - eventTime) and, given the SQS message's
+        SentTimestamp, the message-to-detection latency.
+        """
+        now = time.time() if now is None else now
+        name = d.event_name if d.event_name in self._event_names else OTHER
+        severity = d.severity if d.severity in SEVERITIES else OTHER
+        outcome = d.outcome if d.outcome in OUTCOMES else OTHER
+        disposition = d.disposition if d.disposition in DISPOSITIONS else OTHER
+        self.detections.labels(name, outcome, severity, disposition).inc()
+        key = self._account(d.account_id, d.aws_region)
+        if key is not None:
+            self.detections_by_account.labels(*key).inc()
+        event_time = _parse_time(d.event_time)
+        if event_time is not None:
+            self.delivery_lag.labels(_path(d)).observe(max(0.0, now - event_time))
+        if sent_timestamp_ms is not None:
+            self.detection_latency.observe(max(0.0, now - sent_timestamp_ms / 1000))
+
+    def duplicates_dropped(self, count: int) -> None:
+        if count > 0:
+            self.duplicates.inc(count)
+
+    # -- errors --------------------------------------------------------------------------------
+
+    def error(self, stage: str, error_type: str) -> None:
+        """An error at ``stage`` (``IngestError.stage``) of ``error_type`` (its ``reason``)."""
+        stage = stage if stage in ERROR_STAGES else OTHER
+        error_type = error_type if _ERROR_TYPE.fullmatch(error_type) else OTHER
+        with self._lock:
+            if (stage, error_type) not in self._error_series:
+                if len(self._error_series) >= MAX_ERROR_SERIES:
+                    error_type = OTHER
+                self._error_series.add((stage, error_type))
+        self.errors.labels(stage, error_type).inc()
+
+    # -- remediation ---------------------------------------------------------------------------
+
+    def remediation_job(self, action: JobAction, state: JobState) -> None:
+        """A job entered ``state``."""
+        self.jobs.labels(
+            action if action in JOB_ACTIONS else OTHER, state if state in JOB_STATES else OTHER
+        ).inc()
+
+    def remediation_queue(
+        self, depth: Mapping[JobState, int], oldest_pending_age_seconds: float | None
+    ) -> None:
+        """The job store's current depth by state (missing states are 0) and oldest pending."""
+        for state in QUEUED_JOB_STATES:
+            self.job_queue_depth.labels(state).set(depth.get(state, 0))
+        self.job_oldest_pending_age.set(max(0.0, oldest_pending_age_seconds or 0.0))
+
+    # -- config --------------------------------------------------------------------------------
+
+    def config_reloaded(self, ok: bool) -> None:
+        self.config_reloads.labels("success" if ok else "failure").inc()
+        self.config_last_reload_successful.set(1 if ok else 0)
+
+    # -- exposition ----------------------------------------------------------------------------
+
+    def render(self, accept: str | None = None) -> tuple[bytes, str]:
+        """(body, content type) for an HTTP ``Accept`` header: Prometheus text format 0.0.4 by
+        default, OpenMetrics when the scraper asks for it."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
+
+
+@contextlib.contextmanager
+def _track(gauge: Gauge) -> Iterator[None]:
+    gauge.inc()
+    try:
+        yield
+    finally:
+        gauge.dec()
+
+
+def _path(d: Detection) -> DeliveryPath:
+    source = d.source
+    if isinstance(source, S3Source):
+        return "s3"
+    if isinstance(source, EventBridgeSource):
+        return "eventbridge"
+    assert isinstance(source, FileSource)
+    return "file"
+
+
+def _parse_time(text: str | None) -> float | None:
+    """CloudTrail's eventTime (``2026-11-01T12:00:00Z``) as Unix time, or None."""
+    if not text:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.timestamp()
