@@ -296,9 +296,9 @@ CASES: list[tuple[str, str, str | None, str]] = [
     ),
     (
         "visibility",
-        f'[[sources.sqs]]\nqueue_url = "{QUEUE}"\nvisibility_timeout_secs = 10\n',
+        f'[[sources.sqs]]\nqueue_url = "{QUEUE}"\nvisibility_timeout_secs = 1\n',
         "sources.sqs[0].visibility_timeout_secs",
-        ">= 30",
+        ">= 2",
     ),
     (
         "visibility-max",
