@@ -687,13 +687,29 @@ def test_lookup_events_bad_events() -> None:
 
 
 def test_not_cloudtrail_records_among_good_ones() -> None:
-    records = [rec("DeletePolicy", 0), {"eventSource": "aws:s3", "eventName": "ObjectCreated:Put"}]
+    records = [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put"}, rec("DeletePolicy", 0)]
     result = decode(encode(records, "records"))
     assert names(result) == ["DeletePolicy"]
     assert result.bad_records == [
-        "record 1: not a CloudTrail record: eventSource 'aws:s3' is an AWS event notification "
+        "record 0: not a CloudTrail record: eventSource 'aws:s3' is an AWS event notification "
         "(S3/SQS/SNS style), not a CloudTrail API record"
     ]
+    # after the first record, only a missing eventName sends the file to the careful path,
+    # which then judges every record
+    records = [rec("DeletePolicy", 0), {"eventSource": "aws:sqs"}, {"eventSource": "aws:s3"}]
+    result = decode(encode(records, "records"))
+    assert names(result) == ["DeletePolicy"]
+    assert result.bad_records == [
+        "record 1: not a CloudTrail record: eventSource 'aws:sqs' is an AWS event notification "
+        "(S3/SQS/SNS style), not a CloudTrail API record",
+        "record 2: not a CloudTrail record: eventSource 'aws:s3' is an AWS event notification "
+        "(S3/SQS/SNS style), not a CloudTrail API record",
+    ]
+    # a notification-style record with an eventName after a good first record is not examined
+    records = [rec("DeletePolicy", 0), {"eventSource": "aws:s3", "eventName": "ObjectCreated:Put"}]
+    result = decode(encode(records, "records"))
+    assert names(result) == ["DeletePolicy"]
+    assert result.bad_records == []
 
 
 def test_bad_records_are_capped() -> None:
