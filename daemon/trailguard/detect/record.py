@@ -67,6 +67,11 @@ class Record(msgspec.Struct, frozen=True):
     session_credential_from_console: str | bool | None = msgspec.field(
         default=None, name="sessionCredentialFromConsole"
     )
+    # Read by policy history (the versionId CreatePolicyVersion assigned, the ARN CreatePolicy
+    # returned).  Typed Any on purpose: a record whose responseElements is not an object must
+    # still decode, so that an odd value there can never hide the record from the rules;
+    # detect/history.py reads it defensively.
+    response_elements: Any = msgspec.field(default=None, name="responseElements")
 
     def param(self, name: str) -> str | None:
         """A string request parameter, or None when absent or not a string."""
