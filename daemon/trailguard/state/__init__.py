@@ -2,8 +2,11 @@
 
 ``dedup``: which CloudTrail eventIDs were already handled (SQLite by default; the
 :class:`DedupStore` protocol lets a shared store serve several replicas later).
+``history``: every policy document and attachment the trail or a snapshot showed, in eventTime
+order (:class:`PolicyHistoryStore`; SQLite by default).
 """
 
 from trailguard.state.dedup import DedupStore, SqliteDedupStore
+from trailguard.state.history import PolicyHistoryStore, SqliteHistoryStore
 
-__all__ = ["DedupStore", "SqliteDedupStore"]
+__all__ = ["DedupStore", "PolicyHistoryStore", "SqliteDedupStore", "SqliteHistoryStore"]
