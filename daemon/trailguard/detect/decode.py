@@ -11,35 +11,34 @@ Shapes: ``{"Records": [...]}`` (S3 delivery), a JSON array of records, JSON Line
 ``aws cloudtrail lookup-events`` (``CloudTrailEvent`` strings decoded) and a single record object.
 Digest files and Insight files are recognised (by key, or by content) and skipped.
 
-The fast path, and why it looks the way it does (measured by ``make bench`` on realistic 1000-record
-files of ~1.4 MB, 2-core machine, per file):
+The fast path, and why it looks the way it does.  CPU per realistic file of 1000 records
+(~1.4 MB of JSON, 150 KB gzip) on the 2-core machine of ``make bench``:
 
-* gunzip with libdeflate: ~0.65 ms (zlib ~1.9 ms).  libdeflate needs the ISIZE trailer and stops
-  after the first member without telling how much input it used, so a result is only accepted when
-  the trailer of that member can only be the last four bytes of the input; otherwise (multi-member
-  files, trailing data, ISIZE lies) a bounded, chunked ``zlib.decompressobj`` loop does the work
-  and gives the precise error.
-* one msgspec pass over ``{"Records": list[_Probe]}`` where ``_Probe`` holds only ``eventName`` and
-  ``eventSource``: ~1.1 ms.  This single pass validates the whole JSON document, counts the records,
-  checks every record is an object and yields every record's *decoded* event name — so the
-  candidate test is an exact set lookup, immune to JSON escapes (``Delete\\u0055serPolicy``).
-  A field-less Struct costs ~1.05 ms, so the two strings per record cost ~5 %.
-* a byte-level prefilter (one compiled regex of the names, ~0.6 ms; ten ``bytes.find`` ~3.6 ms)
-  cannot replace that pass, since the record count and the validation need a full parse anyway
-  (a field-less Struct or ``list[msgspec.Raw]`` both cost ~1 ms), and it would only add its own
-  cost.  So ``decode_file`` does not run :meth:`Prefilter.may_match`; the Prefilter contributes
-  its name set.  ``may_match`` stays available (and conservative) for callers that hold bytes
-  they do not need to count or validate.
-* only when a candidate exists: a second pass as ``list[msgspec.Raw]`` (~1 ms) and a
-  ``Record`` decode of each candidate.  No Python dict is built per record on any path.
+* gunzip with libdeflate: ~0.75 ms (zlib ~1.9 ms, 2-2.5x slower).  libdeflate needs the ISIZE
+  trailer and stops after the first member without saying how much input it used, so its result
+  is accepted only when the four size bytes it checked can only be the last four of the input
+  (one ``bytes.find``, ~0.09 ms); otherwise (several members, trailing bytes, an ISIZE that
+  lies) a bounded, chunked ``zlib.decompressobj`` loop does the work and names the error.
+* one msgspec pass over ``{"Records": list[_Probe]}``, ``_Probe`` holding only ``eventName`` and
+  ``eventSource``: ~1.1 ms.  That one pass validates the whole JSON document, counts the records,
+  checks each is an object and yields each record's *decoded* event name, so the candidate test
+  is an exact set lookup (~0.08 ms), immune to JSON escapes (``Delete\\u0055serPolicy``).  A
+  field-less Struct costs ~1.0 ms and ``list[msgspec.Raw]`` the same: the two strings cost ~5 %.
+* a byte-level prefilter does not pay here: :meth:`Prefilter.may_match` costs ~0.6-1.2 ms per
+  file (a regex of the names; ten ``bytes.find`` calls ~3.6 ms), as much as the msgspec pass it
+  would try to spare, and that pass is needed anyway to count and validate.  ``decode_file``
+  therefore takes only the name set from the Prefilter; ``may_match`` stays, exact about misses,
+  for callers that hold bytes they need not count.  ``make bench`` times the rejected variant.
+* only when a candidate exists: a second pass as ``list[msgspec.Raw]`` (~1 ms) and a ``Record``
+  decode of each candidate.  No Python dict is built per record on any path.
 
-Trade-offs: only the candidates are fully type-checked against :class:`Record`; for the other
-records only ``eventName``/``eventSource`` types are checked and strings that are skipped are not
-checked for valid UTF-8.  Whether a file is CloudTrail at all (records with ``eventTime`` or
-``eventName``, and no ``eventSource`` of the ``aws:s3``/``aws:sqs`` notification kind) is judged on
-the first record on the fast path; when that record looks wrong, every record is examined (the
-"careful" path, also taken for any record that is not an object or has an impossible type) and
-the odd ones out are listed in ``bad_records`` — the file fails only if no record is usable.
+Trade-offs, for speed: only candidates are fully type-checked against :class:`Record` (other
+records: the types of ``eventName`` and ``eventSource``; skipped strings are not checked for
+valid UTF-8).  The fast path checks every record for an ``eventName`` but the notification-style
+``eventSource`` (``aws:s3``, ``aws:sqs``) on the first record only.  Any doubt (a record that is
+not an object, has an impossible type, lacks an eventName) sends the file to the careful path,
+which judges every record (eventTime or eventName present, no ``aws:*`` eventSource, Insight
+events) and lists the odd ones in ``bad_records``; the file fails only if no record is usable.
 """
 
 from __future__ import annotations
