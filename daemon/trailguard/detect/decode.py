@@ -273,7 +273,7 @@ class _Probe(msgspec.Struct, gc=False):
     event_source: str | None = msgspec.field(default=None, name="eventSource")
 
 
-class _FullProbe(msgspec.Struct, gc=False):
+class _FullProbe(msgspec.Struct):
     """The careful path: also presence of eventTime and the eventType (Insight)."""
 
     event_name: str | None = msgspec.field(default=None, name="eventName")
@@ -405,7 +405,6 @@ def decode_file(
 
     text = decompress(data, source=source, max_size=max_size)
     size = len(text)
-    decoder = _Decoder(prefilter.event_names, source, compressed, size)
     if size == 0:
         raise DecodeError(source, "empty file: the gzip data decompresses to 0 bytes")
     bom = len(_BOM) if bytes(text[:3]) == _BOM else 0  # some editors write one: tolerated
@@ -414,7 +413,7 @@ def decode_file(
         raise DecodeError(source, f"empty file: only whitespace in {size} bytes of text")
     first = text[match.start()]
     view = memoryview(text)[bom:] if bom else text
-    decoder.offset = bom
+    decoder = _Decoder(prefilter.event_names, source, compressed, size, bom)
     if first == 0x7B:  # {
         return decoder.object_document(view)
     if first == 0x5B:  # [
@@ -447,12 +446,14 @@ class _Decoder:
 
     __slots__ = ("compressed", "names", "offset", "size", "source")
 
-    def __init__(self, names: frozenset[str], source: str, compressed: bool, size: int) -> None:
+    def __init__(
+        self, names: frozenset[str], source: str, compressed: bool, size: int, offset: int
+    ) -> None:
         self.names = names
         self.source = source
         self.compressed = compressed
         self.size = size
-        self.offset = 0
+        self.offset = offset  # bytes before ``view`` in the text (a BOM), for error positions
 
     def why(self, exc: BaseException) -> str:
         return _why_json(exc, offset=self.offset, compressed=self.compressed)
