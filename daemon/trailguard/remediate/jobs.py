@@ -1,0 +1,664 @@
+"""Remediation jobs: the record, the :class:`JobStore` interface and its SQLite implementation.
+
+A job is one action planned for one CloudTrail event.  Its id is derived from the eventID and the
+action (:func:`job_id`), so planning the same event twice -- SQS redelivery, a replay, the same
+event by S3 and by EventBridge -- enqueues nothing new (``INSERT OR IGNORE``), and a job that has
+run never runs again unless an operator asks (``retry``).
+
+States::
+
+    pending ──claim──► running ──► succeeded | dry_run | skipped (reason) | dead (error)
+       ▲                  │ └────► failed (will retry at next_attempt_at) ──claim──► running
+       │                  └──────► awaiting_approval (reason) ──approve──► pending
+    awaiting_approval (mode "approve") ──approve──► pending       (cancel: ──► skipped "cancelled")
+
+A claim is a lease: a job whose worker died (``running`` with ``lease_until`` in the past) is
+claimed again.  ``complete`` is fenced by the attempt number, so a worker that lost its lease
+cannot overwrite the job another worker now holds.
+
+:class:`SqliteJobStore` follows the dedup store's conventions (state/dedup.py): one connection
+used only from one worker thread, WAL with ``synchronous=FULL`` (durable when a call returns),
+:class:`~trailguard.errors.StateError` for every storage failure.  Its tables live in the same
+file as the dedup store (``[state] path``) and carry their own schema version in
+``remediation_meta`` -- ``PRAGMA user_version`` belongs to the dedup store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Literal, Protocol, Self, TypeVar, get_args
+
+import msgspec
+
+from trailguard.config import ActionName, RemediationMode
+from trailguard.detect.detection import Actor, Detection, Target
+from trailguard.errors import StateError
+
+__all__ = [
+    "JOB_STATES",
+    "TERMINAL_STATES",
+    "AuditEntry",
+    "EventRef",
+    "Finding",
+    "Job",
+    "JobConflictError",
+    "JobNotFoundError",
+    "JobState",
+    "JobStore",
+    "SqliteJobStore",
+    "audit",
+    "job_id",
+]
+
+_T = TypeVar("_T")
+
+JobState = Literal[
+    "pending",
+    "awaiting_approval",
+    "running",
+    "succeeded",
+    "failed",
+    "dead",
+    "skipped",
+    "dry_run",
+]
+JOB_STATES: Final[tuple[JobState, ...]] = get_args(JobState)
+TERMINAL_STATES: Final[frozenset[JobState]] = frozenset({"succeeded", "dead", "skipped", "dry_run"})
+AuditStep = Literal["planned", "before", "plan", "did", "after", "note"]
+
+SCHEMA_VERSION: Final = 1
+_BUSY_TIMEOUT_MS: Final = 5000
+_ID_HEX: Final = 32  # 128 bits of sha256
+
+
+class JobNotFoundError(StateError):
+    """No job has this id."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"no job {job_id!r}")
+
+
+class JobConflictError(StateError):
+    """The job is not in a state that allows the operation (approve a succeeded job ...)."""
+
+    def __init__(self, job_id: str, operation: str, state: str, allowed: Sequence[str]) -> None:
+        self.job_id = job_id
+        self.state = state
+        super().__init__(
+            f"job {job_id} is {state}: {operation} applies only to {', '.join(allowed)} jobs"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# The record
+# ---------------------------------------------------------------------------------------------
+
+
+class EventRef(msgspec.Struct, frozen=True, kw_only=True):
+    """The detection a job was planned from: the detection record's JSON, field for field.
+
+    (``Detection`` itself cannot be decoded by msgspec -- its ``source`` is an untagged union of
+    Structs -- so the job keeps ``source`` as a plain object.)
+    """
+
+    event_id: str
+    event_time: str | None = None
+    event_name: str | None = None
+    event_source: str | None = None
+    aws_region: str | None = None
+    account_id: str | None = None
+    actor: Actor
+    target: Target
+    outcome: str
+    error_code: str | None = None
+    severity: str
+    rule: str
+    disposition: str
+    suppressed_by: str | None = None
+    source: dict[str, str] | None = None
+
+    @classmethod
+    def from_detection(cls, detection: Detection) -> EventRef:
+        return msgspec.convert(msgspec.to_builtins(detection), cls)
+
+
+class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One line of a job's audit record.
+
+    ``step``: ``planned`` (enqueued), ``before`` (live state read before acting), ``plan`` (what
+    the action would do / is about to do), ``did`` (a write it made), ``after`` (live state read
+    after acting), ``note`` (anything else: approvals, retries, the circuit breaker).
+    """
+
+    at: str
+    step: AuditStep
+    what: str
+    data: dict[str, Any] | None = None
+
+
+class Finding(msgspec.Struct, frozen=True, kw_only=True):
+    """A hygiene finding of ``audit_actor`` (``code`` is stable, for queries and metrics)."""
+
+    code: str
+    severity: str
+    subject: str
+    detail: str
+
+
+class Job(msgspec.Struct, frozen=True, kw_only=True):
+    """One action for one event.  Times are Unix seconds."""
+
+    id: str
+    action: ActionName
+    state: JobState
+    mode: RemediationMode  # what it was planned with; "approve" jobs act once approved
+    account_id: str | None  # the account whose IAM the action reads and writes
+    target_key: str  # what it restores, e.g. "123456789012:role/app:inline/guard"
+    detection: EventRef
+    created_at: float
+    updated_at: float
+    next_attempt_at: float
+    attempts: int = 0
+    lease_until: float | None = None
+    approved: bool = False
+    changed: bool = False  # the last run changed IAM
+    reason: str | None = None  # why skipped / awaiting approval
+    error: str | None = None  # the last failure
+    audit: tuple[AuditEntry, ...] = ()
+    findings: tuple[Finding, ...] = ()
+
+    @property
+    def event_id(self) -> str:
+        return self.detection.event_id
+
+
+def job_id(event_id: str, action: str) -> str:
+    """The idempotency key of ``action`` for the event ``event_id``."""
+    return hashlib.sha256(f"{event_id}:{action}".encode()).hexdigest()[:_ID_HEX]
+
+
+def iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
+
+
+def audit(
+    step: AuditStep, what: str, data: dict[str, Any] | None = None, *, at: float | None = None
+) -> AuditEntry:
+    return AuditEntry(at=iso(time.time() if at is None else at), step=step, what=what, data=data)
+
+
+# ---------------------------------------------------------------------------------------------
+# The interface
+# ---------------------------------------------------------------------------------------------
+
+
+class JobStore(Protocol):
+    """Durable jobs; every method may raise :class:`StateError`."""
+
+    async def enqueue_many(self, jobs: Sequence[Job]) -> int:
+        """Add jobs whose id is not stored yet; durable on return.  Returns how many were new."""
+        ...
+
+    async def claim_due(self, now: float, limit: int, *, lease_secs: float) -> list[Job]:
+        """Atomically move up to ``limit`` due jobs (pending or failed with ``next_attempt_at <=
+        now``, or running with an expired lease) to running, ``attempts + 1``, leased until
+        ``now + lease_secs``; oldest due first."""
+        ...
+
+    async def complete(self, job: Job) -> bool:
+        """Store ``job`` (its new state, audit, ...) if this attempt still holds it: the row must
+        be running with the same ``attempts``.  False when the lease was lost."""
+        ...
+
+    async def get(self, job_id: str) -> Job | None: ...
+
+    async def list_jobs(
+        self, *, states: Sequence[JobState] | None = None, limit: int = 100
+    ) -> list[Job]:
+        """Newest first."""
+        ...
+
+    async def approve(self, job_id: str, *, now: float, by: str = "operator") -> Job:
+        """awaiting_approval -> pending (approved).  Raises JobNotFoundError/JobConflictError."""
+        ...
+
+    async def retry(self, job_id: str, *, now: float, by: str = "operator") -> Job:
+        """failed/dead/skipped/dry_run -> pending, attempts reset to 0."""
+        ...
+
+    async def cancel(self, job_id: str, *, now: float, by: str = "operator") -> Job:
+        """pending/awaiting_approval/failed -> skipped ("cancelled")."""
+        ...
+
+    async def counts(self) -> dict[tuple[str, str], int]:
+        """Number of jobs by (action, state)."""
+        ...
+
+    async def oldest_due_age(self, now: float) -> float | None:
+        """Seconds the oldest due pending/failed job has been waiting, or None."""
+        ...
+
+    async def restores_since(self, target_key: str, since: float) -> int:
+        """How many jobs changed IAM for ``target_key`` at or after ``since`` (circuit breaker)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# SQLite
+# ---------------------------------------------------------------------------------------------
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Job)
+
+_APPROVABLE: Final = ("awaiting_approval",)
+_RETRYABLE: Final = ("failed", "dead", "skipped", "dry_run")
+_CANCELLABLE: Final = ("pending", "awaiting_approval", "failed")
+
+
+class SqliteJobStore:
+    """:class:`JobStore` on the state SQLite file.  Build it with :meth:`open`."""
+
+    def __init__(
+        self,
+        path: Path,
+        conn: sqlite3.Connection,
+        executor: ThreadPoolExecutor,
+        clock: Callable[[], float],
+    ) -> None:
+        self._path = path
+        self._conn = conn
+        self._executor = executor
+        self._clock = clock
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls, path: str | Path, *, create: bool = True, clock: Callable[[], float] = time.time
+    ) -> SqliteJobStore:
+        """Open the store at ``path``, creating its tables if needed.
+
+        ``create=False`` refuses a file that does not exist (the ``jobs`` commands: a typo in
+        ``[state] path`` should not make an empty database).  Raises :class:`StateError`.
+        """
+        db_path = Path(path)
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trailguard-jobs")
+        try:
+            conn = await asyncio.get_running_loop().run_in_executor(
+                executor, _connect, db_path, create
+            )
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        return cls(db_path, conn, executor, clock)
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ the protocol
+
+    async def enqueue_many(self, jobs: Sequence[Job]) -> int:
+        if not jobs:
+            return 0
+        rows = [_row(job) for job in jobs]
+        return await self._run(self._insert, rows)
+
+    async def claim_due(self, now: float, limit: int, *, lease_secs: float) -> list[Job]:
+        if limit <= 0:
+            return []
+        return await self._run(self._claim, now, limit, now + lease_secs)
+
+    async def complete(self, job: Job) -> bool:
+        return await self._run(self._complete, job)
+
+    async def get(self, job_id: str) -> Job | None:
+        return await self._run(self._get, job_id)
+
+    async def list_jobs(
+        self, *, states: Sequence[JobState] | None = None, limit: int = 100
+    ) -> list[Job]:
+        wanted = list(states) if states else None
+        return await self._run(self._list, wanted, limit)
+
+    async def approve(self, job_id: str, *, now: float, by: str = "operator") -> Job:
+        def change(job: Job) -> Job:
+            return msgspec.structs.replace(
+                job,
+                state="pending",
+                approved=True,
+                reason=None,
+                next_attempt_at=now,
+                updated_at=now,
+                audit=(*job.audit, audit("note", f"approved by {by}", at=now)),
+            )
+
+        return await self._run(self._transition, job_id, "approve", _APPROVABLE, change)
+
+    async def retry(self, job_id: str, *, now: float, by: str = "operator") -> Job:
+        def change(job: Job) -> Job:
+            return msgspec.structs.replace(
+                job,
+                state="pending",
+                attempts=0,
+                reason=None,
+                error=None,
+                next_attempt_at=now,
+                updated_at=now,
+                audit=(*job.audit, audit("note", f"retry requested by {by}", at=now)),
+            )
+
+        return await self._run(self._transition, job_id, "retry", _RETRYABLE, change)
+
+    async def cancel(self, job_id: str, *, now: float, by: str = "operator") -> Job:
+        def change(job: Job) -> Job:
+            return msgspec.structs.replace(
+                job,
+                state="skipped",
+                reason="cancelled",
+                updated_at=now,
+                audit=(*job.audit, audit("note", f"cancelled by {by}", at=now)),
+            )
+
+        return await self._run(self._transition, job_id, "cancel", _CANCELLABLE, change)
+
+    async def counts(self) -> dict[tuple[str, str], int]:
+        return await self._run(self._counts)
+
+    async def oldest_due_age(self, now: float) -> float | None:
+        oldest = await self._run(self._oldest_due, now)
+        return None if oldest is None else max(0.0, now - oldest)
+
+    async def restores_since(self, target_key: str, since: float) -> int:
+        return await self._run(self._restores_since, target_key, since)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._conn.close)
+        except sqlite3.Error as exc:
+            raise StateError(f"job store {self._path}: cannot close: {exc}") from exc
+        finally:
+            self._executor.shutdown(wait=True)
+
+    # ------------------------------------------------------------------ worker thread
+
+    async def _run(self, fn: Callable[..., _T], *args: object) -> _T:
+        if self._closed:
+            raise StateError(f"job store {self._path} is closed")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        except sqlite3.Error as exc:
+            raise StateError(f"job store {self._path}: {exc}") from exc
+        except msgspec.DecodeError as exc:
+            raise StateError(f"job store {self._path}: unreadable job: {exc}") from exc
+
+    def _insert(self, rows: list[tuple[object, ...]]) -> int:
+        with _transaction(self._conn):
+            before = self._conn.total_changes
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO remediation_jobs (id, action, state, account_id,"
+                " target_key, attempts, next_attempt_at, lease_until, created_at, updated_at,"
+                " changed_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            return self._conn.total_changes - before
+
+    def _claim(self, now: float, limit: int, lease_until: float) -> list[Job]:
+        with _transaction(self._conn):
+            rows = self._conn.execute(
+                "SELECT body FROM remediation_jobs"
+                " WHERE (state IN ('pending', 'failed') AND next_attempt_at <= ?)"
+                " OR (state = 'running' AND lease_until <= ?)"
+                " ORDER BY next_attempt_at, created_at LIMIT ?",
+                (now, now, limit),
+            ).fetchall()
+            claimed: list[Job] = []
+            for (body,) in rows:
+                job = _decoder.decode(body)
+                job = msgspec.structs.replace(
+                    job,
+                    state="running",
+                    attempts=job.attempts + 1,
+                    lease_until=lease_until,
+                    updated_at=now,
+                )
+                self._update(job)
+                claimed.append(job)
+            return claimed
+
+    def _complete(self, job: Job) -> bool:
+        with _transaction(self._conn):
+            row = self._conn.execute(
+                "SELECT state, attempts FROM remediation_jobs WHERE id = ?", (job.id,)
+            ).fetchone()
+            if row is None or row[0] != "running" or row[1] != job.attempts:
+                return False
+            if job.state != "running":
+                job = msgspec.structs.replace(job, lease_until=None)
+            self._update(job)
+            return True
+
+    def _update(self, job: Job) -> None:
+        changed_at = job.updated_at if job.changed and job.state == "succeeded" else None
+        self._conn.execute(
+            "UPDATE remediation_jobs SET state = ?, attempts = ?, next_attempt_at = ?,"
+            " lease_until = ?, updated_at = ?, changed_at = coalesce(?, changed_at), body = ?"
+            " WHERE id = ?",
+            (
+                job.state,
+                job.attempts,
+                job.next_attempt_at,
+                job.lease_until,
+                job.updated_at,
+                changed_at,
+                _encoder.encode(job),
+                job.id,
+            ),
+        )
+
+    def _get(self, job_id: str) -> Job | None:
+        row = self._conn.execute(
+            "SELECT body FROM remediation_jobs WHERE id = ?", (job_id,)
+        ).fetchone()
+        return None if row is None else _decoder.decode(row[0])
+
+    def _list(self, states: list[str] | None, limit: int) -> list[Job]:
+        if states:
+            marks = ",".join("?" * len(states))
+            # The placeholders are generated; the values are bound, never interpolated.
+            rows = self._conn.execute(
+                f"SELECT body FROM remediation_jobs WHERE state IN ({marks})"  # noqa: S608
+                " ORDER BY created_at DESC, id LIMIT ?",
+                (*states, limit),
+            )
+        else:
+            rows = self._conn.execute(
+                "SELECT body FROM remediation_jobs ORDER BY created_at DESC, id LIMIT ?", (limit,)
+            )
+        return [_decoder.decode(body) for (body,) in rows]
+
+    def _transition(
+        self,
+        job_id: str,
+        operation: str,
+        allowed: Sequence[str],
+        change: Callable[[Job], Job],
+    ) -> Job:
+        with _transaction(self._conn):
+            job = self._get(job_id)
+            if job is None:
+                raise JobNotFoundError(job_id)
+            if job.state not in allowed:
+                raise JobConflictError(job_id, operation, job.state, allowed)
+            job = change(job)
+            self._update(job)
+            return job
+
+    def _counts(self) -> dict[tuple[str, str], int]:
+        rows = self._conn.execute(
+            "SELECT action, state, count(*) FROM remediation_jobs GROUP BY action, state"
+        )
+        return {(action, state): count for action, state, count in rows}
+
+    def _oldest_due(self, now: float) -> float | None:
+        row = self._conn.execute(
+            "SELECT min(next_attempt_at) FROM remediation_jobs"
+            " WHERE state IN ('pending', 'failed') AND next_attempt_at <= ?",
+            (now,),
+        ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def _restores_since(self, target_key: str, since: float) -> int:
+        row = self._conn.execute(
+            "SELECT count(*) FROM remediation_jobs WHERE target_key = ? AND changed_at >= ?",
+            (target_key, since),
+        ).fetchone()
+        return int(row[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _row(job: Job) -> tuple[object, ...]:
+    return (
+        job.id,
+        job.action,
+        job.state,
+        job.account_id,
+        job.target_key,
+        job.attempts,
+        job.next_attempt_at,
+        job.lease_until,
+        job.created_at,
+        job.updated_at,
+        None,
+        _encoder.encode(job),
+    )
+
+
+_SCHEMA: Final = (
+    "CREATE TABLE remediation_meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL)",
+    "CREATE TABLE remediation_jobs ("
+    " id TEXT PRIMARY KEY NOT NULL,"
+    " action TEXT NOT NULL,"
+    " state TEXT NOT NULL,"
+    " account_id TEXT,"
+    " target_key TEXT NOT NULL,"
+    " attempts INTEGER NOT NULL,"
+    " next_attempt_at REAL NOT NULL,"
+    " lease_until REAL,"
+    " created_at REAL NOT NULL,"
+    " updated_at REAL NOT NULL,"
+    " changed_at REAL,"
+    " body BLOB NOT NULL)",
+    "CREATE INDEX remediation_jobs_due ON remediation_jobs (state, next_attempt_at)",
+    "CREATE INDEX remediation_jobs_created ON remediation_jobs (created_at)",
+    "CREATE INDEX remediation_jobs_target ON remediation_jobs (target_key, changed_at)",
+)
+
+
+def _connect(path: Path, create: bool) -> sqlite3.Connection:
+    """Open and prepare the database; runs on the store's worker thread."""
+    where = f"job store {path}"
+    if not create and not path.exists():
+        raise StateError(f"{where}: no such file (has `trailguard run` run?)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StateError(f"{where}: cannot create directory: {exc.strerror or exc}") from exc
+    if path.is_dir():
+        raise StateError(f"{where}: is a directory")
+    try:
+        conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise StateError(f"{where}: cannot open: {exc}") from exc
+    try:
+        _prepare(conn, where)
+    except StateError:
+        conn.close()
+        raise
+    except sqlite3.Error as exc:
+        conn.close()
+        raise StateError(f"{where}: cannot use: {exc}") from exc
+    return conn
+
+
+def _schema_version(conn: sqlite3.Connection) -> int:
+    if not conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'remediation_meta'"
+    ).fetchone():
+        return 0
+    row = conn.execute("SELECT value FROM remediation_meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _prepare(conn: sqlite3.Connection, where: str) -> None:
+    conn.execute("PRAGMA user_version").fetchone()  # "file is not a database" surfaces here
+    conn.execute("PRAGMA journal_mode=WAL").fetchone()
+    conn.execute("PRAGMA synchronous=FULL")
+    version = _schema_version(conn)
+    if version > SCHEMA_VERSION:
+        raise StateError(
+            f"{where}: job schema version {version} is newer than this trailguard understands"
+            f" ({SCHEMA_VERSION})"
+        )
+    if version == SCHEMA_VERSION:
+        return
+    with _transaction(conn):
+        if _schema_version(conn) == SCHEMA_VERSION:  # another process was faster
+            return
+        if conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE name IN ('remediation_meta', 'remediation_jobs')"
+        ).fetchone():
+            raise StateError(f"{where}: a remediation_jobs table of unknown shape")
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO remediation_meta (key, value) VALUES ('schema_version', ?)",
+            (str(SCHEMA_VERSION),),
+        )
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE .. COMMIT (ROLLBACK on error); with synchronous=FULL, durable on exit."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
