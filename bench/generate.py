@@ -1,7 +1,7 @@
 """Seeded generator of realistic CloudTrail log files for the benchmarks.
 
 Files look like S3 deliveries: gzip'd ``{"Records": [...]}`` in CloudTrail's compact JSON, about
-1.2 KB per record on average, with assumed-role sessions, SDK user agents, TLS details and the
+1.3 KB per record on average, with assumed-role sessions, SDK user agents, TLS details and the
 request parameters of busy services (S3 GetObject, EC2 DescribeInstances, STS AssumeRole, KMS
 Decrypt, ...), spread over many accounts and regions.  The share of IAM events and of IAM policy
 removals is tunable.  Output goes to ``bench/.cache/<set>/`` (gitignored) and is reused while the
@@ -27,7 +27,7 @@ from typing import Any
 import msgspec
 
 CACHE = Path(__file__).resolve().parent / ".cache"
-GENERATOR_VERSION = 3  # bump when the records change: cached sets are then rebuilt
+GENERATOR_VERSION = 4  # bump when the records change: cached sets are then rebuilt
 
 REMOVAL_NAMES: tuple[str, ...] = (
     "DeleteUserPolicy",
@@ -136,7 +136,7 @@ class _Gen:
 
     def new_file(self, account: str, when: datetime) -> None:
         """Per-file pools: a real five-minute file repeats principals, hosts and resources."""
-        self.pool_identities = [self._identity(account, when) for _ in range(12)]
+        self.pool_identities = [self._identity(account, when) for _ in range(16)]
         self.pool_ips = [self.ip() for _ in range(16)]
         self.pool_instances = ["i-0" + self.hexs(16) for _ in range(40)]
         self.pool_objects = [
@@ -151,7 +151,7 @@ class _Gen:
     def _identity(self, account: str, when: datetime) -> dict[str, Any]:
         r = self.rng
         roll = r.random()
-        if roll < 0.5:
+        if roll < 0.45:
             role = r.choice(self.roles)
             session = r.choice(
                 ["botocore-session-" + str(r.randrange(10**9, 10**10)), "i-0" + self.hexs(16)]
@@ -181,7 +181,7 @@ class _Gen:
                     **({"ec2RoleDelivery": "2.0"} if session.startswith("i-") else {}),
                 },
             }
-        if roll < 0.65:
+        if roll < 0.58:
             user = r.choice(self.users)
             return {
                 "type": "IAMUser",
@@ -465,7 +465,7 @@ def _bodies(gen: _Gen) -> tuple[list[Callable[[str, str], dict[str, Any]]], list
             gen.kms_decrypt,
             gen.lambda_invoke,
         ],
-        [0.34, 0.2, 0.18, 0.18, 0.1],
+        [0.26, 0.26, 0.14, 0.22, 0.12],
     )
 
 

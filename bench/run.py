@@ -23,6 +23,7 @@ import argparse
 import gc
 import gzip
 import json
+import os
 import statistics
 import sys
 import time
@@ -220,7 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         specs = [replace(s, name=s.name + "-quick", files=40) for s in specs]
         reps, naive_reps = 2, 1
-    print(f"python {sys.version.split()[0]}, msgspec {msgspec.__version__}; best of {reps} runs")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(
+        f"python {sys.version.split()[0]}, msgspec {msgspec.__version__}; best of {reps} runs; "
+        f"{os.cpu_count()} CPUs, load average {load} (other work on the machine lowers the "
+        "figures: compare rows of one run)"
+    )
     results = [run_set(spec, reps, naive_reps) for spec in specs]
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
