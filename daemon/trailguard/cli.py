@@ -74,6 +74,25 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--config", "-c", metavar="FILE", required=True, help="config file")
 
+    snapshot = sub.add_parser(
+        "snapshot",
+        help="seed the policy history with the IAM policies that exist now",
+        description=(
+            "Read every inline policy, managed policy version, attachment and permissions "
+            "boundary (IAM GetAccountAuthorizationDetails) of the local account and of each "
+            "[snapshot] accounts entry (through the role of role_arn_template) into the policy "
+            "history. Exit 0 when every account was read, 1 when some failed."
+        ),
+    )
+    snapshot.add_argument("--config", "-c", metavar="FILE", required=True, help="config file")
+    snapshot.add_argument(
+        "--account",
+        action="extend",
+        nargs="+",
+        metavar="ID",
+        help="only these accounts (default: the local account and [snapshot] accounts)",
+    )
+
     check = sub.add_parser(
         "check-config",
         help="validate a config file",
@@ -100,6 +119,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     configure_logging(config.logging.level, config.logging.format)
     return asyncio.run(run_daemon(config))
+
+
+def _cmd_snapshot(args: argparse.Namespace) -> int:
+    import asyncio
+    import re
+
+    from trailguard.config import load_config
+    from trailguard.remediate.snapshot import AccountSnapshot, take_snapshot
+    from trailguard.state.history import SqliteHistoryStore, default_history_path
+    from trailguard.telemetry.logging import configure_logging
+
+    for account in args.account or ():
+        if not re.fullmatch(r"[0-9]{12}", account):
+            raise UsageError(f"--account: {account!r} is not a 12-digit AWS account ID")
+    config = load_config(args.config)
+    configure_logging(config.logging.level, config.logging.format, stream=sys.stderr)
+    if not config.history.enabled:
+        raise UsageError("snapshot: the policy history is disabled ([history] enabled = false)")
+    path = config.history.path or default_history_path(config.state.path)
+
+    async def snapshot() -> list[AccountSnapshot]:
+        async with await SqliteHistoryStore.open(path) as store:
+            return await take_snapshot(config, store, accounts=args.account)
+
+    results = asyncio.run(snapshot())
+    for result in results:
+        print(result.render())
+    return EXIT_PARTIAL if any(result.error for result in results) else EXIT_OK
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
@@ -159,7 +206,12 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return EXIT_PARTIAL if summary.failed else EXIT_OK
 
 
-_COMMANDS = {"replay": _cmd_replay, "run": _cmd_run, "check-config": _cmd_check_config}
+_COMMANDS = {
+    "replay": _cmd_replay,
+    "run": _cmd_run,
+    "snapshot": _cmd_snapshot,
+    "check-config": _cmd_check_config,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

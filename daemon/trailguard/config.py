@@ -54,6 +54,7 @@ __all__ = [
     "AwsConfig",
     "CircuitBreakerConfig",
     "Config",
+    "HistoryConfig",
     "HttpConfig",
     "JsonlOutputConfig",
     "KeysConfig",
@@ -71,6 +72,7 @@ __all__ = [
     "RuleEntry",
     "SeverityConfig",
     "ShutdownConfig",
+    "SnapshotConfig",
     "SourcesConfig",
     "SqsSourceConfig",
     "StateConfig",
@@ -340,6 +342,72 @@ class MetricsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
 
     # account and region labels on the *_by_account metrics; switch off for very large orgs
     account_labels: bool = True
+
+
+class HistoryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``[history]``: the policy history, from which remediation puts removed policies back."""
+
+    enabled: bool = True
+    # None: next to [state] path (state.sqlite3 -> state.history.sqlite3)
+    path: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.path == "":
+            raise InvalidValue("path", "must not be empty (leave the key out for the default)")
+
+
+_SNAPSHOT_ROLE_ARN: Final = re.compile(
+    r"arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/([\x21-\x7e]*/)?[\w+=,.@-]{1,64}", re.ASCII
+)
+_EXTERNAL_ID: Final = re.compile(r"[\w+=,.@:/-]{2,1224}", re.ASCII)
+
+
+class SnapshotConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``[snapshot]``: ``trailguard snapshot`` seeds the policy history from IAM.
+
+    The local account is read with the default credentials; each of ``accounts`` through the
+    role ``role_arn_template`` names in it (STS AssumeRole).
+    """
+
+    accounts: tuple[str, ...] = ()
+    role_arn_template: str = "arn:aws:iam::{account_id}:role/trailguard-snapshot"
+    # Not a secret in AWS's model, but it guards against the confused deputy: never logged.
+    external_id: str | None = None
+    include_aws_managed_policies: bool = False
+
+    def __post_init__(self) -> None:
+        for index, account in enumerate(self.accounts):
+            if _ACCOUNT.fullmatch(account) is None:
+                raise InvalidValue(
+                    f"accounts[{index}]", f"{account!r} is not a 12-digit AWS account ID"
+                )
+        _check_duplicates("accounts[{}]", iter(self.accounts), "account")
+        template = self.role_arn_template
+        if "{account_id}" not in template:
+            raise InvalidValue(
+                "role_arn_template",
+                f"{template!r} must contain {{account_id}}, e.g. "
+                '"arn:aws:iam::{account_id}:role/trailguard-snapshot"',
+            )
+        try:
+            example = self.role_arn("123456789012")
+        except (KeyError, IndexError, ValueError):
+            example = ""
+        if _SNAPSHOT_ROLE_ARN.fullmatch(example) is None:
+            raise InvalidValue(
+                "role_arn_template",
+                f"{template!r} is not an IAM role ARN once {{account_id}} is filled in "
+                "(arn:<partition>:iam::{account_id}:role/[path/]<name>; no other {} fields)",
+            )
+        if self.external_id is not None and _EXTERNAL_ID.fullmatch(self.external_id) is None:
+            # The value is not repeated: it may be shared with the role's owner only.
+            raise InvalidValue(
+                "external_id", "must be 2-1224 of letters, digits and _+=,.@:/- (as STS requires)"
+            )
+
+    def role_arn(self, account_id: str) -> str:
+        """The role to assume in ``account_id``."""
+        return self.role_arn_template.format(account_id=account_id)
 
 
 class ShutdownConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -707,6 +775,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     shutdown: ShutdownConfig = msgspec.field(default_factory=ShutdownConfig)
     keys: KeysConfig = msgspec.field(default_factory=KeysConfig)
     severity: SeverityConfig = msgspec.field(default_factory=SeverityConfig)
+    history: HistoryConfig = msgspec.field(default_factory=HistoryConfig)
+    snapshot: SnapshotConfig = msgspec.field(default_factory=SnapshotConfig)
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     suppress: tuple[Suppression, ...] = ()
