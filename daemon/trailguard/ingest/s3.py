@@ -80,6 +80,40 @@ def _days(since: dt.date, until: dt.date) -> list[dt.date]:
     return [since + dt.timedelta(days=n) for n in range((until - since).days + 1)]
 
 
+# Up to this many days, each day's folder is listed directly; a longer window (``--until``
+# alone starts in November 2013: ~4,700 days) walks the YYYY/ and MM/ folders that exist.
+MAX_DAY_PREFIXES = 31
+
+
+def _folder_number(prefix: str) -> int | None:
+    name = prefix.rstrip("/").rsplit("/", 1)[-1]
+    return int(name) if name.isdigit() else None
+
+
+async def _date_prefixes(
+    client: Any, bucket: str, root: str, first: dt.date, last: dt.date
+) -> list[tuple[str, bool]]:
+    """(prefix, filter keys by date) covering ``first..last`` under a region folder."""
+    if (last - first).days + 1 <= MAX_DAY_PREFIXES:
+        return [(f"{root}{day:%Y/%m/%d}/", False) for day in _days(first, last)]
+    prefixes: list[tuple[str, bool]] = []
+    for year_prefix in await _children(client, bucket, root):
+        year = _folder_number(year_prefix)
+        if year is None or not first.year <= year <= last.year:
+            continue
+        for month_prefix in await _children(client, bucket, year_prefix):
+            month = _folder_number(month_prefix)
+            if month is None or not 1 <= month <= 12:
+                continue
+            start = dt.date(year, month, 1)
+            end = (start + dt.timedelta(days=31)).replace(day=1) - dt.timedelta(days=1)
+            if end < first or start > last:
+                continue
+            # a month only partly inside the window: its keys are filtered by their date
+            prefixes.append((month_prefix, not (first <= start and end <= last)))
+    return prefixes
+
+
 async def _region_roots(client: Any, bucket: str, prefix: str) -> AsyncIterator[str]:
     """Expand ``prefix`` down to ``.../CloudTrail/<region>/`` folders by CloudTrail's layout.
 
@@ -127,7 +161,8 @@ async def list_log_keys(
 
     With ``since``/``until`` (inclusive), only the ``YYYY/MM/DD/`` folders of those days are
     listed under each region folder, so a backfill of one day in a years-old organisation trail
-    lists one day's keys per region.  Digest and Insight files are left out.
+    lists one day's keys per region; a window longer than a month lists the month folders that
+    exist instead of every day's.  Digest and Insight files are left out.
     """
     paginator = client.get_paginator("list_objects_v2")
     prefixes: list[tuple[str, bool]] = []  # (prefix, filter keys by date)
@@ -139,7 +174,7 @@ async def list_log_keys(
         try:
             async for root in _region_roots(client, bucket, prefix):
                 if _is_region_root(root):
-                    prefixes += [(f"{root}{day:%Y/%m/%d}/", False) for day in _days(first, last)]
+                    prefixes += await _date_prefixes(client, bucket, root, first, last)
                 else:
                     prefixes.append((root, True))
         except Exception as exc:
