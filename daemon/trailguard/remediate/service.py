@@ -1,0 +1,160 @@
+"""The remediation facade the daemon and the CLI wire in: :class:`Remediation`.
+
+::
+
+    async with Remediation.open(config, history=history_store) as remediation:
+        ...
+        new_jobs = await remediation.plan_and_enqueue(detections)   # durable on return
+        ...                                                          # then delete the message
+        group.create_task(remediation.runner.run())                  # `trailguard run`
+
+``plan_and_enqueue`` plans with :func:`~trailguard.remediate.planner.plan` and stores the jobs
+with ``INSERT OR IGNORE`` (the job id derives from eventID + action), so calling it again for a
+redelivered message enqueues nothing.  It must return before the SQS message is deleted
+(Promise 1).  ``runner.run()`` runs until cancelled; a job interrupted by cancellation goes back
+to pending.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING
+
+import aiohttp
+
+from trailguard.config import Config
+from trailguard.detect.detection import Detection
+from trailguard.remediate.actions import ClientSource
+from trailguard.remediate.executor import AwsClients, CircuitOpen, JobRunner
+from trailguard.remediate.jobs import Job, JobStore, SqliteJobStore
+from trailguard.remediate.planner import plan
+from trailguard.state.dedup import SqliteDedupStore
+from trailguard.state.history import PolicyHistoryStore
+from trailguard.telemetry.logging import get_logger
+
+if TYPE_CHECKING:
+    from aiobotocore.session import AioSession
+
+__all__ = ["Remediation"]
+
+log = get_logger(__name__)
+
+
+class Remediation:
+    """Planning, the durable job store and the runner, opened and closed together."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: JobStore,
+        runner: JobRunner,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.runner = runner
+        self._clock = clock
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        config: Config,
+        *,
+        history: PolicyHistoryStore,
+        store: JobStore | None = None,
+        clients: ClientSource | None = None,
+        session: AioSession | None = None,
+        on_circuit_open: Callable[[CircuitOpen], Awaitable[None]] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> AsyncIterator[Remediation]:
+        """Open the job store (``[state] path``), the AWS clients and the runner.
+
+        ``store`` and ``clients`` replace the SQLite store and the real AWS clients (tests, a
+        shared store).  Raises :class:`~trailguard.errors.StateError` when the store cannot be
+        opened.
+        """
+        async with AsyncExitStack() as stack:
+            if store is None:
+                # The dedup store refuses a file that already holds other tables but not its
+                # own: let it create its schema first, whoever opens the file first.
+                dedup = await SqliteDedupStore.open(
+                    config.state.path, ttl_seconds=config.state.dedup_ttl_hours * 3600
+                )
+                await dedup.close()
+                sqlite_store = await SqliteJobStore.open(config.state.path, clock=clock)
+                stack.push_async_callback(sqlite_store.close)
+                store = sqlite_store
+            if clients is None:
+                aws = AwsClients(config, session=session, clock=clock)
+                stack.push_async_callback(aws.close)
+                clients = aws
+            http: aiohttp.ClientSession | None = None
+            if config.remediation.notify.webhook_url is not None:
+                http = aiohttp.ClientSession()
+                stack.push_async_callback(http.close)
+            runner = JobRunner(
+                store,
+                config.remediation,
+                clients=clients,
+                history=history,
+                http=http,
+                on_circuit_open=on_circuit_open,
+                clock=clock,
+            )
+            yield cls(config, store, runner, clock=clock)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any ``[[remediation.policies]]`` table can plan a job."""
+        return bool(self.config.remediation.policies)
+
+    def plan(self, detections: Iterable[Detection]) -> list[Job]:
+        """The jobs for ``detections`` (pure; logs why events plan nothing)."""
+        settings = self.config.remediation
+        now = self._clock()
+        jobs: list[Job] = []
+        for detection in detections:
+            result = plan(detection, settings, now=now)
+            if result.spoofed_marker:
+                log.warning(
+                    "remediation.spoofed_marker",
+                    event_id=detection.event_id,
+                    actor=detection.actor.arn,
+                    user_agent=detection.actor.user_agent,
+                )
+            if result.skipped in ("own_identity", "own_user_agent"):
+                log.info(
+                    "remediation.own_event",
+                    event_id=detection.event_id,
+                    reason=result.skipped,
+                    actor=detection.actor.arn,
+                )
+            for action, why in result.dropped:
+                if why == "not_this_event":  # a restore action for another removal type
+                    continue
+                log.debug(
+                    "remediation.action_not_planned",
+                    event_id=detection.event_id,
+                    action=action,
+                    reason=why,
+                )
+            jobs.extend(result.jobs)
+        return jobs
+
+    async def plan_and_enqueue(self, detections: Iterable[Detection]) -> int:
+        """Plan and durably enqueue the jobs for ``detections``; returns how many are new.
+
+        Idempotent: jobs already stored (same eventID and action) are left as they are.
+        """
+        jobs = self.plan(detections)
+        if not jobs:
+            return 0
+        new = await self.store.enqueue_many(jobs)
+        if new:
+            self.runner.wake()
+            log.info("remediation.jobs_enqueued", new=new, planned=len(jobs))
+        return new
