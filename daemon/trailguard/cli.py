@@ -10,9 +10,15 @@ import argparse
 import datetime as dt
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, TextIO
 
 from trailguard import __version__
 from trailguard.errors import ConfigError, StartupError, TrailguardError, UsageError
+
+if TYPE_CHECKING:
+    from trailguard.config import Config
+    from trailguard.detect.process import Detector
+    from trailguard.ingest.replay import ReplaySummary
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1
@@ -163,47 +169,72 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
+    import asyncio
+
     from trailguard.config import load_config
     from trailguard.detect.process import Detector
     from trailguard.detect.rules import RuleSet
-    from trailguard.ingest.replay import LocalReplay
-    from trailguard.outputs.jsonl import JsonlWriter
     from trailguard.telemetry.logging import configure_logging
 
     config = load_config(args.config)
     configure_logging(config.logging.level, config.logging.format, stream=sys.stderr)
-    detector = Detector(RuleSet.from_config(config))
-    progress = sys.stderr if (sys.stderr.isatty() and not args.no_progress) else None
     s3_uris = [p for p in args.paths if p.startswith("s3://")]
-    local = [p for p in args.paths if not p.startswith("s3://")]
     if (args.since or args.until) and not s3_uris:
         raise UsageError("--since/--until apply to s3:// paths only")
     if args.since and args.until and args.since > args.until:
         raise UsageError("--since is after --until")
-    with JsonlWriter(args.output, fsync=args.output != "-") as writer:
-        replay = LocalReplay(detector, writer)
-        if local:
-            replay.run(local, progress=progress)
-        if s3_uris:
-            import asyncio
+    if s3_uris:
+        from trailguard.ingest.backfill import parse_s3_uri
 
-            from trailguard.ingest.backfill import parse_s3_uri, replay_s3
-
-            for uri in s3_uris:
-                parse_s3_uri(uri)  # usage errors before any network call
-            asyncio.run(
-                replay_s3(
-                    s3_uris,
-                    config=config,
-                    replay=replay,
-                    since=args.since,
-                    until=args.until,
-                    progress=progress,
-                )
-            )
-        summary = replay.summary
+        for uri in s3_uris:
+            parse_s3_uri(uri)  # usage errors before any work
+    # Without a config file there is no state to write to: detections only.  With one, the
+    # policy facts the files hold go into the history (unless [history] enabled = false).
+    record_history = args.config is not None and config.history.enabled
+    detector = Detector(RuleSet.from_config(config), history=record_history)
+    progress = sys.stderr if (sys.stderr.isatty() and not args.no_progress) else None
+    summary = asyncio.run(_replay(args, config, detector, record_history, progress))
     print(summary.render(), file=sys.stderr)
     return EXIT_PARTIAL if summary.failed else EXIT_OK
+
+
+async def _replay(
+    args: argparse.Namespace,
+    config: Config,
+    detector: Detector,
+    record_history: bool,
+    progress: TextIO | None,
+) -> ReplaySummary:
+    from contextlib import AsyncExitStack
+
+    from trailguard.ingest.replay import LocalReplay
+    from trailguard.outputs.jsonl import JsonlWriter
+    from trailguard.state.history import SqliteHistoryStore, default_history_path
+
+    s3_uris = [p for p in args.paths if p.startswith("s3://")]
+    local = [p for p in args.paths if not p.startswith("s3://")]
+    async with AsyncExitStack() as stack:
+        history = None
+        if record_history:
+            path = config.history.path or default_history_path(config.state.path)
+            history = await SqliteHistoryStore.open(path)
+            stack.push_async_callback(history.close)
+        writer = stack.enter_context(JsonlWriter(args.output, fsync=args.output != "-"))
+        replay = LocalReplay(detector, writer, history=history)
+        if local:
+            await replay.run(local, progress=progress)
+        if s3_uris:
+            from trailguard.ingest.backfill import replay_s3
+
+            await replay_s3(
+                s3_uris,
+                config=config,
+                replay=replay,
+                since=args.since,
+                until=args.until,
+                progress=progress,
+            )
+        return replay.summary
 
 
 _COMMANDS = {

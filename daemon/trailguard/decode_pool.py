@@ -21,7 +21,6 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from trailguard.config import Config
 from trailguard.detect.detection import Source
 from trailguard.detect.process import Detector, FileOutcome
-from trailguard.detect.rules import RuleSet
 
 _detector: Detector | None = None
 
@@ -33,7 +32,7 @@ def _init_worker(config: Config) -> None:
     # exit when the parent shuts the pool down, or when its pipe closes if the parent dies.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _detector = Detector(RuleSet.from_config(config))
+    _detector = Detector.from_config(config)
 
 
 def _process(data: bytes, source: Source, name: str, key: str | None) -> FileOutcome:

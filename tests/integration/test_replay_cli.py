@@ -128,3 +128,45 @@ def test_check_config(tmp_path: Path) -> None:
     assert "aws" in result.stderr
     missing = run("check-config", str(tmp_path / "missing.toml"))
     assert missing.returncode == 2
+
+
+def test_replay_with_config_records_policy_history(tmp_path: Path) -> None:
+    import asyncio
+
+    from trailguard.state.history import SqliteHistoryStore
+
+    document = (
+        '{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"s3:*","Resource":"*"}]}'
+    )
+    put = make_record(
+        "PutRolePolicy",
+        {"roleName": "app", "policyName": "deny-s3", "policyDocument": document},
+        event_time="2026-11-01T11:00:00Z",
+    )
+    removal = make_record(
+        "DeleteRolePolicy",
+        {"roleName": "app", "policyName": "deny-s3"},
+        event_time="2026-11-01T12:00:00Z",
+    )
+    # the removal arrives in an earlier file than the put: history orders by eventTime
+    _write(tmp_path / "logs" / "a.json", encode_file([removal]))
+    _write(tmp_path / "logs" / "b.json.gz", encode_file([put], "jsonl", compress=True))
+    state = tmp_path / "state" / "state.sqlite3"
+    cfg = _write(tmp_path / "tg.toml", f'[state]\npath = "{state}"\n'.encode())
+    result = run("replay", "--config", str(cfg), str(tmp_path / "logs"))
+    assert result.returncode == 0, result.stderr
+    assert "policy history: " in result.stderr
+    (line,) = result.stdout.splitlines()
+    assert json.loads(line)["event_id"] == removal["eventID"]
+
+    async def last_document() -> str | None:
+        store = await SqliteHistoryStore.open(state.parent / "state.history.sqlite3")
+        try:
+            fact = await store.inline_policy(
+                "123456789012", "role", "app", "deny-s3", before="2026-11-01T12:00:00Z"
+            )
+            return fact.document if fact else None
+        finally:
+            await store.close()
+
+    assert asyncio.run(last_document()) == document

@@ -1,4 +1,8 @@
-"""From the bytes of one CloudTrail file to its detections: decode, prefilter, rules.
+"""From the bytes of one CloudTrail file to its detections and policy facts.
+
+decode (gunzip, prefilter, typed candidate records) -> rules -> detections; and, when the policy
+history is on, -> policy facts (Put*/Attach*/Create* events and the removals themselves), which
+the caller records so remediation can put a removed policy back.
 
 Pure and synchronous, so that it can run in the event loop's thread for small inputs, in a
 worker process for big ones, and in tests with plain data.
@@ -6,29 +10,45 @@ worker process for big ones, and in tests with plain data.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import msgspec
 
 from trailguard.detect.decode import DecodedFile, Prefilter, decode_file
 from trailguard.detect.detection import Detection, Source, build_detection
+from trailguard.detect.history import HISTORY_EVENT_NAMES, PolicyFact, facts_from_record
 from trailguard.detect.record import Record
 from trailguard.detect.rules import RuleSet
 
+if TYPE_CHECKING:
+    from trailguard.config import Config
+
 
 class FileOutcome(msgspec.Struct, frozen=True, kw_only=True):
-    """What one file yielded: its decode statistics and its detections, in file order."""
+    """What one file yielded: its decode statistics, detections and policy facts, in file order."""
 
     decoded: DecodedFile
     detections: list[Detection]
+    facts: list[PolicyFact] = msgspec.field(default_factory=list)
 
 
 class Detector:
-    """Rules plus the byte prefilter derived from them."""
+    """Rules plus the byte prefilter derived from them (and from the history's event names)."""
 
-    __slots__ = ("prefilter", "rules")
+    __slots__ = ("history", "prefilter", "rules")
 
-    def __init__(self, rules: RuleSet) -> None:
+    def __init__(self, rules: RuleSet, *, history: bool = False) -> None:
         self.rules = rules
-        self.prefilter = Prefilter(rules.event_names)
+        self.history = history
+        names = rules.event_names | HISTORY_EVENT_NAMES if history else rules.event_names
+        self.prefilter = Prefilter(names)
+
+    @classmethod
+    def from_config(cls, config: Config) -> Detector:
+        return cls(RuleSet.from_config(config), history=config.history.enabled)
+
+    def facts(self, record: Record) -> list[PolicyFact]:
+        return facts_from_record(record) if self.history else []
 
     def detect(self, record: Record, source: Source) -> Detection | None:
         match = self.rules.evaluate(record)
@@ -47,8 +67,11 @@ class Detector:
         """
         decoded = decode_file(data, self.prefilter, source=name, key=key)
         detections: list[Detection] = []
+        facts: list[PolicyFact] = []
         for record in decoded.candidates:
             detection = self.detect(record, source)
             if detection is not None:
                 detections.append(detection)
-        return FileOutcome(decoded=decoded, detections=detections)
+            if self.history:
+                facts.extend(facts_from_record(record))
+        return FileOutcome(decoded=decoded, detections=detections, facts=facts)

@@ -81,7 +81,7 @@ async def replay_s3(
             except DecodeError as exc:
                 replay.fail(name, exc.reason)
             else:
-                replay.account(name, outcome)
+                await replay.account(name, outcome)
             if bar is not None:
                 bar.set_postfix(
                     records=summary.records, detections=summary.detections_total, refresh=False

@@ -10,6 +10,7 @@ is an error for that file alone: it is recorded with its reason and the run goes
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -21,6 +22,7 @@ from trailguard.detect.detection import Detection, FileSource
 from trailguard.detect.process import Detector, FileOutcome
 from trailguard.errors import DecodeError
 from trailguard.outputs.jsonl import JsonlWriter
+from trailguard.state.history import PolicyHistoryStore
 from trailguard.telemetry.logging import get_logger
 
 log = get_logger(__name__)
@@ -40,6 +42,7 @@ class ReplaySummary:
     detections: Counter[tuple[str, str]] = field(default_factory=Counter)  # (disposition, outcome)
     duplicates: int = 0
     bad_records: int = 0
+    facts: int = 0  # new policy facts recorded in the history
     skipped: Counter[str] = field(default_factory=Counter)  # reason -> files
     failed: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
 
@@ -57,6 +60,8 @@ class ReplaySummary:
             f"detections: {self.detections_total}"
             + (f" (+{self.duplicates} duplicate eventIDs dropped)" if self.duplicates else ""),
         ]
+        if self.facts:
+            lines.append(f"policy history: {self.facts} new facts recorded")
         for disposition in ("alert", "suppressed"):
             for outcome in ("success", "failure"):
                 n = self.detections.get((disposition, outcome), 0)
@@ -93,20 +98,30 @@ def iter_files(paths: Iterable[str], summary: ReplaySummary) -> Iterator[Path]:
 
 
 class LocalReplay:
-    """Replays local files into a writer, dropping duplicate eventIDs across the whole run."""
+    """Replays local files into a writer, dropping duplicate eventIDs across the whole run.
 
-    def __init__(self, detector: Detector, writer: JsonlWriter) -> None:
+    With a policy history store, the policy facts the files hold are recorded in it too.
+    """
+
+    def __init__(
+        self,
+        detector: Detector,
+        writer: JsonlWriter,
+        *,
+        history: PolicyHistoryStore | None = None,
+    ) -> None:
         self.detector = detector
         self.writer = writer
+        self.history = history
         self.summary = ReplaySummary()
         self._seen: set[str] = set()
 
-    def replay_file(self, path: Path) -> None:
+    async def replay_file(self, path: Path) -> None:
         summary = self.summary
         summary.files += 1
         name = str(path)
         try:
-            data = path.read_bytes()
+            data = await asyncio.to_thread(path.read_bytes)
         except OSError as exc:
             self.fail(name, f"cannot read: {exc.strerror or exc}")
             return
@@ -117,11 +132,13 @@ class LocalReplay:
         except DecodeError as exc:
             self.fail(name, exc.reason)
             return
-        self.account(name, outcome)
+        await self.account(name, outcome)
 
-    def account(self, name: str, outcome: FileOutcome) -> None:
-        """Count a decoded file and write its new detections."""
+    async def account(self, name: str, outcome: FileOutcome) -> None:
+        """Count a decoded file, record its policy facts and write its new detections."""
         summary = self.summary
+        if self.history is not None and outcome.facts:
+            summary.facts += await self.history.record(outcome.facts)
         decoded = outcome.decoded
         summary.files_read += 1
         summary.records += decoded.records
@@ -159,18 +176,18 @@ class LocalReplay:
         self.summary.failed.append((name, reason))
         log.error("replay.file_failed", file=name, reason=reason)
 
-    def run(self, paths: Iterable[str], *, progress: TextIO | None = None) -> ReplaySummary:
+    async def run(self, paths: Iterable[str], *, progress: TextIO | None = None) -> ReplaySummary:
         """Replay every file under ``paths``; a progress bar goes to ``progress`` if given."""
         files = list(iter_files(paths, self.summary))
         if progress is None:
             for path in files:
-                self.replay_file(path)
+                await self.replay_file(path)
             return self.summary
         from tqdm import tqdm  # imported only when a terminal shows it
 
         with tqdm(total=len(files), unit="file", file=progress, dynamic_ncols=True) as bar:
             for path in files:
-                self.replay_file(path)
+                await self.replay_file(path)
                 bar.set_postfix(
                     records=self.summary.records,
                     detections=self.summary.detections_total,
