@@ -29,7 +29,7 @@ import sys
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,61 +41,47 @@ from trailguard.detect.decode import Prefilter, decode_file, decompress
 IAM = "iam.amazonaws.com"
 
 
-@dataclass(frozen=True)
+@dataclass
 class Timing:
     name: str
-    wall: list[float]
-    cpu: list[float]
-    records: int
-    megabytes: float
-    found: int | None
+    work: Callable[[bytes], int | None]
+    reps: int
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    found: int | None = None
 
-    @property
-    def best_wall(self) -> float:
-        return min(self.wall)
+    def rate(self, records: int) -> float:
+        return records / min(self.wall)
 
-    @property
-    def best_cpu(self) -> float:
-        return min(self.cpu)
-
-    def rate(self) -> float:
-        return self.records / self.best_wall
-
-    def line(self) -> str:
-        median = statistics.median(self.wall)
+    def line(self, records: int, megabytes: float) -> str:
+        wall, cpu, median = min(self.wall), min(self.cpu), statistics.median(self.wall)
         found = "" if self.found is None else f"  found {self.found}"
         return (
-            f"  {self.name:<44} {self.records / self.best_wall / 1e3:8.0f}k rec/s "
-            f"{self.megabytes / self.best_wall:8.0f} MB/s   "
-            f"cpu {self.records / self.best_cpu / 1e3:6.0f}k rec/s   "
-            f"median {self.records / median / 1e3:6.0f}k rec/s{found}"
+            f"  {self.name:<44} {records / wall / 1e3:8.0f}k rec/s {megabytes / wall:7.0f} MB/s"
+            f"   cpu {records / cpu / 1e3:6.0f}k rec/s   median {records / median / 1e3:6.0f}k"
+            f" rec/s{found}"
         )
 
 
-def measure(
-    name: str,
-    files: Sequence[bytes],
-    work: Callable[[bytes], int | None],
-    *,
-    records: int,
-    megabytes: float,
-    reps: int,
-) -> Timing:
-    """Run ``work`` over every file ``reps`` times; ``work`` returns a count of hits (or None)."""
-    walls: list[float] = []
-    cpus: list[float] = []
-    found: int | None = None
-    for _ in range(reps):
-        gc.collect()
-        total: int | None = 0
-        wall0, cpu0 = time.perf_counter(), time.process_time()
-        for blob in files:
-            hits = work(blob)
-            total = None if hits is None or total is None else total + hits
-        walls.append(time.perf_counter() - wall0)
-        cpus.append(time.process_time() - cpu0)
-        found = total
-    return Timing(name, walls, cpus, records, megabytes, found)
+def run_once(timing: Timing, files: Sequence[bytes]) -> None:
+    """One pass of ``timing.work`` over every file; it returns a count of hits (or None)."""
+    gc.collect()
+    total: int | None = 0
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    for blob in files:
+        hits = timing.work(blob)
+        total = None if hits is None or total is None else total + hits
+    timing.wall.append(time.perf_counter() - wall0)
+    timing.cpu.append(time.process_time() - cpu0)
+    timing.found = total
+
+
+def measure(timings: Sequence[Timing], files: Sequence[bytes]) -> None:
+    """Round-robin repetitions, so that load from elsewhere hits every contender alike."""
+    for rep in range(max(t.reps for t in timings)):
+        for timing in timings:
+            if rep < timing.reps:
+                run_once(timing, files)
 
 
 # -- the contenders ----------------------------------------------------------------------------
@@ -175,38 +161,30 @@ def run_set(spec: SetSpec, reps: int, naive_reps: int) -> dict[str, Any]:
         f"{compressed:.1f} MB gzip -> {megabytes:.1f} MB JSON "
         f"({megabytes * 1e6 / records:.0f} B/record, ratio {megabytes / compressed:.1f})"
     )
-    kw: dict[str, Any] = {"records": records, "megabytes": megabytes}
-    a = measure("(a) decompress: libdeflate", files, libdeflate_only, reps=reps, **kw)
-    print(a.line())
-    az = measure("    decompress: zlib (for comparison)", files, zlib_only, reps=reps, **kw)
-    print(az.line())
-    b = measure("(b) gzip + json.loads + Python loop", files, naive, reps=naive_reps, **kw)
-    print(b.line())
-    c = measure(
-        "(c) trailguard decode_file + prefilter", files, trailguard(prefilter), reps=reps, **kw
+    a = Timing("(a) decompress: libdeflate", libdeflate_only, reps)
+    az = Timing("    decompress: zlib (for comparison)", zlib_only, reps)
+    b = Timing("(b) gzip + json.loads + Python loop", naive, naive_reps)
+    c = Timing("(c) trailguard decode_file + prefilter", trailguard(prefilter), reps)
+    alt = Timing(
+        "    rejected: regex prefilter + Struct count", rejected_alternative(prefilter), reps
     )
-    print(c.line())
-    alt = measure(
-        "    rejected: regex prefilter + Struct count",
-        files,
-        rejected_alternative(prefilter),
-        reps=reps,
-        **kw,
-    )
-    print(alt.line())
+    measure([a, az, b, c, alt], files)
+    for timing in (a, az, b, c, alt):
+        print(timing.line(records, megabytes))
     if b.found != c.found or c.found != alt.found:
         print(f"  MISMATCH: naive found {b.found}, decode_file {c.found}, alternative {alt.found}")
+    ca, cb = c.rate(records) / a.rate(records), c.rate(records) / b.rate(records)
     print(
-        f"  c/b = {c.rate() / b.rate():.1f}x faster than the naive loop;  "
-        f"c/a = {c.rate() / a.rate():.2f} of libdeflate alone;  "
-        f"libdeflate/zlib = {a.rate() / az.rate():.1f}x"
+        f"  c/b = {cb:.1f}x faster than the naive loop;  c/a = {ca:.2f} of libdeflate alone;  "
+        f"libdeflate/zlib = {a.rate(records) / az.rate(records):.1f}x"
     )
     return {
         "set": spec.name,
         "records": records,
-        "rates": {t.name.strip(): round(t.rate()) for t in (a, az, b, c, alt)},
-        "c_over_b": c.rate() / b.rate(),
-        "c_over_a": c.rate() / a.rate(),
+        "rates": {t.name.strip(): round(t.rate(records)) for t in (a, az, b, c, alt)},
+        "cpu_rates": {t.name.strip(): round(records / min(t.cpu)) for t in (a, az, b, c, alt)},
+        "c_over_b": cb,
+        "c_over_a": ca,
     }
 
 
