@@ -8,6 +8,10 @@ back.
 
 The pool uses the ``forkserver`` start method: forking the daemon itself, with its running event
 loop and helper threads, is not safe.
+
+Workers watch the daemon's process and exit when it is gone.  Their pipes do not tell them: with
+``forkserver`` every worker holds both ends of its call queue and the forkserver's "alive" pipe,
+so after a SIGKILL of the daemon the workers and the forkserver would otherwise wait forever.
 """
 
 from __future__ import annotations
@@ -15,7 +19,10 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import select
 import signal
+import threading
+import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 
 from trailguard.config import Config
@@ -25,13 +32,39 @@ from trailguard.detect.process import Detector, FileOutcome
 _detector: Detector | None = None
 
 
-def _init_worker(config: Config) -> None:
+def _exit_with(parent_pid: int) -> None:
+    """Exit this worker process as soon as ``parent_pid`` (the daemon) has exited."""
+    try:
+        pidfd: int | None = os.pidfd_open(parent_pid)  # Linux >= 5.3: no pid-reuse race
+    except (AttributeError, OSError):
+        pidfd = None
+
+    def watch() -> None:
+        if pidfd is not None:
+            select.select([pidfd], [], [])  # readable once the process has exited
+        else:
+            while True:
+                try:
+                    os.kill(parent_pid, 0)
+                except ProcessLookupError:
+                    break
+                except PermissionError:
+                    pass
+                time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="trailguard-parent-watch", daemon=True).start()
+
+
+def _init_worker(config: Config, parent_pid: int | None = None) -> None:
     global _detector  # one Detector per worker process, by design
     # Signals are the parent's business: Ctrl-C reaches the whole process group and systemd
     # signals the whole cgroup, but in-flight objects must finish during the drain.  Workers
-    # exit when the parent shuts the pool down, or when its pipe closes if the parent dies.
+    # exit when the parent shuts the pool down, or when the parent is gone (even SIGKILLed).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if parent_pid is not None and parent_pid != os.getpid():
+        _exit_with(parent_pid)
     _detector = Detector.from_config(config)
 
 
@@ -56,7 +89,7 @@ class DecodePool:
                 max_workers=count,
                 mp_context=multiprocessing.get_context("forkserver"),
                 initializer=_init_worker,
-                initargs=(config,),
+                initargs=(config, os.getpid()),
             )
 
     async def process(
