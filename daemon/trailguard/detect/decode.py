@@ -512,10 +512,8 @@ class _Decoder:
     def object_document(self, view: Buffer) -> DecodedFile:
         try:
             probes = _DEC_RECORDS_PROBE.decode(view).records
-        except msgspec.ValidationError:
+        except (msgspec.ValidationError, RecursionError, UnicodeDecodeError):
             pass  # no Records array, or an odd record: find out below
-        except (RecursionError, UnicodeDecodeError):
-            pass
         except msgspec.DecodeError as exc:
             return self.json_lines(view, exc)
         else:
