@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+from botocore.exceptions import ClientError
 
 from tests.factories import ACCOUNT, make_record
 from trailguard.config import Config, RemediationConfig, parse_config
@@ -235,3 +236,12 @@ class StaticClients:
             raise RuntimeError("no SNS client in this test")
         client: SNSClient = self._sns  # type: ignore[assignment]
         return client
+
+
+def client_error(code: str, status: int, operation: str) -> ClientError:
+    """A botocore ClientError as aiobotocore raises it for an AWS error response."""
+    response: Any = {
+        "Error": {"Code": code, "Message": f"{code} (test)"},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+    return ClientError(response, operation)

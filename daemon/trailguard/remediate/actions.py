@@ -297,7 +297,12 @@ def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _op(fn: Callable[..., object]) -> str:
+    """The AWS operation name of a client method (``list_mfa_devices`` -> ListMFADevices)."""
     name = getattr(fn, "__name__", "call")
+    meta = getattr(getattr(fn, "__self__", None), "meta", None)
+    mapping = getattr(meta, "method_to_api_mapping", None)
+    if isinstance(mapping, dict) and isinstance(mapping.get(name), str):
+        return str(mapping[name])
     return "".join(part.capitalize() for part in name.split("_"))
 
 
