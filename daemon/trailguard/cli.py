@@ -1,7 +1,7 @@
 """The ``trailguard`` command: the one edge where errors become exit codes.
 
 Exit codes: 0 success; 1 the work ran but some inputs failed (replay: some files could not be
-read); 2 usage or config error.
+read; jobs: no such job, or its state does not allow the operation); 2 usage or config error.
 """
 
 from __future__ import annotations
@@ -99,6 +99,10 @@ def _build_parser() -> argparse.ArgumentParser:
         help="only these accounts (default: the local account and [snapshot] accounts)",
     )
 
+    from trailguard.remediate.jobs_cli import add_jobs_parser
+
+    add_jobs_parser(sub)
+
     check = sub.add_parser(
         "check-config",
         help="validate a config file",
@@ -153,6 +157,12 @@ def _cmd_snapshot(args: argparse.Namespace) -> int:
     for result in results:
         print(result.render())
     return EXIT_PARTIAL if any(result.error for result in results) else EXIT_OK
+
+
+def _cmd_jobs(args: argparse.Namespace) -> int:
+    from trailguard.remediate.jobs_cli import run_jobs_command
+
+    return run_jobs_command(args)
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
@@ -241,6 +251,7 @@ _COMMANDS = {
     "replay": _cmd_replay,
     "run": _cmd_run,
     "snapshot": _cmd_snapshot,
+    "jobs": _cmd_jobs,
     "check-config": _cmd_check_config,
 }
 

@@ -1,0 +1,215 @@
+"""``trailguard jobs list|show|approve|retry|cancel``: the job store from the command line.
+
+Exit codes (as everywhere in trailguard): 0 done; 1 the job does not exist, or is in a state
+that does not allow the operation (approving a job that already ran ...), or the state file
+cannot be used; 2 usage or config error.
+
+The commands open the store at ``[state] path`` of the config and never create it: a typo in
+the path is an error, not an empty list.  They work while the daemon runs (SQLite WAL; a change
+made here is seen by the daemon's workers at their next claim).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import getpass
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from trailguard.remediate.jobs import Job
+
+__all__ = ["add_jobs_parser", "run_jobs_command"]
+
+_STATES = (
+    "pending",
+    "awaiting_approval",
+    "running",
+    "succeeded",
+    "failed",
+    "dead",
+    "skipped",
+    "dry_run",
+)
+
+
+def add_jobs_parser(sub: Any) -> None:
+    """Add the ``jobs`` command to the ``trailguard`` subparsers."""
+    jobs = sub.add_parser(
+        "jobs",
+        help="list, inspect, approve, retry or cancel remediation jobs",
+        description=(
+            "Remediation jobs in the state store ([state] path). Exit 0 when done, 1 when the "
+            "job does not exist or its state does not allow the operation, 2 on usage or "
+            "config errors."
+        ),
+    )
+    commands = jobs.add_subparsers(dest="jobs_command", metavar="SUBCOMMAND", required=True)
+
+    def command(name: str, help_text: str, *, job_id: bool = True) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = commands.add_parser(
+            name, help=help_text, description=help_text
+        )
+        parser.add_argument("--config", "-c", metavar="FILE", required=True, help="config file")
+        if job_id:
+            parser.add_argument("job_id", metavar="ID", help="the job id (as `jobs list` shows)")
+        return parser
+
+    listing = command("list", "list jobs, newest first", job_id=False)
+    listing.add_argument(
+        "--state",
+        action="append",
+        choices=_STATES,
+        metavar="STATE",
+        help=f"only jobs in this state (repeatable): {', '.join(_STATES)}",
+    )
+    listing.add_argument("--limit", type=int, default=100, metavar="N", help="at most N jobs")
+    listing.add_argument("--json", action="store_true", help="a JSON array of full job records")
+    show = command("show", "show one job with its audit record and findings")
+    show.add_argument("--json", action="store_true", help="the job record as JSON")
+    for name, text in (
+        ("approve", "approve a job that awaits approval (it runs at the next claim)"),
+        ("retry", "run a failed, dead, skipped or dry_run job again (attempts start over)"),
+        ("cancel", "cancel a pending, failed or awaiting_approval job (it ends skipped)"),
+    ):
+        parser = command(name, text)
+        parser.add_argument(
+            "--by", metavar="NAME", help="who does it, for the audit record (default: $USER)"
+        )
+
+
+def run_jobs_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Run one ``jobs`` subcommand; errors are raised for ``cli.main`` to map."""
+    import asyncio
+
+    return asyncio.run(_run(args, out or sys.stdout))
+
+
+async def _run(args: argparse.Namespace, out: TextIO) -> int:
+    import time
+
+    from trailguard.config import load_config
+    from trailguard.remediate.jobs import JobNotFoundError, SqliteJobStore
+
+    config = load_config(args.config)
+    if args.jobs_command == "list" and args.limit < 1:
+        from trailguard.errors import UsageError
+
+        raise UsageError("jobs list: --limit must be at least 1")
+    async with await SqliteJobStore.open(config.state.path, create=False) as store:
+        command = args.jobs_command
+        if command == "list":
+            jobs = await store.list_jobs(states=args.state, limit=args.limit)
+            if args.json:
+                _write_json([_record(job) for job in jobs], out)
+            else:
+                _write_table(jobs, out)
+            return 0
+        if command == "show":
+            job = await store.get(args.job_id)
+            if job is None:
+                raise JobNotFoundError(args.job_id)
+            if args.json:
+                _write_json(_record(job), out)
+            else:
+                _write_job(job, out)
+            return 0
+        by = args.by or _user()
+        now = time.time()
+        if command == "approve":
+            job = await store.approve(args.job_id, now=now, by=by)
+        elif command == "retry":
+            job = await store.retry(args.job_id, now=now, by=by)
+        else:
+            job = await store.cancel(args.job_id, now=now, by=by)
+        print(f"{job.id} {job.action}: {command} -> {job.state}", file=out)
+        return 0
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "operator"
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return (
+        dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    )
+
+
+def _record(job: Job) -> dict[str, Any]:
+    """The job as JSON, with its times as ISO 8601 UTC."""
+    import msgspec
+
+    data: dict[str, Any] = msgspec.to_builtins(job)
+    for key in ("created_at", "updated_at", "next_attempt_at", "lease_until"):
+        data[key] = _iso(data[key])
+    return data
+
+
+def _write_json(value: object, out: TextIO) -> None:
+    import json
+
+    json.dump(value, out, indent=2, ensure_ascii=False)
+    out.write("\n")
+
+
+def _write_table(jobs: Sequence[Job], out: TextIO) -> None:
+    if not jobs:
+        print("no jobs", file=out)
+        return
+    rows = [("ID", "STATE", "ACTION", "MODE", "ACCOUNT", "EVENT", "UPDATED", "NOTE")]
+    for job in jobs:
+        rows.append(
+            (
+                job.id,
+                job.state,
+                job.action,
+                job.mode,
+                job.account_id or "-",
+                f"{job.detection.event_name} {job.detection.event_id}",
+                _iso(job.updated_at) or "-",
+                job.error or job.reason or ("changed" if job.changed else ""),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[-1]]).rstrip(), file=out)
+
+
+def _write_job(job: Job, out: TextIO) -> None:
+    event = job.detection
+    lines = [
+        f"job        {job.id}",
+        f"action     {job.action} (mode {job.mode}{', approved' if job.approved else ''})",
+        f"state      {job.state}" + (f" ({job.reason})" if job.reason else ""),
+        f"attempts   {job.attempts}, next {_iso(job.next_attempt_at)}",
+        f"account    {job.account_id or '-'}",
+        f"target     {job.target_key}",
+        f"event      {event.event_name} {event.event_id} at {event.event_time}"
+        f" ({event.rule}, {event.severity}, {event.outcome})",
+        f"actor      {event.actor.arn or event.actor.type or '-'}",
+        f"created    {_iso(job.created_at)}",
+        f"updated    {_iso(job.updated_at)}",
+    ]
+    if job.error:
+        lines.append(f"error      {job.error}")
+    print("\n".join(lines), file=out)
+    if job.findings:
+        print("findings", file=out)
+        for finding in job.findings:
+            print(
+                f"  [{finding.severity}] {finding.code} {finding.subject}: {finding.detail}",
+                file=out,
+            )
+    if job.audit:
+        print("audit", file=out)
+        for entry in job.audit:
+            print(f"  {entry.at}  {entry.step:<7} {entry.what}", file=out)

@@ -1,0 +1,167 @@
+"""``trailguard jobs ...`` over a real job store: list (table and JSON), show, approve, retry,
+cancel, and the exit codes (1: no such job / wrong state / no state file; 2: usage)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from tests.remediation_support import T0, config_toml, detection, remediation_config
+from trailguard.cli import main
+from trailguard.remediate.jobs import Finding, Job, SqliteJobStore, audit
+from trailguard.remediate.planner import plan_jobs
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "trailguard.toml"
+    path.write_text(f'[state]\npath = "{tmp_path / "state.sqlite3"}"\n')
+    return path
+
+
+@pytest.fixture
+async def jobs(tmp_path: Path, config_file: Path) -> dict[str, Job]:
+    approve = remediation_config(config_toml(mode="approve", actions='"quarantine_actor"'))
+    enforce = remediation_config(config_toml(actions='"restore_inline_policy", "audit_actor"'))
+    [waiting] = plan_jobs(detection("DetachUserPolicy", event_id="evt-q"), approve, now=T0)
+    restore, audit_job = plan_jobs(detection("DeleteUserPolicy", event_id="evt-r"), enforce, now=T0)
+    async with await SqliteJobStore.open(tmp_path / "state.sqlite3") as store:
+        await store.enqueue_many([waiting, restore, audit_job])
+        claimed = {j.id: j for j in await store.claim_due(T0 + 1, 10, lease_secs=60)}
+        done = msgspec.structs.replace(
+            claimed[restore.id],
+            state="succeeded",
+            changed=True,
+            audit=(*restore.audit, audit("did", "put inline policy s3-read on user alice")),
+        )
+        await store.complete(done)
+        dead = msgspec.structs.replace(
+            claimed[audit_job.id],
+            state="dead",
+            error="AccessDenied: ListMFADevices",
+            findings=(Finding(code="no_mfa", severity="high", subject="user/mallory", detail="x"),),
+        )
+        await store.complete(dead)
+    return {"waiting": waiting, "restore": done, "dead": dead}
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_list_table(
+    jobs: dict[str, Job], config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "jobs", "list", "--config", str(config_file))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == [
+        "ID",
+        "STATE",
+        "ACTION",
+        "MODE",
+        "ACCOUNT",
+        "EVENT",
+        "UPDATED",
+        "NOTE",
+    ]
+    assert len(lines) == 4
+    assert any(
+        line.startswith(jobs["waiting"].id) and "awaiting_approval" in line for line in lines
+    )
+
+
+def test_list_json_with_state_filter(
+    jobs: dict[str, Job], config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(
+        capsys, "jobs", "list", "--config", str(config_file), "--json", "--state", "succeeded"
+    )
+    assert code == 0
+    [record] = json.loads(out)
+    assert record["id"] == jobs["restore"].id
+    assert record["state"] == "succeeded"
+    assert record["changed"] is True
+    assert record["audit"][-1]["step"] == "did"
+    assert record["detection"]["event_id"] == "evt-r"
+    assert record["created_at"].endswith("Z")
+
+
+def test_show(jobs: dict[str, Job], config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    job = jobs["dead"]
+    code, out, _ = run(capsys, "jobs", "show", "--config", str(config_file), job.id)
+    assert code == 0
+    assert f"job        {job.id}" in out
+    assert "error      AccessDenied: ListMFADevices" in out
+    assert "[high] no_mfa user/mallory" in out
+    code, out, _ = run(capsys, "jobs", "show", "--config", str(config_file), job.id, "--json")
+    assert json.loads(out)["findings"][0]["code"] == "no_mfa"
+
+
+def test_approve_then_approve_again(
+    jobs: dict[str, Job], config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job_id = jobs["waiting"].id
+    code, out, _ = run(
+        capsys, "jobs", "approve", "--config", str(config_file), job_id, "--by", "kim"
+    )
+    assert code == 0
+    assert out.strip() == f"{job_id} quarantine_actor: approve -> pending"
+    code, out, err = run(capsys, "jobs", "approve", "--config", str(config_file), job_id)
+    assert code == 1
+    assert "is pending: approve applies only to awaiting_approval jobs" in err
+
+
+def test_retry_and_cancel(
+    jobs: dict[str, Job], config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dead = jobs["dead"].id
+    code, out, _ = run(capsys, "jobs", "retry", "--config", str(config_file), dead)
+    assert (code, out.split()[-1]) == (0, "pending")
+    code, out, _ = run(capsys, "jobs", "cancel", "--config", str(config_file), dead)
+    assert (code, out.split()[-1]) == (0, "skipped")
+    code, _, err = run(capsys, "jobs", "cancel", "--config", str(config_file), jobs["restore"].id)
+    assert code == 1
+    assert "succeeded" in err
+
+
+@pytest.mark.parametrize("command", ["show", "approve", "retry", "cancel"])
+def test_unknown_id_exits_1(
+    jobs: dict[str, Job], config_file: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    code, _, err = run(capsys, "jobs", command, "--config", str(config_file), "nope")
+    assert code == 1
+    assert "no job 'nope'" in err
+
+
+def test_missing_state_file_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(f'[state]\npath = "{tmp_path / "typo.sqlite3"}"\n')
+    code, _, err = run(capsys, "jobs", "list", "--config", str(config))
+    assert code == 1
+    assert "no such file" in err
+    assert not (tmp_path / "typo.sqlite3").exists()
+
+
+def test_usage_errors_exit_2(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "jobs")[0] == 2
+    assert run(capsys, "jobs", "list")[0] == 2  # --config is required
+    assert run(capsys, "jobs", "list", "--config", str(config_file), "--state", "done")[0] == 2
+    assert run(capsys, "jobs", "approve", "--config", str(config_file))[0] == 2  # no ID
+
+
+def test_empty_store(tmp_path: Path, config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import asyncio
+
+    async def create() -> None:
+        async with await SqliteJobStore.open(tmp_path / "state.sqlite3"):
+            pass
+
+    asyncio.run(create())
+    code, out, _ = run(capsys, "jobs", "list", "--config", str(config_file))
+    assert (code, out.strip()) == (0, "no jobs")
