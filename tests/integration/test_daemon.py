@@ -682,6 +682,37 @@ def test_sigterm_mid_object_releases_then_restart_processes_once(
     assert rerun.events("daemon.stopped")[0]["duplicates"] == 1
 
 
+def test_sigterm_drain_finishes_the_object_in_flight_within_the_deadline(
+    aws: Boto3Clients, daemons: MakeDaemon, proxy: FaultProxy
+) -> None:
+    """SIGTERM stops receiving at once, but an object that completes before the drain deadline
+    is committed and its message deleted: nothing released, nothing left for the next start."""
+    url, arn, _ = make_queue(aws, "trail")
+    notify_queue(aws, arn)
+    key = delivery_key(suffix="FinishesInTime")
+    hold = proxy.add_rule("hold", method="GET", path_contains=key)
+    harness = daemons(queue_urls=[url], deadline_secs=60.0)
+    run = harness.start()
+    record = removal("DeletePolicy")
+    put_records(aws, key, [record])
+    wait_until(
+        lambda: proxy.count(method="GET", path_contains=key) == 1,
+        what="the download in progress",
+    )
+
+    run.send(signal.SIGTERM)
+    run.wait_for("daemon.draining", in_flight=1)
+    receives = proxy.count(operation="ReceiveMessage")
+    hold.release()
+    assert run.wait_exit(timeout=15) == 0, run.describe()
+    no_leftovers(run)
+    assert_once(harness, {record["eventID"]})
+    assert depth(aws, url) == (0, 0)
+    assert not run.events("sqs.message_released")
+    assert 0 not in visibility_calls(proxy)
+    assert proxy.count(operation="ReceiveMessage") == receives  # no receive after the signal
+
+
 def test_sigkill_mid_work_then_restart_loses_nothing_and_duplicates_nothing(
     aws: Boto3Clients, daemons: MakeDaemon, proxy: FaultProxy
 ) -> None:
