@@ -23,7 +23,13 @@ from trailguard.config import RemediationConfig
 from trailguard.errors import PermanentError, StateError, TransientError
 from trailguard.remediate import actions
 from trailguard.remediate.actions import ActionContext, ActionOutcome, Deferred
-from trailguard.remediate.executor import CircuitOpen, JobRunner, TokenBucket, backoff
+from trailguard.remediate.executor import (
+    CircuitOpen,
+    JobRunner,
+    TokenBucket,
+    backoff,
+    effective_mode,
+)
 from trailguard.remediate.jobs import Job, SqliteJobStore
 from trailguard.remediate.planner import plan_jobs
 
@@ -426,3 +432,52 @@ async def test_token_bucket_paces_calls() -> None:
     # The burst (5) goes at once; the other 10 take 2 s at 5 per second.
     assert now[0] == pytest.approx(2.0)
     assert len(slept) == 10
+
+
+@pytest.mark.parametrize(
+    ("planned", "configured", "expected"),
+    [
+        ("enforce", "enforce", "enforce"),
+        ("enforce", "dry-run", "dry-run"),
+        ("enforce", "approve", "approve"),
+        ("enforce", "off", "off"),
+        ("dry-run", "enforce", "dry-run"),
+        ("approve", "enforce", "approve"),
+    ],
+)
+def test_effective_mode_is_the_more_cautious(planned: str, configured: str, expected: str) -> None:
+    assert effective_mode(planned, configured) == expected
+
+
+async def test_switching_the_config_to_dry_run_stops_queued_jobs(
+    store: SqliteJobStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[bool] = []
+
+    async def look(ctx: ActionContext) -> ActionOutcome:
+        seen.append(ctx.dry_run)
+        return ActionOutcome(state="dry_run" if ctx.dry_run else "succeeded")
+
+    use(monkeypatch, look)
+    job = await enqueue(store, settings(mode="enforce"), clock)  # queued while enforcing
+    await runner(store, settings(mode="dry-run"), clock).run_once()  # then the kill switch
+    stored = await store.get(job.id)
+    assert stored is not None
+    assert seen == [True]
+    assert stored.state == "dry_run"
+    assert "the config now says dry-run" in stored.audit[-1].what
+
+
+async def test_an_action_switched_off_skips_queued_jobs(
+    store: SqliteJobStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def must_not_run(ctx: ActionContext) -> ActionOutcome:
+        raise AssertionError("ran while off")
+
+    use(monkeypatch, must_not_run)
+    job = await enqueue(store, settings(), clock)
+    off = settings(extra='[remediation.action_modes]\nrestore_inline_policy = "off"\n')
+    await runner(store, off, clock).run_once()
+    stored = await store.get(job.id)
+    assert stored is not None
+    assert (stored.state, stored.reason) == ("skipped", "mode_off")

@@ -414,6 +414,8 @@ async def reattach_managed_policy(ctx: ActionContext) -> ActionOutcome:
     iam = await ctx.iam()
     if await ctx.find(iam.get_policy, PolicyArn=policy_arn) is None:
         ctx.record("before", f"policy {policy_arn} does not exist")
+        if ctx.dry_run:
+            return ctx.would(f"attach {policy_arn} to {kind} {name} once the policy exists again")
         # DeletePolicy follows the detaches it needs: recreate_managed_policy may bring it back.
         raise Deferred("policy_gone", f"{policy_arn} does not exist (waiting for a recreate)")
     attached = await ctx.attached_policy_arns(kind, name)
@@ -707,6 +709,11 @@ async def restore_permissions_boundary(ctx: ActionContext) -> ActionOutcome:
         )
     iam = await ctx.iam()
     if await ctx.find(iam.get_policy, PolicyArn=desired) is None:
+        if ctx.dry_run:
+            return ctx.would(
+                f"set the permissions boundary of {kind} {name} to {desired} once that policy "
+                "exists again"
+            )
         raise Deferred("policy_gone", f"boundary policy {desired} does not exist")
     if ctx.dry_run:
         return ctx.would(f"set the permissions boundary of {kind} {name} to {desired}")

@@ -13,6 +13,10 @@ again after ``2 x job_timeout_secs``), runs its action with a timeout and stores
 * :class:`~trailguard.errors.PermanentError` (AccessDenied, a malformed document ...) -> ``dead``
   at once: trying again cannot help until someone fixes something (then ``trailguard jobs retry``).
 
+A job runs in the more cautious of the mode it was planned with and the mode the config gives
+its action now (:func:`effective_mode`): setting ``mode = "dry-run"`` is a kill switch for jobs
+already queued, too.
+
 IAM writes to one account are serialised (one ``asyncio.Lock`` per account); every IAM call takes
 a token from one bucket (``iam_rate_per_sec``) and the IAM clients retry throttling with
 botocore's ``adaptive`` mode.  The circuit breaker: a restore action whose target was changed
@@ -62,7 +66,15 @@ if TYPE_CHECKING:
     from types_aiobotocore_sns.client import SNSClient
     from types_aiobotocore_sts.client import STSClient
 
-__all__ = ["AwsClients", "CircuitOpen", "JobRunner", "RunnerStats", "TokenBucket", "backoff"]
+__all__ = [
+    "AwsClients",
+    "CircuitOpen",
+    "JobRunner",
+    "RunnerStats",
+    "TokenBucket",
+    "backoff",
+    "effective_mode",
+]
 
 log = get_logger(__name__)
 
@@ -314,6 +326,16 @@ class AwsClients:
 # ---------------------------------------------------------------------------------------------
 
 
+_STRICTNESS: Final[dict[str, int]] = {"off": 0, "dry-run": 1, "approve": 2, "enforce": 3}
+
+
+def effective_mode(planned: str, configured: str) -> str:
+    """The mode a job runs in: the more cautious of the one it was planned with and the one the
+    config gives its action now -- switching the config to "dry-run" (or an action "off") stops
+    jobs already queued from changing anything."""
+    return min(planned, configured, key=_STRICTNESS.__getitem__)
+
+
 class JobRunner:
     """Claims due jobs and runs them with ``[remediation] workers`` workers."""
 
@@ -459,13 +481,23 @@ class JobRunner:
 
     async def _execute(self, job: Job) -> Job:
         now = self._clock()
-        if job.mode == "approve" and not job.approved:
+        mode = effective_mode(job.mode, self.config.action_mode(job.action))
+        if mode == "off":
+            return self._final(
+                job,
+                ActionOutcome(state="skipped", reason="mode_off"),
+                [audit("note", f"{job.action} is switched off in the config", at=now)],
+            )
+        if mode == "approve" and not job.approved:
             return self._final(
                 job,
                 ActionOutcome(state="awaiting_approval", reason="approval required (mode approve)"),
                 [],
             )
-        dry_run = job.mode == "dry-run"
+        dry_run = mode == "dry-run"
+        if dry_run and job.mode != "dry-run":
+            note = f"planned in mode {job.mode}; the config now says dry-run: nothing is changed"
+            job = msgspec.structs.replace(job, audit=(*job.audit, audit("note", note, at=now)))
         if job.action in RESTORE_ACTIONS and not dry_run and not job.approved:
             tripped = await self._circuit(job, now)
             if tripped is not None:
