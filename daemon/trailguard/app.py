@@ -10,6 +10,11 @@ shutdown:
    (visibility 0, never deleted) and exits 0;
 2. a second signal exits at once (exit 128+signal).  Nothing is lost either way: a message is
    deleted only after its detections are durable, and redelivery is deduplicated by eventID.
+
+SIGHUP re-reads the config file (live reload): rules, suppressions, severities, remediation
+settings and the log level change without dropping in-flight work; an invalid file is rejected
+with a log line and the running config stays.  Settings that need a restart (queues, state,
+limits, the HTTP listener) are reported and keep their running values.
 """
 
 from __future__ import annotations
@@ -22,26 +27,35 @@ import signal
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
 
 from trailguard import __version__
 from trailguard.aws import client_config, client_kwargs, make_session
-from trailguard.config import Config, SqsSourceConfig
+from trailguard.config import Config, SqsSourceConfig, load_config
 from trailguard.decode_pool import DecodePool
 from trailguard.detect.process import Detector
-from trailguard.detect.rules import RuleSet
-from trailguard.errors import IngestError, StartupError, TrailguardError
+from trailguard.errors import ConfigError, IngestError, StartupError, TrailguardError
 from trailguard.ingest.messages import HandlerSettings, IngestStats, MessageHandler
 from trailguard.ingest.s3 import S3ObjectStore
 from trailguard.ingest.sqs import Message, SqsQueue
 from trailguard.outputs.jsonl import JsonlWriter
 from trailguard.outputs.sink import DetectionSink, recover_from_output
 from trailguard.state.dedup import SqliteDedupStore
-from trailguard.telemetry.logging import get_logger
+from trailguard.telemetry.http import HealthServer, stale_queue_reasons
+from trailguard.telemetry.logging import configure_logging, get_logger
+from trailguard.telemetry.metrics import Metrics
+from trailguard.telemetry.sdnotify import Notifier
 
 log = get_logger(__name__)
 
 POLL_BACKOFF_CAP_SECS = 30.0
 PURGE_INTERVAL_SECS = 3600.0
+JOB_METRICS_INTERVAL_SECS = 5.0
+
+# Sections a live reload applies; any other change is reported and waits for a restart.
+_RELOADABLE = frozenset({"logging", "rules", "suppress", "severity", "remediation", "keys"})
 
 
 @dataclass
@@ -52,19 +66,26 @@ class DaemonState:
     last_poll_ok: dict[str, float] = field(default_factory=dict)  # queue label -> unix time
     in_flight: int = 0
     stopping: bool = False
+    ready: bool = False
 
 
 class Daemon:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, config_path: str | None = None) -> None:
         self.config = config
+        self.config_path = config_path
         self.stats = IngestStats()
         self.state = DaemonState()
+        self.metrics = Metrics.from_config(config)
+        self.notifier = Notifier.from_environ()
         self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
         self._signals = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._capacity = asyncio.Condition()
-        limits = config.limits
-        self._max_messages_in_flight = max(10, 2 * limits.max_objects_in_flight)
+        self._max_messages_in_flight = max(10, 2 * config.limits.max_objects_in_flight)
+        self._handler: MessageHandler | None = None
+        self._remediation: Any = None
+        self._sink: DetectionSink | None = None
 
     # -- signals ------------------------------------------------------------------------------
 
@@ -74,6 +95,7 @@ class Daemon:
             log.warning("daemon.forced_exit", signal=signum)
             os._exit(128 + (signum or signal.SIGTERM))
         log.info("daemon.stopping", signal=signum, in_flight=self.state.in_flight)
+        self.notifier.stopping("draining")
         self.state.stopping = True
         self._stop.set()
 
@@ -81,6 +103,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop, signum)
+        loop.add_signal_handler(signal.SIGHUP, self._reload.set)
 
     # -- run ----------------------------------------------------------------------------------
 
@@ -108,6 +131,8 @@ class Daemon:
             writer = JsonlWriter(config.outputs.jsonl.path, fsync=config.outputs.jsonl.fsync)
             stack.callback(writer.close)
             recovered = await recover_from_output(config.outputs.jsonl.path, dedup)
+            history = await self._open_history(stack)
+            remediation = await self._open_remediation(stack, history, writer)
             pool = DecodePool(config, config.limits.decode_worker_count())
             stack.callback(pool.shutdown)
 
@@ -115,53 +140,126 @@ class Daemon:
             for queue, src in queues:
                 await self._check_queue(queue, src)
 
-            handler = MessageHandler(
-                detector=Detector(RuleSet.from_config(config)),
+            self._sink = DetectionSink(writer, dedup)
+            self._handler = MessageHandler(
+                detector=Detector.from_config(config),
                 store=S3ObjectStore(s3),
                 pool=pool,
-                sink=DetectionSink(writer, dedup),
+                sink=self._sink,
                 object_slots=asyncio.Semaphore(config.limits.max_objects_in_flight),
                 stats=self.stats,
+                metrics=self.metrics,
+                history=history,
+                remediation=remediation,
             )
-            log.info(
-                "daemon.started",
-                version=__version__,
-                queues=[src.label for src in config.sources.sqs],
-                decode_workers=pool.workers,
-                recovered_event_ids=recovered,
-            )
+            if config.http.enabled:
+                server = HealthServer(config.http.listen, self.metrics, self._not_ready_reasons)
+                await stack.enter_async_context(server)
+                log.info("http.listening", url=server.url)
+
             async with asyncio.TaskGroup() as group:
                 pollers = [
-                    group.create_task(self._poll(queue, src, handler))
+                    group.create_task(self._poll(queue, src))
                     for queue, src in queues
                     for _ in range(src.pollers)
                 ]
-                purger = group.create_task(self._purge(dedup))
+                helpers = [
+                    group.create_task(self._purge(dedup)),
+                    group.create_task(self._reloader()),
+                    group.create_task(self.notifier.run_watchdog()),
+                ]
+                if remediation is not None:
+                    helpers.append(group.create_task(remediation.runner.run()))
+                    helpers.append(group.create_task(self._job_metrics(remediation)))
+                self.state.ready = True
+                self.notifier.ready(f"watching {len(queues)} queue(s)")
+                log.info(
+                    "daemon.started",
+                    version=__version__,
+                    queues=[src.label for src in config.sources.sqs],
+                    decode_workers=pool.workers,
+                    recovered_event_ids=recovered,
+                    history=history is not None,
+                    remediation=config.remediation.mode if remediation is not None else "off",
+                )
                 await self._stop.wait()
+                self.state.ready = False
                 for task in pollers:
                     task.cancel()
                 await self._drain()
-                purger.cancel()
+                for task in helpers:
+                    task.cancel()
         log.info("daemon.stopped", **self._summary())
         return 0
+
+    async def _open_history(self, stack: AsyncExitStack) -> Any:
+        config = self.config
+        if not config.history.enabled:
+            return None
+        from trailguard.state.history import SqliteHistoryStore, default_history_path
+
+        path = config.history.path or default_history_path(config.state.path)
+        history = await SqliteHistoryStore.open(path)
+        stack.push_async_callback(history.close)
+        return history
+
+    async def _open_remediation(
+        self, stack: AsyncExitStack, history: Any, writer: JsonlWriter
+    ) -> Any:
+        config = self.config
+        if not config.remediation.policies:
+            return None
+        if history is None:
+            log.warning(
+                "remediation.disabled",
+                reason="[history] enabled = false: nothing to restore from",
+            )
+            return None
+        from trailguard.remediate.service import Remediation
+
+        async def circuit_open(record: msgspec.Struct) -> None:
+            # The breaker's own detection goes next to the others, durably.
+            await asyncio.to_thread(writer.write_raw, msgspec.json.encode(record) + b"\n")
+            self.metrics.error("remediation", "circuit_open")
+
+        remediation = await stack.enter_async_context(
+            Remediation.open(config, history=history, on_circuit_open=circuit_open)
+        )
+        self._remediation = remediation
+        return remediation
 
     async def _check_queue(self, queue: SqsQueue, src: SqsSourceConfig) -> None:
         try:
             info = await queue.info()
         except IngestError as exc:
-            raise StartupError(f"queue {src.label} ({src.queue_url}): {exc.detail}") from exc
+            raise StartupError(f"queue {src.label}: {exc.detail}") from exc
         if not info.has_redrive_policy:
             log.warning(
                 "sqs.no_dead_letter_queue",
-                queue=src.queue_url,
+                queue=src.label,
                 hint="set a RedrivePolicy: failed messages are left to it (see README)",
             )
         log.info(
             "sqs.queue_ready",
-            queue=src.queue_url,
+            queue=src.label,
             visibility_timeout_secs=src.visibility_timeout_secs,
             approximate_messages=info.approximate_messages,
         )
+
+    # -- health -------------------------------------------------------------------------------
+
+    def _not_ready_reasons(self) -> list[str]:
+        reasons: list[str] = []
+        if not self.state.ready:
+            reasons.append("daemon: starting or stopping")
+        reasons += stale_queue_reasons(
+            self.state.last_poll_ok,
+            [src.label for src in self.config.sources.sqs],
+            self.config.http.ready_max_poll_age_secs,
+        )
+        if self._sink is not None and self._sink.last_failure is not None:
+            reasons.append(f"output/state: last commit failed: {self._sink.last_failure}")
+        return reasons
 
     # -- polling ------------------------------------------------------------------------------
 
@@ -172,15 +270,18 @@ class Daemon:
             )
             return self._max_messages_in_flight - self.state.in_flight
 
-    async def _poll(self, queue: SqsQueue, src: SqsSourceConfig, handler: MessageHandler) -> None:
-        failures = 0
-        settings = HandlerSettings(
+    def _settings(self, src: SqsSourceConfig) -> HandlerSettings:
+        return HandlerSettings(
+            queue_label=src.label,
             visibility_timeout_secs=src.visibility_timeout_secs,
             heartbeat_interval_secs=src.heartbeat_interval_secs,
             max_object_bytes=self.config.limits.max_object_bytes,
             key_include=tuple(re.compile(p) for p in self.config.keys.include),
             key_exclude=tuple(re.compile(p) for p in self.config.keys.exclude),
         )
+
+    async def _poll(self, queue: SqsQueue, src: SqsSourceConfig) -> None:
+        failures = 0
         while not self._stop.is_set():
             room = await self._wait_for_capacity()
             try:
@@ -195,9 +296,10 @@ class Daemon:
                 self.stats.errors[(exc.stage, exc.reason)] = (
                     self.stats.errors.get((exc.stage, exc.reason), 0) + 1
                 )
+                self.metrics.error(exc.stage, exc.reason)
                 log.error(
                     "sqs.receive_failed",
-                    queue=src.queue_url,
+                    queue=src.label,
                     reason=exc.reason,
                     detail=exc.detail,
                     transient=exc.transient,
@@ -207,25 +309,30 @@ class Daemon:
                 continue
             failures = 0
             self.state.last_poll_ok[src.label] = time.time()
+            self.metrics.poll_succeeded(src.label)
+            settings = self._settings(src)  # read per poll: [keys] may change on reload
             for message in messages:
-                self._spawn(queue, message, settings, handler)
+                self._spawn(queue, message, settings)
 
-    def _spawn(
-        self, queue: SqsQueue, message: Message, settings: HandlerSettings, handler: MessageHandler
-    ) -> None:
+    def _spawn(self, queue: SqsQueue, message: Message, settings: HandlerSettings) -> None:
         self.state.in_flight += 1
+        self.metrics.messages_in_flight(self.state.in_flight)
+        self.metrics.message_received(
+            settings.queue_label, sent_timestamp_ms=message.sent_timestamp_ms
+        )
         self.stats.bump(self.stats.messages, "received")
-        task = asyncio.create_task(self._handle(queue, message, settings, handler))
+        task = asyncio.create_task(self._handle(queue, message, settings))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _handle(
-        self, queue: SqsQueue, message: Message, settings: HandlerSettings, handler: MessageHandler
-    ) -> None:
+    async def _handle(self, queue: SqsQueue, message: Message, settings: HandlerSettings) -> None:
+        assert self._handler is not None
+        outcome = "failed"
         try:
-            await handler.handle(queue, message, settings)
+            outcome = await self._handler.handle(queue, message, settings)
         except asyncio.CancelledError:
             # Shutdown deadline passed: give the message back now rather than after its timeout.
+            outcome = "released"
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._release(queue, message))
             raise
@@ -233,22 +340,26 @@ class Daemon:
             # Nothing was deleted: the message comes back after its visibility timeout.
             log.error(
                 "sqs.message_failed",
+                queue=settings.queue_label,
                 message_id=message.message_id,
                 error=str(exc),
                 error_type=type(exc).__name__,
             )
-            self.stats.bump(self.stats.messages, "failed")
+            stage = getattr(exc, "stage", "state")
+            self.metrics.error(stage, type(exc).__name__)
         except Exception as exc:  # Promise: one bad message never takes the daemon down.
             log.exception("sqs.message_crashed", message_id=message.message_id, error=repr(exc))
-            self.stats.bump(self.stats.messages, "failed")
+            self.metrics.error("other", type(exc).__name__)
         finally:
+            self.stats.bump(self.stats.messages, outcome)
+            self.metrics.message_handled(settings.queue_label, outcome)  # type: ignore[arg-type]
             self.state.in_flight -= 1
+            self.metrics.messages_in_flight(self.state.in_flight)
             async with self._capacity:
                 self._capacity.notify_all()
 
     async def _release(self, queue: SqsQueue, message: Message) -> None:
         await asyncio.wait_for(queue.set_visibility(message, 0), timeout=5)
-        self.stats.bump(self.stats.messages, "released")
         log.info("sqs.message_released", message_id=message.message_id, reason="shutdown")
 
     async def _drain(self) -> None:
@@ -262,6 +373,8 @@ class Daemon:
         if pending:
             await asyncio.wait(pending, timeout=10)
 
+    # -- background helpers ---------------------------------------------------------------------
+
     async def _purge(self, dedup: SqliteDedupStore) -> None:
         while True:
             with contextlib.suppress(TrailguardError):
@@ -269,6 +382,75 @@ class Daemon:
                 if removed:
                     log.info("state.dedup_purged", removed=removed)
             await asyncio.sleep(PURGE_INTERVAL_SECS)
+
+    async def _job_metrics(self, remediation: Any) -> None:
+        """Mirror the job runner's counters and the job store's depth into Prometheus."""
+        seen: dict[tuple[str, str], int] = {}
+        while True:
+            for (action, state), count in list(remediation.runner.stats.finished.items()):
+                delta = count - seen.get((action, state), 0)
+                for _ in range(delta):
+                    self.metrics.remediation_job(action, state)
+                seen[(action, state)] = count
+            with contextlib.suppress(TrailguardError):
+                counts = await remediation.store.counts()
+                depth: dict[Any, int] = {}
+                for (_action, state), n in counts.items():
+                    depth[state] = depth.get(state, 0) + n
+                oldest = await remediation.store.oldest_due_age(time.time())
+                self.metrics.remediation_queue(depth, oldest)
+            await asyncio.sleep(JOB_METRICS_INTERVAL_SECS)
+
+    # -- live reload ------------------------------------------------------------------------------
+
+    async def _reloader(self) -> None:
+        while True:
+            await self._reload.wait()
+            self._reload.clear()
+            await self.reload()
+
+    async def reload(self) -> bool:
+        """Re-read the config file; apply what can change live.  Returns whether it applied."""
+        if self.config_path is None:
+            log.warning("config.reload_skipped", reason="no config file")
+            return False
+        self.notifier.reloading("reloading config")
+        try:
+            new = await asyncio.to_thread(load_config, self.config_path)
+            detector = Detector.from_config(new)
+        except ConfigError as exc:
+            self.metrics.config_reloaded(False)
+            log.error(
+                "config.reload_rejected",
+                file=exc.file,
+                key=exc.key_path,
+                reason=exc.reason,
+                keeping="the running config",
+            )
+            self.notifier.ready("reload rejected; running config kept")
+            return False
+        old = self.config
+        changed = [
+            name for name in Config.__struct_fields__ if getattr(old, name) != getattr(new, name)
+        ]
+        restart = [name for name in changed if name not in _RELOADABLE]
+        applied = [name for name in changed if name in _RELOADABLE]
+        merged = msgspec.structs.replace(old, **{name: getattr(new, name) for name in applied})
+        self.config = merged
+        configure_logging(merged.logging.level, merged.logging.format, stream=log_stream(merged))
+        handler = self._handler
+        if handler is not None:
+            handler.detector = detector
+            if {"rules", "suppress", "severity"} & set(applied):
+                handler.pool.reconfigure(merged)
+        self.metrics.set_event_names(detector.rules.event_names)
+        if self._remediation is not None and "remediation" in applied:
+            self._remediation.config = merged
+            self._remediation.runner.config = merged.remediation
+        self.metrics.config_reloaded(True)
+        log.info("config.reloaded", applied=applied, restart_required=restart)
+        self.notifier.ready("config reloaded")
+        return True
 
     def _summary(self) -> dict[str, object]:
         stats = self.stats
@@ -278,11 +460,20 @@ class Daemon:
             "records": stats.records,
             "detections": stats.detections,
             "duplicates": stats.duplicates,
+            "facts": stats.facts,
+            "jobs": stats.jobs,
         }
 
 
-async def run_daemon(config: Config) -> int:
-    return await Daemon(config).run()
+def log_stream(config: Config) -> Any:
+    """Logs go to stderr when detections go to stdout, so the two never mix."""
+    import sys
+
+    return sys.stderr if config.outputs.jsonl.path == "-" else sys.stdout
+
+
+async def run_daemon(config: Config, *, config_path: str | None = None) -> int:
+    return await Daemon(config, config_path=config_path).run()
 
 
 __all__ = ["Daemon", "StartupError", "run_daemon"]

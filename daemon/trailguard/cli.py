@@ -122,13 +122,13 @@ def _date(text: str) -> dt.date:
 def _cmd_run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from trailguard.app import run_daemon
+    from trailguard.app import log_stream, run_daemon
     from trailguard.config import load_config
     from trailguard.telemetry.logging import configure_logging
 
     config = load_config(args.config)
-    configure_logging(config.logging.level, config.logging.format)
-    return asyncio.run(run_daemon(config))
+    configure_logging(config.logging.level, config.logging.format, stream=log_stream(config))
+    return asyncio.run(run_daemon(config, config_path=args.config))
 
 
 def _cmd_snapshot(args: argparse.Namespace) -> int:

@@ -61,9 +61,9 @@ def _init_worker(config: Config, parent_pid: int | None = None) -> None:
     # Signals are the parent's business: Ctrl-C reaches the whole process group and systemd
     # signals the whole cgroup, but in-flight objects must finish during the drain.  Workers
     # exit when the parent shuts the pool down, or when the parent is gone (even SIGKILLed).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if parent_pid is not None and parent_pid != os.getpid():
+    if parent_pid is not None and parent_pid != os.getpid():  # a worker process, not a thread
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         _exit_with(parent_pid)
     _detector = Detector.from_config(config)
 
@@ -78,25 +78,33 @@ class DecodePool:
 
     def __init__(self, config: Config, workers: int = 0) -> None:
         count = workers if workers > 0 else (os.cpu_count() or 1)
-        self.workers = 1 if workers < 0 else count
-        self._executor: Executor
-        if workers < 0:
-            self._executor = ThreadPoolExecutor(
-                max_workers=1, initializer=_init_worker, initargs=(config,)
-            )
-        else:
-            self._executor = ProcessPoolExecutor(
-                max_workers=count,
-                mp_context=multiprocessing.get_context("forkserver"),
-                initializer=_init_worker,
-                initargs=(config, os.getpid()),
-            )
+        self._threaded = workers < 0
+        self.workers = 1 if self._threaded else count
+        self._executor = self._make_executor(config)
+
+    def _make_executor(self, config: Config) -> Executor:
+        if self._threaded:
+            return ThreadPoolExecutor(max_workers=1, initializer=_init_worker, initargs=(config,))
+        return ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=multiprocessing.get_context("forkserver"),
+            initializer=_init_worker,
+            initargs=(config, os.getpid()),
+        )
 
     async def process(
         self, data: bytes, *, source: Source, name: str, key: str | None
     ) -> FileOutcome:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, _process, data, source, name, key)
+
+    def reconfigure(self, config: Config) -> None:
+        """Live reload: new objects go to workers built from ``config``; objects already in the
+        old workers finish there, then the old workers exit."""
+        old, self._executor = self._executor, self._make_executor(config)
+        threading.Thread(
+            target=old.shutdown, kwargs={"wait": True}, name="trailguard-pool-retire", daemon=True
+        ).start()
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)

@@ -47,3 +47,11 @@ def key_date(key: str) -> dt.date | None:
         return dt.date(int(match["year"]), int(match["month"]), int(match["day"]))
     except ValueError:
         return None
+
+
+def key_account_region(key: str) -> tuple[str | None, str | None]:
+    """(account, region) from a CloudTrail log key, or (None, None)."""
+    match = _LOG.search(key)
+    if match is None:
+        return None, None
+    return match["account"], match["region"]

@@ -1,12 +1,12 @@
 """Handling one SQS message, start to finish — and the only place a message is deleted.
 
 parse body -> object refs (or one EventBridge record) -> fetch + decode each object (bounded,
-off the event loop, visibility extended on a heartbeat) -> rules -> commit detections durably
--> delete the message.
+off the event loop, visibility extended on a heartbeat) -> rules -> record policy facts ->
+commit detections durably -> enqueue remediation jobs durably -> delete the message.
 
 Outcomes, by promise:
 
-* every ref processed and detections committed: the message is deleted;
+* every ref processed, detections committed and jobs enqueued: the message is deleted;
 * an S3 test event, or refs that are all digest/Insight/other keys: deleted without download;
 * a transient failure that outlived its retries: the message is released for redelivery after
   a backoff delay that grows with its receive count (no hot loop);
@@ -25,10 +25,12 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from trailguard.decode_pool import DecodePool
 from trailguard.detect.detection import Detection, EventBridgeSource, S3Source
-from trailguard.detect.keys import KeyKind, classify_key
+from trailguard.detect.history import PolicyFact
+from trailguard.detect.keys import KeyKind, classify_key, key_account_region
 from trailguard.detect.process import Detector, FileOutcome
 from trailguard.errors import DecodeError, IngestError, PermanentError, TransientError
 from trailguard.ingest.notifications import ObjectRef, parse_body
@@ -37,6 +39,11 @@ from trailguard.ingest.s3 import ObjectStore
 from trailguard.ingest.sqs import Message, SqsQueue
 from trailguard.outputs.sink import DetectionSink
 from trailguard.telemetry.logging import get_logger
+from trailguard.telemetry.metrics import MessageOutcome, Metrics, ObjectOutcome
+
+if TYPE_CHECKING:
+    from trailguard.remediate.service import Remediation
+    from trailguard.state.history import PolicyHistoryStore
 
 log = get_logger(__name__)
 
@@ -47,7 +54,7 @@ RELEASE_CAP_SECS = 900
 
 @dataclass
 class IngestStats:
-    """Counters the daemon reports (and tests read); metrics mirror these."""
+    """Counters for the daemon's exit summary (and tests); metrics mirror these."""
 
     messages: dict[str, int] = field(default_factory=dict)  # outcome -> count
     objects: dict[str, int] = field(default_factory=dict)  # outcome -> count
@@ -55,6 +62,8 @@ class IngestStats:
     bytes_compressed: int = 0
     detections: int = 0
     duplicates: int = 0
+    facts: int = 0
+    jobs: int = 0
     errors: dict[tuple[str, str], int] = field(default_factory=dict)  # (stage, reason)
 
     def bump(self, table: dict[str, int], key: str, n: int = 1) -> None:
@@ -63,6 +72,9 @@ class IngestStats:
 
 @dataclass(frozen=True)
 class HandlerSettings:
+    """Per-queue settings (from ``[[sources.sqs]]``, ``[limits]`` and ``[keys]``)."""
+
+    queue_label: str
     visibility_timeout_secs: int
     heartbeat_interval_secs: float
     max_object_bytes: int
@@ -80,19 +92,27 @@ class MessageHandler:
         sink: DetectionSink,
         object_slots: asyncio.Semaphore,
         stats: IngestStats,
+        metrics: Metrics,
+        history: PolicyHistoryStore | None = None,
+        remediation: Remediation | None = None,
     ) -> None:
-        self._detector = detector
+        self.detector = detector  # swapped on live reload
+        self.pool = pool  # swapped on live reload
         self._store = store
-        self._pool = pool
         self._sink = sink
         self._slots = object_slots
+        self._metrics = metrics
+        self._history = history
+        self._remediation = remediation
         self.stats = stats
 
     # -- entry point ---------------------------------------------------------------------------
 
-    async def handle(self, queue: SqsQueue, message: Message, settings: HandlerSettings) -> str:
+    async def handle(
+        self, queue: SqsQueue, message: Message, settings: HandlerSettings
+    ) -> MessageOutcome:
         """Process one message; returns its outcome (deleted, released, left, ...)."""
-        bound = log.bind(queue=queue.url, message_id=message.message_id)
+        bound = log.bind(queue=settings.queue_label, message_id=message.message_id)
         parsed = parse_body(message.body)
         if parsed.kind == "unknown":
             self._error("parse", "unrecognised_body")
@@ -102,19 +122,23 @@ class MessageHandler:
                 reason=parsed.reason,
                 receive_count=message.receive_count,
             )
-            return self._outcome("unrecognised")
+            return "unrecognised"
         if parsed.kind == "test_event":
             await queue.delete(message)
             bound.info("sqs.test_event_acknowledged", format=parsed.format)
-            return self._outcome("test_event")
+            return "test_event"
         if parsed.kind == "api_call":
             assert parsed.record is not None
+            record = parsed.record
             source = EventBridgeSource(queue=queue.url, message_id=message.message_id)
-            detection = self._detector.detect(parsed.record, source)
+            detection = self.detector.detect(record, source)
             self.stats.records += 1
-            await self._commit([detection] if detection else [])
+            self._metrics.records(1)
+            await self._finish(
+                [detection] if detection else [], self.detector.facts(record), message
+            )
             await queue.delete(message)
-            return self._outcome("deleted")
+            return "deleted"
         return await self._handle_objects(queue, message, parsed.objects, settings)
 
     # -- objects ------------------------------------------------------------------------------
@@ -136,18 +160,18 @@ class MessageHandler:
         message: Message,
         refs: Sequence[ObjectRef],
         settings: HandlerSettings,
-    ) -> str:
+    ) -> MessageOutcome:
         wanted: list[ObjectRef] = []
         for ref in refs:
             reason = self._wanted(ref.key, settings)
             if reason is None:
                 wanted.append(ref)
             else:
-                self.stats.bump(self.stats.objects, f"skipped_{reason}")
+                self._object_outcome(f"skipped_{reason}")  # type: ignore[arg-type]
                 log.debug("s3.object_skipped", bucket=ref.bucket, key=ref.key, reason=reason)
         if not wanted:
             await queue.delete(message)
-            return self._outcome("deleted")
+            return "deleted"
 
         heartbeat = asyncio.create_task(self._heartbeat(queue, message, settings))
         try:
@@ -155,6 +179,7 @@ class MessageHandler:
                 *(self._process_object(ref, settings) for ref in wanted), return_exceptions=True
             )
             detections: list[Detection] = []
+            facts: list[PolicyFact] = []
             failures: list[IngestError] = []
             for ref, result in zip(wanted, results, strict=True):
                 if isinstance(result, IngestError):
@@ -164,7 +189,8 @@ class MessageHandler:
                     raise result
                 else:
                     detections.extend(result.detections)
-            await self._commit(detections)
+                    facts.extend(result.facts)
+            await self._finish(detections, facts, message)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -172,7 +198,7 @@ class MessageHandler:
 
         if not failures:
             await queue.delete(message)
-            return self._outcome("deleted")
+            return "deleted"
         if all(f.transient for f in failures):
             delay = int(
                 min(RELEASE_CAP_SECS, RELEASE_BASE_SECS * 2 ** max(0, message.receive_count - 1))
@@ -180,46 +206,51 @@ class MessageHandler:
             await queue.set_visibility(message, delay)
             log.warning(
                 "sqs.message_released",
-                queue=queue.url,
+                queue=settings.queue_label,
                 message_id=message.message_id,
                 retry_in_secs=delay,
                 receive_count=message.receive_count,
             )
-            return self._outcome("released")
+            return "released"
         log.warning(
             "sqs.message_left_for_redrive",
-            queue=queue.url,
+            queue=settings.queue_label,
             message_id=message.message_id,
             receive_count=message.receive_count,
             failed_objects=len(failures),
         )
-        return self._outcome("left_for_redrive")
+        return "left_for_redrive"
 
     async def _process_object(self, ref: ObjectRef, settings: HandlerSettings) -> FileOutcome:
         started = time.perf_counter()
+        name = f"s3://{ref.bucket}/{ref.key}"
         async with self._slots:
+            with self._metrics.object_in_flight():
 
-            async def fetch() -> bytes:
-                return await self._store.fetch(
-                    ref.bucket, ref.key, max_bytes=settings.max_object_bytes
-                )
+                async def fetch() -> bytes:
+                    return await self._store.fetch(
+                        ref.bucket, ref.key, max_bytes=settings.max_object_bytes
+                    )
 
-            data = await retry_transient(
-                fetch, attempts=FETCH_ATTEMPTS, what=f"s3://{ref.bucket}/{ref.key}"
-            )
-            name = f"s3://{ref.bucket}/{ref.key}"
-            try:
-                outcome = await self._pool.process(
-                    data, source=S3Source(bucket=ref.bucket, key=ref.key), name=name, key=ref.key
-                )
-            except DecodeError as exc:
-                raise PermanentError("decode", "undecodable", exc.reason) from exc
+                data = await retry_transient(fetch, attempts=FETCH_ATTEMPTS, what=name)
+                try:
+                    outcome = await self.pool.process(
+                        data,
+                        source=S3Source(bucket=ref.bucket, key=ref.key),
+                        name=name,
+                        key=ref.key,
+                    )
+                except DecodeError as exc:
+                    raise PermanentError("decode", "undecodable", exc.reason) from exc
         decoded = outcome.decoded
+        seconds = time.perf_counter() - started
         self.stats.records += decoded.records
         self.stats.bytes_compressed += len(data)
-        self.stats.bump(
-            self.stats.objects, f"skipped_{decoded.skipped}" if decoded.skipped else "ok"
-        )
+        self._metrics.records(decoded.records, invalid=len(decoded.bad_records))
+        account, region = key_account_region(ref.key)
+        result: ObjectOutcome = f"skipped_{decoded.skipped}" if decoded.skipped else "ok"  # type: ignore[assignment]
+        self.stats.bump(self.stats.objects, result)
+        self._metrics.object_processed(result, len(data), seconds, account=account, region=region)
         log.info(
             "s3.object_processed",
             bucket=ref.bucket,
@@ -227,15 +258,16 @@ class MessageHandler:
             records=decoded.records,
             candidates=len(decoded.candidates),
             detections=len(outcome.detections),
+            facts=len(outcome.facts),
             bad_records=len(decoded.bad_records),
             bytes=len(data),
-            duration_secs=round(time.perf_counter() - started, 4),
+            duration_secs=round(seconds, 4),
         )
         return outcome
 
     def _object_failed(self, ref: ObjectRef, error: IngestError) -> None:
         kind = "transient" if isinstance(error, TransientError) else "permanent"
-        self.stats.bump(self.stats.objects, f"failed_{kind}")
+        self._object_outcome(f"failed_{kind}")  # type: ignore[arg-type]
         self._error(error.stage, error.reason)
         log.error(
             "s3.object_failed",
@@ -247,13 +279,29 @@ class MessageHandler:
             transient=error.transient,
         )
 
-    # -- commit, heartbeat, bookkeeping ----------------------------------------------------------
+    # -- history, commit, jobs ----------------------------------------------------------------
 
-    async def _commit(self, detections: list[Detection]) -> None:
+    async def _finish(
+        self, detections: list[Detection], facts: list[PolicyFact], message: Message
+    ) -> None:
+        """Make everything this message produced durable, in the order remediation needs.
+
+        Policy facts first (a job may need the document a Put earlier in the same file carried),
+        then the detections, then the jobs -- planned from *every* detection, duplicates too:
+        enqueuing is idempotent, and a crash between the detection write and the enqueue must
+        not lose the jobs of a redelivered message whose detections are already written.
+        """
+        if self._history is not None and facts:
+            new = await self._history.record(facts)
+            self.stats.facts += new
+            if new:
+                log.debug("history.facts_recorded", new=new, seen=len(facts))
         result = await self._sink.commit(detections)
         self.stats.detections += len(result.written)
         self.stats.duplicates += result.duplicates
+        self._metrics.duplicates_dropped(result.duplicates)
         for detection in result.written:
+            self._metrics.detection(detection, sent_timestamp_ms=message.sent_timestamp_ms)
             log.info(
                 "detection",
                 event_id=detection.event_id,
@@ -261,12 +309,18 @@ class MessageHandler:
                 outcome=detection.outcome,
                 severity=detection.severity,
                 disposition=detection.disposition,
+                suppressed_by=detection.suppressed_by,
                 rule=detection.rule,
                 account_id=detection.account_id,
                 actor_arn=detection.actor.arn,
+                target=detection.target.name,
             )
         if result.duplicates:
             log.debug("detection.duplicates_dropped", count=result.duplicates)
+        if self._remediation is not None and detections:
+            self.stats.jobs += await self._remediation.plan_and_enqueue(detections)
+
+    # -- heartbeat, bookkeeping ----------------------------------------------------------------
 
     async def _heartbeat(
         self, queue: SqsQueue, message: Message, settings: HandlerSettings
@@ -279,6 +333,7 @@ class MessageHandler:
             try:
                 await queue.set_visibility(message, timeout)
                 self.stats.bump(self.stats.messages, "visibility_extended")
+                self._metrics.visibility_extended(settings.queue_label)
                 log.debug("sqs.visibility_extended", message_id=message.message_id, secs=timeout)
             except IngestError as exc:
                 self._error(exc.stage, exc.reason)
@@ -292,7 +347,8 @@ class MessageHandler:
     def _error(self, stage: str, reason: str) -> None:
         key = (stage, reason)
         self.stats.errors[key] = self.stats.errors.get(key, 0) + 1
+        self._metrics.error(stage, reason)
 
-    def _outcome(self, outcome: str) -> str:
-        self.stats.bump(self.stats.messages, outcome)
-        return outcome
+    def _object_outcome(self, outcome: ObjectOutcome) -> None:
+        self.stats.bump(self.stats.objects, outcome)
+        self._metrics.object_processed(outcome)

@@ -51,14 +51,18 @@ class JsonlWriter:
             count += 1
         if not count:
             return 0
+        self.write_raw(bytes(payload))
+        return count
+
+    def write_raw(self, payload: bytes) -> None:
+        """Write ready-made JSON lines (the remediation circuit breaker's records), durably."""
         try:
             self._stream.write(payload)
             self._stream.flush()
             if self._fsync:
                 os.fsync(self._stream.fileno())
         except OSError as exc:
-            raise OutputError(f"cannot write detections to {self.path!r}: {exc.strerror}") from exc
-        return count
+            raise OutputError(f"cannot write to {self.path!r}: {exc.strerror}") from exc
 
     def close(self) -> None:
         if self._owned:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import msgspec
 
 from trailguard.detect.detection import Detection
+from trailguard.errors import TrailguardError
 from trailguard.outputs.jsonl import JsonlWriter
 from trailguard.state.dedup import DedupStore
 
@@ -40,10 +41,21 @@ class DetectionSink:
         self._writer = writer
         self._dedup = dedup
         self._lock = asyncio.Lock()
+        # Why the last commit failed (readiness reports it), or None after a success.
+        self.last_failure: str | None = None
 
     async def commit(self, detections: Sequence[Detection]) -> CommitResult:
         if not detections:
             return CommitResult([], 0)
+        try:
+            result = await self._commit(detections)
+        except TrailguardError as exc:
+            self.last_failure = str(exc)
+            raise
+        self.last_failure = None
+        return result
+
+    async def _commit(self, detections: Sequence[Detection]) -> CommitResult:
         async with self._lock:
             ids = [d.event_id for d in detections if d.event_id is not None]
             new = set(await self._dedup.filter_new(ids)) if ids else set()
