@@ -4,12 +4,13 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stamp-deps
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help venv demo test lint typecheck pytest bench clean
 
 help:
-	@echo "make demo   - run trailguard on the sample CloudTrail logs shipped in the repo"
+	@echo "make demo   - the real daemon against an embedded AWS emulator (Ctrl-C to stop)"
 	@echo "make test   - the whole suite: ruff, mypy --strict, pytest"
 	@echo "make bench  - throughput benchmark against the naive gzip+json loop"
 	@echo "make clean  - remove the virtual environment and caches"
@@ -21,7 +22,7 @@ $(STAMP): pyproject.toml scripts/venv.sh
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/trailguard replay --config config/trailguard.example.toml examples/cloudtrail
+	$(BIN)/trailguard demo $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check daemon tests bench scripts

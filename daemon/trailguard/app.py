@@ -79,6 +79,7 @@ class Daemon:
         self.notifier = Notifier.from_environ()
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
+        self.started = asyncio.Event()  # set once polling starts
         self._signals = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._capacity = asyncio.Condition()
@@ -86,6 +87,11 @@ class Daemon:
         self._handler: MessageHandler | None = None
         self._remediation: Any = None
         self._sink: DetectionSink | None = None
+
+    @property
+    def remediation(self) -> Any:
+        """The open :class:`~trailguard.remediate.service.Remediation`, or None."""
+        return self._remediation
 
     # -- signals ------------------------------------------------------------------------------
 
@@ -172,6 +178,7 @@ class Daemon:
                     helpers.append(group.create_task(remediation.runner.run()))
                     helpers.append(group.create_task(self._job_metrics(remediation)))
                 self.state.ready = True
+                self.started.set()
                 self.notifier.ready(f"watching {len(queues)} queue(s)")
                 log.info(
                     "daemon.started",

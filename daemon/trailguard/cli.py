@@ -103,6 +103,22 @@ def _build_parser() -> argparse.ArgumentParser:
 
     add_jobs_parser(sub)
 
+    demo = sub.add_parser(
+        "demo",
+        help="run the real daemon against an embedded AWS emulator (no credentials needed)",
+        description=(
+            "Start an AWS emulator (moto) on loopback with a trail bucket, an SQS queue and IAM "
+            "principals, run the daemon on it with a real config, and play a trail with policy "
+            "removals: detections and remediation are printed as they happen."
+        ),
+    )
+    demo.add_argument(
+        "--duration", type=float, metavar="SECS", help="stop after SECS (default: until Ctrl-C)"
+    )
+    demo.add_argument(
+        "--http-port", type=int, default=9108, metavar="PORT", help="metrics port (default 9108)"
+    )
+
     check = sub.add_parser(
         "check-config",
         help="validate a config file",
@@ -163,6 +179,16 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
     from trailguard.remediate.jobs_cli import run_jobs_command
 
     return run_jobs_command(args)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from trailguard.demo.run import run_demo
+
+    if args.duration is not None and args.duration <= 0:
+        raise UsageError("--duration must be > 0")
+    return asyncio.run(run_demo(args.duration, args.http_port))
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
@@ -250,6 +276,7 @@ async def _replay(
 _COMMANDS = {
     "replay": _cmd_replay,
     "run": _cmd_run,
+    "demo": _cmd_demo,
     "snapshot": _cmd_snapshot,
     "jobs": _cmd_jobs,
     "check-config": _cmd_check_config,
