@@ -1,5 +1,5 @@
 """Helpers for the remediation tests: detections from CloudTrail records, an in-memory policy
-history, a fake clock and a client source.
+history, a fake clock, a client source and a fake CloudTrail (LookupEvents).
 
 Detections are built the way the daemon builds them: a CloudTrail record (tests/factories.py)
 decoded into :class:`Record` and evaluated by the default rules.
@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 
 from tests.factories import ACCOUNT, make_record
 from trailguard.config import Config, RemediationConfig, parse_config
-from trailguard.detect.detection import Detection, FileSource
+from trailguard.detect.detection import Detection, FileSource, policy_name_from_arn
 from trailguard.detect.history import PolicyFact, PrincipalKind
 from trailguard.detect.process import Detector
 from trailguard.detect.record import Record
@@ -61,8 +61,14 @@ def record(event_name: str, params: dict[str, Any] | None = None, **kwargs: Any)
 
 
 def detection(event_name: str, params: dict[str, Any] | None = None, **kwargs: Any) -> Detection:
-    found = _DETECTOR.detect(record(event_name, params, **kwargs), FileSource("test.json"))
-    assert found is not None, f"{event_name} should be detected"
+    return detection_of(make_record(event_name, params, **kwargs))
+
+
+def detection_of(raw: dict[str, Any]) -> Detection:
+    """The detection the daemon makes of one raw CloudTrail record (a dict as in the file)."""
+    decoded = msgspec.json.decode(json.dumps(raw).encode(), type=Record)
+    found = _DETECTOR.detect(decoded, FileSource("test.json"))
+    assert found is not None, f"{raw.get('eventName')} should be detected"
     return found
 
 
@@ -136,6 +142,7 @@ class FakeHistory:
         self.attached: dict[str, list[tuple[PrincipalKind, str]]] = {}
         self.attach_facts: dict[str, list[PolicyFact]] = {}
         self.boundaries: dict[tuple[str, str, str], str] = {}
+        self.boundary_facts: dict[tuple[str, str, str], PolicyFact] = {}
         self.recorded: list[PolicyFact] = []
         self.queries: list[tuple[str, str | None]] = []
 
@@ -202,6 +209,31 @@ class FakeHistory:
         self.queries.append(("boundary", before))
         return self.boundaries.get((account_id, principal_kind, principal_name))
 
+    async def boundary_fact(
+        self,
+        account_id: str,
+        principal_kind: PrincipalKind,
+        principal_name: str,
+        *,
+        before: str | None,
+    ) -> PolicyFact | None:
+        """``boundary_facts``, else a fact (eventID "history-1") for the ARN in ``boundaries``."""
+        self.queries.append(("boundary", before))
+        key = (account_id, principal_kind, principal_name)
+        if key in self.boundary_facts:
+            return self.boundary_facts[key]
+        arn = self.boundaries.get(key)
+        if arn is None:
+            return None
+        return fact(
+            "boundary",
+            account_id=account_id,
+            principal_kind=principal_kind,
+            principal_name=principal_name,
+            policy_name=policy_name_from_arn(arn),
+            policy_arn=arn,
+        )
+
     async def close(self) -> None:
         return None
 
@@ -219,6 +251,7 @@ class StaticClients:
         self._cloudtrail = cloudtrail
         self._sns = sns
         self.accounts: list[str] = []
+        self.cloudtrail_for: list[tuple[str, str]] = []  # (account, region) of each request
 
     async def iam(self, account_id: str) -> IAMClient:
         self.accounts.append(account_id)
@@ -226,6 +259,7 @@ class StaticClients:
         return client
 
     async def cloudtrail(self, account_id: str, region: str) -> CloudTrailClient:
+        self.cloudtrail_for.append((account_id, region))
         if self._cloudtrail is None:
             raise RuntimeError("no CloudTrail client in this test")
         client: CloudTrailClient = self._cloudtrail  # type: ignore[assignment]
@@ -245,3 +279,46 @@ def client_error(code: str, status: int, operation: str) -> ClientError:
         "ResponseMetadata": {"HTTPStatusCode": status},
     }
     return ClientError(response, operation)
+
+
+class FakeCloudTrail:
+    """LookupEvents (by EventId) answering from CloudTrail's own records, shaped as AWS answers.
+
+    ``records`` are raw CloudTrail records (dicts, as in a log file): what CloudTrail itself
+    recorded.  An eventID it does not hold answers no events; ``error`` makes every call fail.
+    """
+
+    def __init__(self, *records: dict[str, Any]) -> None:
+        self.events: dict[str, dict[str, Any]] = {}
+        self.error: Exception | None = None
+        self.calls: list[dict[str, Any]] = []
+        self.add(*records)
+
+    def add(self, *records: dict[str, Any]) -> None:
+        for raw in records:
+            self.events[raw["eventID"]] = raw
+
+    @property
+    def looked_up(self) -> list[str]:
+        """The eventIDs asked for, in order."""
+        return [call["LookupAttributes"][0]["AttributeValue"] for call in self.calls]
+
+    async def lookup_events(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append(kwargs)
+        if self.error is not None:
+            raise self.error
+        [attribute] = kwargs["LookupAttributes"]
+        assert attribute["AttributeKey"] == "EventId"
+        found = self.events.get(attribute["AttributeValue"])
+        if found is None:
+            return {"Events": []}
+        return {
+            "Events": [
+                {
+                    "EventId": found["eventID"],
+                    "EventName": found["eventName"],
+                    "EventSource": found.get("eventSource"),
+                    "CloudTrailEvent": json.dumps(found),
+                }
+            ]
+        }

@@ -18,7 +18,10 @@ Rules, in order:
   responseElements is treated as absent; a ``policyDocument`` that is not a string holding a JSON
   object (omitted, cut short, anything else) gives a fact whose ``document`` is None;
 * a crafted record (any type anywhere, missing fields, a bad name or ARN) yields no fact for the
-  part that is wrong and never raises.
+  part that is wrong and never raises;
+* an eventID starting ``snapshot:`` yields no fact: that prefix marks facts ``trailguard
+  snapshot`` read from IAM itself, which remediation trusts without asking CloudTrail -- a log
+  file must not be able to pass for one.
 
 CreateUser/CreateRole are read too, for the ``permissionsBoundary`` they may set.
 """
@@ -38,6 +41,7 @@ from trailguard.detect.rules import IAM_EVENT_SOURCE
 
 __all__ = [
     "HISTORY_EVENT_NAMES",
+    "SNAPSHOT_EVENT_PREFIX",
     "FactKind",
     "FactOp",
     "PolicyFact",
@@ -46,6 +50,7 @@ __all__ = [
     "facts_from_record",
     "is_json_object_text",
     "is_policy_arn",
+    "is_snapshot_event_id",
     "managed_policy_arn",
     "path_from_policy_arn",
 ]
@@ -110,6 +115,9 @@ _EVENTS: Final[dict[str, tuple[FactKind, FactOp, PrincipalKind | None]]] = {
 #: Every eventName that may yield a fact (the ten removal APIs included).
 HISTORY_EVENT_NAMES: Final[frozenset[str]] = frozenset(_EVENTS)
 
+#: The eventIDs of facts ``trailguard snapshot`` read from IAM: ``snapshot:<time>:<account>:<n>``.
+SNAPSHOT_EVENT_PREFIX: Final = "snapshot:"
+
 _NAME_PARAM: Final[dict[PrincipalKind, str]] = {
     "user": "userName",
     "role": "roleName",
@@ -168,6 +176,11 @@ def is_json_object_text(value: object) -> bool:
     return isinstance(decoded, dict)
 
 
+def is_snapshot_event_id(event_id: str) -> bool:
+    """Whether a fact came from ``trailguard snapshot`` (read from IAM) rather than the trail."""
+    return event_id.startswith(SNAPSHOT_EVENT_PREFIX)
+
+
 def is_policy_arn(value: object) -> bool:
     """``arn:<partition>:iam::<account|aws>:policy[/path/]<name>``."""
     return isinstance(value, str) and _POLICY_ARN.fullmatch(value) is not None
@@ -201,6 +214,8 @@ def facts_from_record(record: Record) -> list[PolicyFact]:
     event_id = record.event_id
     event_time = record.event_time
     if not isinstance(event_id, str) or not event_id or len(event_id) > 256:
+        return []
+    if is_snapshot_event_id(event_id):  # CloudTrail's eventIDs are UUIDs: a forgery
         return []
     if event_time_key(event_time) is None:
         return []

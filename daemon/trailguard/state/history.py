@@ -90,6 +90,9 @@ class PolicyVersionState(msgspec.Struct, frozen=True, kw_only=True):
     is_default: bool | None
     #: the CreatePolicy / CreatePolicyVersion / snapshot fact that recorded the version
     fact: PolicyFact
+    #: when it was the default: the fact that made it so (CreatePolicy, CreatePolicyVersion with
+    #: setAsDefault, SetDefaultPolicyVersion, a snapshot); otherwise None
+    default_fact: PolicyFact | None = None
 
 
 class PolicyHistoryStore(Protocol):
@@ -172,6 +175,18 @@ class PolicyHistoryStore(Protocol):
         before: str | None,
     ) -> str | None:
         """The permissions-boundary policy ARN set on the principal as of ``before``."""
+        ...
+
+    async def boundary_fact(
+        self,
+        account_id: str,
+        principal_kind: PrincipalKind,
+        principal_name: str,
+        *,
+        before: str | None,
+    ) -> PolicyFact | None:
+        """The fact that set the boundary :meth:`boundary` returns (Put*PermissionsBoundary,
+        CreateUser/CreateRole or a snapshot); None when no boundary is set as of ``before``."""
         ...
 
     async def close(self) -> None:
@@ -317,6 +332,7 @@ class SqliteHistoryStore:
             document=folded.versions[version_id],
             is_default=None if folded.default is None else folded.default == version_id,
             fact=folded.sources[version_id],
+            default_fact=folded.default_source if folded.default == version_id else None,
         )
 
     async def attachments(
@@ -377,6 +393,17 @@ class SqliteHistoryStore:
         *,
         before: str | None,
     ) -> str | None:
+        fact = await self.boundary_fact(account_id, principal_kind, principal_name, before=before)
+        return None if fact is None else fact.policy_arn
+
+    async def boundary_fact(
+        self,
+        account_id: str,
+        principal_kind: PrincipalKind,
+        principal_name: str,
+        *,
+        before: str | None,
+    ) -> PolicyFact | None:
         rows = await self._run(
             self._select,
             _SELECT + " WHERE account_id = ? AND principal_kind = ? AND principal_name = ?"
@@ -385,7 +412,7 @@ class SqliteHistoryStore:
         )
         if not rows or rows[0].op != "put":
             return None
-        return rows[0].policy_arn
+        return rows[0]
 
     async def close(self) -> None:
         if self._closed:
@@ -454,6 +481,7 @@ class _Managed:
     policy_name: str | None
     path: str | None
     default: str | None = None
+    default_source: PolicyFact | None = None  # the fact that made ``default`` the default
     versions: dict[str, str | None] = field(default_factory=dict)
     sources: dict[str, PolicyFact] = field(default_factory=dict)
     last: PolicyFact | None = None
@@ -475,6 +503,7 @@ class _Managed:
             self.sources[fact.version_id] = fact
         if fact.set_as_default:
             self.default = fact.version_id  # None: a new default whose id is not known
+            self.default_source = fact
 
     def apply(self, fact: PolicyFact) -> None:
         if fact.kind == "policy_version" and fact.op == "put":
@@ -487,8 +516,10 @@ class _Managed:
                 self.sources.pop(fact.version_id, None)
                 if self.default == fact.version_id:
                     self.default = None
+                    self.default_source = None
         elif fact.kind == "default_version":
             self.default = fact.version_id
+            self.default_source = fact
 
     def state(self) -> ManagedPolicyState:
         assert self.last is not None
