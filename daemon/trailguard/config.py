@@ -731,6 +731,12 @@ class RemediationConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
     access_key_max_age_days: Annotated[int, Meta(ge=1, le=3650)] = 90
     access_key_max_unused_days: Annotated[int, Meta(ge=1, le=3650)] = 90
     iam_rate_per_sec: Annotated[float, Meta(gt=0, le=100)] = 5.0
+    #: Before a restore (or quarantine) writes, confirm through CloudTrail LookupEvents the
+    #: removal event and every trail fact whose content is written; false trusts every file.
+    confirm_events: bool = True
+    #: How long after its eventTime an event LookupEvents does not show yet is waited for
+    #: (the job is retried) before the job waits for approval instead.
+    confirm_wait_secs: Annotated[float, Meta(ge=0, le=86400)] = 900.0
     circuit_breaker: CircuitBreakerConfig = msgspec.field(default_factory=CircuitBreakerConfig)
     notify: NotifyConfig = msgspec.field(default_factory=NotifyConfig)
 

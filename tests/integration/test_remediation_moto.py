@@ -15,6 +15,13 @@ does not implement LookupEvents: HTTP 500 -- exactly the "unconfirmed" path; con
 is tested with a fake client in tests/unit/test_actions_quarantine.py); audit findings; the
 cross-account role; the circuit breaker; SNS notification.
 
+CloudTrail confirmation of the restores (``[remediation] confirm_events``): moto's LookupEvents
+answers HTTP 500, so the restore scenarios run with ``confirm_events = false`` (they are about
+putting back exactly what was removed; confirmation is tested with a fake LookupEvents in
+tests/unit/test_actions_confirm.py).  test_a_forged_file_writes_nothing runs it end to end:
+moto's IAM, the real detector, history and job runner, and a fake CloudTrail that has never
+heard of the crafted records.
+
 moto lacks Put/DeleteUserPermissionsBoundary (HTTP 500), so the user-boundary path is tested
 below the HTTP layer with a fake IAM client (tests/unit/test_actions_boundary.py).
 """
@@ -25,7 +32,7 @@ import itertools
 import json
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,20 +43,29 @@ import pytest
 
 from tests.factories import ACCOUNT, ATTACKER_ARN, assumed_role_identity, make_record
 from tests.integration.conftest import Boto3Clients, MotoServer
-from tests.remediation_support import ALL_RESTORES, DOC_DENY_EC2, DOC_DENY_S3, FakeClock
+from tests.remediation_support import (
+    ALL_RESTORES,
+    DOC_DENY_EC2,
+    DOC_DENY_S3,
+    FakeClock,
+    FakeCloudTrail,
+)
 from trailguard.config import Config, parse_config
 from trailguard.detect.detection import Detection, FileSource
 from trailguard.detect.history import facts_from_record
 from trailguard.detect.process import Detector
 from trailguard.detect.record import Record
 from trailguard.detect.rules import RuleSet
-from trailguard.remediate.executor import CircuitOpen
-from trailguard.remediate.jobs import Job
+from trailguard.remediate.executor import AwsClients, CircuitOpen
+from trailguard.remediate.jobs import Job, iso
 from trailguard.remediate.service import Remediation
 from trailguard.state.history import SqliteHistoryStore
 
 if TYPE_CHECKING:
     from mypy_boto3_iam.client import IAMClient
+    from types_aiobotocore_cloudtrail.client import CloudTrailClient
+    from types_aiobotocore_iam.client import IAMClient as AioIAMClient
+    from types_aiobotocore_sns.client import SNSClient
 
 pytestmark = pytest.mark.integration
 
@@ -120,17 +136,51 @@ def harness_config(moto: MotoServer, tmp_path: Path, toml: str) -> Config:
     return parse_config(text, file="moto-test.toml")
 
 
-def remediation_toml(mode: str = "enforce", actions: str = ALL_RESTORES, extra: str = "") -> str:
+def remediation_toml(
+    mode: str = "enforce",
+    actions: str = ALL_RESTORES,
+    extra: str = "",
+    *,
+    confirm_events: bool = False,
+) -> str:
+    # confirm_events = false unless a test asks: moto's CloudTrail LookupEvents answers HTTP 500,
+    # so no event could ever be confirmed here (see the module docstring).
     return (
         f'[remediation]\nmode = "{mode}"\nmax_attempts = 4\nbackoff_base_secs = 1.0\n'
-        f"backoff_cap_secs = 60.0\niam_rate_per_sec = 100.0\n{extra}\n"
+        f"backoff_cap_secs = 60.0\niam_rate_per_sec = 100.0\n"
+        f"confirm_events = {str(confirm_events).lower()}\n{extra}\n"
         f'[[remediation.policies]]\nrules = ["*"]\nmin_severity = "low"\nactions = [{actions}]\n'
     )
 
 
+class MotoIamFakeCloudTrail:
+    """A client source: moto's IAM (and SNS) through the real AwsClients; CloudTrail LookupEvents
+    from a fake, since moto's answers HTTP 500."""
+
+    def __init__(self, aws: AwsClients, cloudtrail: FakeCloudTrail) -> None:
+        self._aws = aws
+        self._cloudtrail = cloudtrail
+
+    async def iam(self, account_id: str) -> AioIAMClient:
+        return await self._aws.iam(account_id)
+
+    async def cloudtrail(self, account_id: str, region: str) -> CloudTrailClient:
+        client: CloudTrailClient = self._cloudtrail  # type: ignore[assignment]
+        return client
+
+    async def sns(self, region: str) -> SNSClient:
+        return await self._aws.sns(region)
+
+
 @asynccontextmanager
 async def harness(
-    moto: MotoServer, aws: Boto3Clients, tmp_path: Path, toml: str, *, iam: IAMClient | None = None
+    moto: MotoServer,
+    aws: Boto3Clients,
+    tmp_path: Path,
+    toml: str,
+    *,
+    iam: IAMClient | None = None,
+    cloudtrail: FakeCloudTrail | None = None,
 ) -> AsyncIterator[Harness]:
     config = harness_config(moto, tmp_path, toml)
     clock = FakeClock(time.time())
@@ -139,12 +189,24 @@ async def harness(
     async def on_circuit_open(record: CircuitOpen) -> None:
         circuit.append(record)
 
-    async with (
-        await SqliteHistoryStore.open(tmp_path / "history.sqlite3") as history,
-        Remediation.open(
-            config, history=history, on_circuit_open=on_circuit_open, clock=clock
-        ) as remediation,
-    ):
+    async with AsyncExitStack() as stack:
+        clients = None
+        if cloudtrail is not None:
+            aws_clients = AwsClients(config, clock=clock)
+            stack.push_async_callback(aws_clients.close)
+            clients = MotoIamFakeCloudTrail(aws_clients, cloudtrail)
+        history = await stack.enter_async_context(
+            await SqliteHistoryStore.open(tmp_path / "history.sqlite3")
+        )
+        remediation = await stack.enter_async_context(
+            Remediation.open(
+                config,
+                history=history,
+                clients=clients,
+                on_circuit_open=on_circuit_open,
+                clock=clock,
+            )
+        )
         yield Harness(
             iam=iam or aws.iam,
             config=config,
@@ -566,7 +628,9 @@ async def test_quarantine_waits_for_approval_when_cloudtrail_cannot_confirm(
     deny = iam.create_policy(PolicyName="TrailguardQuarantine", PolicyDocument=DOC_DENY_S3)
     deny_arn = deny["Policy"]["Arn"]
     toml = remediation_toml(
-        actions='"quarantine_actor"', extra=f'quarantine_policy_arn = "{deny_arn}"\n'
+        actions='"quarantine_actor"',
+        extra=f'quarantine_policy_arn = "{deny_arn}"\n',
+        confirm_events=True,
     )
     scenario = inline("role")
     async with harness(clean_moto, boto3_session_clients, tmp_path, toml) as h:
@@ -587,6 +651,57 @@ async def test_quarantine_waits_for_approval_when_cloudtrail_cannot_confirm(
         assert [p["PolicyArn"] for p in attached] == [deny_arn]
         assert any("without CloudTrail confirmation" in e.what for e in job.audit)
         assert detection.actor.arn == ATTACKER_ARN
+
+
+ALLOW_ALL = json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+)
+
+
+@pytest.mark.parametrize("cloudtrail_knows_them", [False, True], ids=["forged", "genuine"])
+async def test_a_forged_file_writes_nothing(
+    cloudtrail_knows_them: bool,
+    clean_moto: MotoServer,
+    boto3_session_clients: Boto3Clients,
+    tmp_path: Path,
+) -> None:
+    """A crafted pair of records -- PutRolePolicy of an Allow-* document onto an innocent role,
+    then its DeleteRolePolicy -- through the detector, the policy history and the job runner in
+    enforce mode, against moto's IAM.  CloudTrail (a fake LookupEvents) has no such events: the
+    role gets nothing and the job waits for an operator.  The "genuine" run is the control:
+    had CloudTrail recorded the same two events, the document would be put back."""
+    cloudtrail = FakeCloudTrail()
+    toml = remediation_toml(confirm_events=True)
+    async with harness(
+        clean_moto, boto3_session_clients, tmp_path, toml, cloudtrail=cloudtrail
+    ) as h:
+        create_principal(h.iam, "role", "innocent")
+        put = h.rec(
+            "PutRolePolicy",
+            {"roleName": "innocent", "policyName": "admin", "policyDocument": ALLOW_ALL},
+            event_time=iso(h.clock() - 7200),
+        )
+        delete = h.rec(
+            "DeleteRolePolicy",
+            {"roleName": "innocent", "policyName": "admin"},
+            event_time=iso(h.clock() - 3600),
+        )
+        if cloudtrail_knows_them:
+            cloudtrail.add(put, delete)
+        _, new = await h.feed(put, delete)
+        assert new == 1
+        [job] = await h.run()
+        assert cloudtrail.looked_up == [delete["eventID"], put["eventID"]]
+        policies = h.iam.list_role_policies(RoleName="innocent")["PolicyNames"]
+        if cloudtrail_knows_them:
+            assert job.state == "succeeded", (job.reason, job.error)
+            assert policies == ["admin"]
+            return
+        assert job.state == "awaiting_approval", (job.reason, job.error)
+        assert job.reason is not None
+        assert job.reason.startswith("unconfirmed: LookupEvents does not show the event")
+        assert policies == []
+        assert not any(entry.step == "did" for entry in job.audit)
 
 
 async def test_audit_actor_reports_hygiene_findings(

@@ -103,7 +103,13 @@ class FakeIam:
 def context(
     event_name: str, params: dict[str, str], iam: FakeIam, history: FakeHistory, mode: str
 ) -> ActionContext:
-    config = remediation_config(config_toml(mode=mode, actions='"restore_permissions_boundary"'))
+    # These tests are about the boundary itself; CloudTrail confirmation of the removal and of the
+    # event that set the boundary is tested in test_actions_confirm.py.
+    config = remediation_config(
+        config_toml(
+            mode=mode, actions='"restore_permissions_boundary"', extra="confirm_events = false\n"
+        )
+    )
     job = one_job(detection(event_name, params), config, "restore_permissions_boundary")
     return ActionContext(
         job,
@@ -141,7 +147,8 @@ async def test_user_boundary_is_put_back(iam: FakeIam, history: FakeHistory) -> 
     assert (outcome.state, outcome.changed) == ("succeeded", True)
     assert iam.users["carol"] == BOUNDARY
     assert iam.writes() == ["PutUserPermissionsBoundary"]
-    assert [e.step for e in ctx.audit] == ["before", "did", "after"]
+    assert [e.step for e in ctx.audit] == ["before", "note", "did", "after"]
+    assert ctx.audit[1].what.startswith("confirm_events = false: acting without")
     # The history was asked for the boundary as it was just before the removal event.
     assert history.queries == [("boundary", "2026-11-01T12:00:00Z")]
 

@@ -3,30 +3,35 @@
 The event is confirmed through CloudTrail LookupEvents (by EventId) before anyone is quarantined,
 so a forged log file cannot frame an innocent principal.  moto does not implement LookupEvents
 (HTTP 500), so the integration test covers only the "cannot confirm -> wait for approval" path;
-confirmation itself -- a matching event, a mismatching one, none yet -- is tested here.
+confirmation itself -- a matching event, a mismatching one, none yet -- is tested here (and for
+the restore actions in test_actions_confirm.py).  CloudTrail's own copy of an event is the raw
+record the detection was made from, changed where a test says CloudTrail saw something else.
 """
 
 from __future__ import annotations
 
-import json
+import datetime as dt
 from typing import Any
 
 import msgspec
 import pytest
 
-from tests.factories import ACCOUNT, ATTACKER_ARN, assumed_role_identity
+from tests.factories import ACCOUNT, ATTACKER_ARN, assumed_role_identity, make_record
 from tests.remediation_support import (
+    T0,
     FakeClock,
+    FakeCloudTrail,
     FakeHistory,
     StaticClients,
     client_error,
     config_toml,
-    detection,
+    detection_of,
     one_job,
     remediation_config,
 )
 from trailguard.detect.detection import Detection
 from trailguard.remediate.actions import ActionContext, Deferred, confirm_event, quarantine_actor
+from trailguard.remediate.jobs import audit
 
 DENY = f"arn:aws:iam::{ACCOUNT}:policy/TrailguardQuarantine"
 KEY = "AKIAEXAMPLEKEY000001"
@@ -86,43 +91,15 @@ class FakeIam:
         return {}
 
 
-class FakeCloudTrail:
-    """LookupEvents answering from a dict of eventID -> CloudTrail's own record."""
-
-    def __init__(self, events: dict[str, dict[str, Any]] | None = None) -> None:
-        self.events = events or {}
-        self.error: Exception | None = None
-        self.calls: list[dict[str, Any]] = []
-
-    async def lookup_events(self, **kwargs: Any) -> dict[str, Any]:
-        self.calls.append(kwargs)
-        if self.error is not None:
-            raise self.error
-        [attribute] = kwargs["LookupAttributes"]
-        assert attribute["AttributeKey"] == "EventId"
-        found = self.events.get(attribute["AttributeValue"])
-        if found is None:
-            return {"Events": []}
-        return {
-            "Events": [
-                {
-                    "EventId": found["eventID"],
-                    "EventName": found["eventName"],
-                    "CloudTrailEvent": json.dumps(found),
-                }
-            ]
-        }
+def event(name: str = "DetachUserPolicy", **kwargs: Any) -> tuple[dict[str, Any], Detection]:
+    """A raw CloudTrail record (CloudTrail's own copy of it) and the detection made of it."""
+    raw = make_record(name, **kwargs)
+    return raw, detection_of(raw)
 
 
-def cloudtrail_copy(det: Detection, **changes: Any) -> dict[str, Any]:
-    """CloudTrail's own copy of the event the detection came from."""
-    record = {
-        "eventID": det.event_id,
-        "eventName": det.event_name,
-        "userIdentity": {"arn": det.actor.arn},
-    }
-    record.update(changes)
-    return record
+def cloudtrail_copy(raw: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """CloudTrail's own record of the event, where it differs from the file."""
+    return {**raw, **changes}
 
 
 def setup(
@@ -133,6 +110,7 @@ def setup(
     mode: str = "enforce",
     extra: str = "",
     approved: bool = False,
+    clock: FakeClock | None = None,
 ) -> ActionContext:
     config = remediation_config(
         config_toml(
@@ -150,7 +128,7 @@ def setup(
         history=FakeHistory(),
         config=config,
         dry_run=mode == "dry-run",
-        clock=FakeClock(),
+        clock=clock or FakeClock(),
     )
 
 
@@ -160,8 +138,8 @@ def iam() -> FakeIam:
 
 
 async def test_a_confirmed_event_quarantines_the_user(iam: FakeIam) -> None:
-    det = detection("DetachUserPolicy")
-    cloudtrail = FakeCloudTrail({det.event_id or "": cloudtrail_copy(det)})
+    raw, det = event()
+    cloudtrail = FakeCloudTrail(raw)
     ctx = setup(det, cloudtrail, iam)
     outcome = await quarantine_actor(ctx)
     assert (outcome.state, outcome.changed) == ("succeeded", True)
@@ -169,12 +147,14 @@ async def test_a_confirmed_event_quarantines_the_user(iam: FakeIam) -> None:
     [call] = cloudtrail.calls
     assert call["LookupAttributes"] == [{"AttributeKey": "EventId", "AttributeValue": det.event_id}]
     assert "confirmed" in ctx.audit[0].what
+    # Asked in the account and region that recorded the event.
+    assert isinstance(ctx.clients, StaticClients)
+    assert ctx.clients.cloudtrail_for == [(ACCOUNT, "us-east-1")]
 
 
 async def test_an_assumed_role_quarantines_the_role(iam: FakeIam) -> None:
-    det = detection("DetachRolePolicy", user_identity=assumed_role_identity("deployer", "s1"))
-    cloudtrail = FakeCloudTrail({det.event_id or "": cloudtrail_copy(det)})
-    outcome = await quarantine_actor(setup(det, cloudtrail, iam))
+    raw, det = event("DetachRolePolicy", user_identity=assumed_role_identity("deployer", "s1"))
+    outcome = await quarantine_actor(setup(det, FakeCloudTrail(raw), iam))
     assert outcome.state == "succeeded"
     assert iam.writes == [f"AttachRolePolicy deployer {DENY}"]
 
@@ -183,15 +163,19 @@ async def test_an_assumed_role_quarantines_the_role(iam: FakeIam) -> None:
     "changes",
     [
         {"eventName": "DetachRolePolicy"},
-        {"userIdentity": {"arn": f"arn:aws:iam::{ACCOUNT}:user/someone-else"}},
+        {"userIdentity": {"type": "IAMUser", "arn": f"arn:aws:iam::{ACCOUNT}:user/someone-else"}},
+        {"errorCode": "AccessDenied"},
+        {"eventTime": "2026-10-01T12:00:00Z"},
+        {"requestParameters": {"userName": "bob", "policyArn": DENY}},
     ],
-    ids=["other-event-name", "other-actor"],
+    ids=["other-event-name", "other-actor", "failed", "other-time", "other-target"],
 )
 async def test_a_mismatching_event_is_not_acted_on(iam: FakeIam, changes: dict[str, Any]) -> None:
     # The log file says mallory did it; CloudTrail's own record says otherwise: forged file.
-    det = detection("DetachUserPolicy")
-    cloudtrail = FakeCloudTrail({det.event_id or "": cloudtrail_copy(det, **changes)})
-    outcome = await quarantine_actor(setup(det, cloudtrail, iam))
+    raw, det = event()
+    outcome = await quarantine_actor(
+        setup(det, FakeCloudTrail(cloudtrail_copy(raw, **changes)), iam)
+    )
     assert outcome.state == "awaiting_approval"
     assert outcome.reason is not None
     assert outcome.reason.startswith("unconfirmed: CloudTrail's own record differs")
@@ -199,15 +183,25 @@ async def test_a_mismatching_event_is_not_acted_on(iam: FakeIam, changes: dict[s
 
 
 async def test_an_event_cloudtrail_does_not_show_yet_is_deferred(iam: FakeIam) -> None:
-    det = detection("DetachUserPolicy")
+    a_minute_ago = dt.datetime.fromtimestamp(T0 - 60, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    _, det = event(event_time=a_minute_ago)
     with pytest.raises(Deferred) as caught:
-        await quarantine_actor(setup(det, FakeCloudTrail(), iam))
+        await quarantine_actor(setup(det, FakeCloudTrail(), iam, clock=FakeClock(T0)))
     assert (caught.value.reason, caught.value.final) == ("unconfirmed", "awaiting_approval")
+    assert caught.value.retry_after is not None
+    assert iam.writes == []
+
+
+async def test_an_old_event_cloudtrail_does_not_show_waits_for_approval(iam: FakeIam) -> None:
+    _, det = event()  # 2026-11-01, 17 days before the clock: it would be visible by now
+    outcome = await quarantine_actor(setup(det, FakeCloudTrail(), iam))
+    assert outcome.state == "awaiting_approval"
+    assert "LookupEvents does not show the event" in (outcome.reason or "")
     assert iam.writes == []
 
 
 async def test_lookup_failure_waits_for_approval(iam: FakeIam) -> None:
-    det = detection("DetachUserPolicy")
+    _, det = event()
     cloudtrail = FakeCloudTrail()
     cloudtrail.error = client_error("AccessDeniedException", 400, "LookupEvents")
     outcome = await quarantine_actor(setup(det, cloudtrail, iam))
@@ -217,8 +211,8 @@ async def test_lookup_failure_waits_for_approval(iam: FakeIam) -> None:
 
 
 async def test_confirm_event_verdicts() -> None:
-    det = detection("DetachUserPolicy")
-    cloudtrail = FakeCloudTrail({det.event_id or "": cloudtrail_copy(det)})
+    raw, det = event()
+    cloudtrail = FakeCloudTrail(raw)
     ctx = setup(det, cloudtrail, FakeIam())
     assert (await confirm_event(ctx))[0] == "confirmed"
     cloudtrail.events.clear()
@@ -227,19 +221,46 @@ async def test_confirm_event_verdicts() -> None:
     assert (await confirm_event(ctx))[0] == "unavailable"
 
 
-async def test_an_approved_job_acts_without_confirmation(iam: FakeIam) -> None:
-    det = detection("DetachUserPolicy")
+async def test_an_approval_after_it_could_not_be_confirmed_acts(iam: FakeIam) -> None:
+    _, det = event()
     cloudtrail = FakeCloudTrail()
-    ctx = setup(det, cloudtrail, iam, approved=True)
+    first = setup(det, cloudtrail, iam)
+    assert (await quarantine_actor(first)).state == "awaiting_approval"
+    # The operator saw "unconfirmed" (the audit record says which event) and approved.
+    job = msgspec.structs.replace(
+        first.job,
+        approved=True,
+        audit=(*first.job.audit, *first.audit, audit("note", "approved by alice")),
+    )
+    ctx = ActionContext(
+        job,
+        clients=first.clients,
+        history=first.history,
+        config=first.config,
+        dry_run=False,
+        clock=FakeClock(),
+    )
     outcome = await quarantine_actor(ctx)
     assert outcome.state == "succeeded"
-    assert cloudtrail.calls == []
+    assert len(cloudtrail.calls) == 1  # only the first run asked
     assert "without CloudTrail confirmation" in ctx.audit[0].what
 
 
+async def test_an_approval_before_any_lookup_still_needs_confirmation(iam: FakeIam) -> None:
+    # Mode "approve": the operator approved before trailguard asked CloudTrail.  That approval
+    # does not vouch for the file: the event is still confirmed, and a forgery waits again.
+    _, det = event()
+    cloudtrail = FakeCloudTrail()
+    ctx = setup(det, cloudtrail, iam, approved=True)
+    outcome = await quarantine_actor(ctx)
+    assert outcome.state == "awaiting_approval"
+    assert len(cloudtrail.calls) == 1
+    assert iam.writes == []
+
+
 async def test_allowlisted_actors_are_never_quarantined_even_when_approved(iam: FakeIam) -> None:
-    det = detection("DetachUserPolicy")
-    cloudtrail = FakeCloudTrail({det.event_id or "": cloudtrail_copy(det)})
+    raw, det = event()
+    cloudtrail = FakeCloudTrail(raw)
     # Planned before mallory was allowlisted; the action checks again when it runs.
     planned = setup(det, cloudtrail, iam, approved=True)
     allowlisting = remediation_config(
@@ -262,17 +283,15 @@ async def test_allowlisted_actors_are_never_quarantined_even_when_approved(iam: 
 
 async def test_already_quarantined_is_a_no_op(iam: FakeIam) -> None:
     iam.attached[("user", "mallory")] = [DENY]
-    det = detection("DetachUserPolicy")
-    cloudtrail = FakeCloudTrail({det.event_id or "": cloudtrail_copy(det)})
-    outcome = await quarantine_actor(setup(det, cloudtrail, iam))
+    raw, det = event()
+    outcome = await quarantine_actor(setup(det, FakeCloudTrail(raw), iam))
     assert (outcome.state, outcome.changed) == ("succeeded", False)
     assert iam.writes == []
 
 
 async def test_dry_run_confirms_but_changes_nothing(iam: FakeIam) -> None:
-    det = detection("DetachUserPolicy")
-    cloudtrail = FakeCloudTrail({det.event_id or "": cloudtrail_copy(det)})
-    ctx = setup(det, cloudtrail, iam, mode="dry-run")
+    raw, det = event()
+    ctx = setup(det, FakeCloudTrail(raw), iam, mode="dry-run")
     assert (await quarantine_actor(ctx)).state == "dry_run"
     assert iam.writes == []
     assert ctx.audit[-1].what.startswith("dry-run: would attach the quarantine policy")
@@ -282,9 +301,19 @@ async def test_dry_run_confirms_but_changes_nothing(iam: FakeIam) -> None:
     assert "would wait for approval" in ctx.audit[-1].what
 
 
+async def test_confirm_events_off_trusts_the_file(iam: FakeIam) -> None:
+    _, det = event()
+    cloudtrail = FakeCloudTrail()
+    ctx = setup(det, cloudtrail, iam, extra="confirm_events = false\n")
+    outcome = await quarantine_actor(ctx)
+    assert outcome.state == "succeeded"
+    assert cloudtrail.calls == []
+    assert "confirm_events = false" in ctx.audit[0].what
+
+
 async def test_deactivate_key_method(iam: FakeIam) -> None:
-    det = detection("DetachUserPolicy")
-    cloudtrail = FakeCloudTrail({det.event_id or "": cloudtrail_copy(det)})
+    raw, det = event()
+    cloudtrail = FakeCloudTrail(raw)
     extra = 'quarantine_method = "deactivate_key"\n'
     outcome = await quarantine_actor(setup(det, cloudtrail, iam, extra=extra))
     assert (outcome.state, outcome.changed) == ("succeeded", True)
@@ -296,7 +325,6 @@ async def test_deactivate_key_method(iam: FakeIam) -> None:
 
 async def test_actor_gone_is_skipped(iam: FakeIam) -> None:
     iam.users.clear()
-    det = detection("DetachUserPolicy")
-    cloudtrail = FakeCloudTrail({det.event_id or "": cloudtrail_copy(det)})
-    outcome = await quarantine_actor(setup(det, cloudtrail, iam))
+    raw, det = event()
+    outcome = await quarantine_actor(setup(det, FakeCloudTrail(raw), iam))
     assert (outcome.state, outcome.reason) == ("skipped", "principal_gone")

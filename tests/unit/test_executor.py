@@ -178,6 +178,24 @@ async def test_deferred_jobs_end_in_their_own_state(
     assert stored.reason == "unconfirmed: not in LookupEvents yet"
 
 
+async def test_deferred_jobs_wait_at_least_retry_after(
+    store: SqliteJobStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An event LookupEvents does not show yet: the backoff (base 1 s) alone would look again
+    # within a second; the action asks for 280 s.
+    async def not_visible_yet(ctx: ActionContext) -> ActionOutcome:
+        raise Deferred("unconfirmed", "not yet", final="awaiting_approval", retry_after=280.0)
+
+    use(monkeypatch, not_visible_yet)
+    config = settings()
+    job = await enqueue(store, config, clock)
+    await runner(store, config, clock).run_once()
+    stored = await store.get(job.id)
+    assert stored is not None
+    assert stored.state == "failed"
+    assert stored.next_attempt_at == pytest.approx(clock() + 280.0)
+
+
 async def test_state_errors_and_timeouts_are_retried(
     store: SqliteJobStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -13,6 +13,16 @@ Nothing is ever overwritten: when something different already sits where the rem
 (a new document under the same inline-policy name, another boundary), the action is skipped
 (``changed_since``) -- someone changed it after the removal and a human should decide.
 
+Nothing is written on the trail's word alone (:func:`confirm_before_write`, ``[remediation]
+confirm_events``): a log file or queue message can be forged, so before its first write an
+action asks CloudTrail LookupEvents (by EventId, in the event's account, through the same
+assumed role) about the removal itself and about every history fact whose content it writes --
+the Put*/Create*/Attach*/Set* event a document, attachment or boundary came from.  Facts
+``trailguard snapshot`` read from IAM need no confirmation.  An event that cannot be confirmed
+(not found, different from what the file says, LookupEvents failing) leaves the job
+``awaiting_approval`` with the reason; one that is merely not visible *yet* (younger than
+``confirm_wait_secs``) is looked up again on a later attempt.
+
 Failures are raised as :class:`~trailguard.errors.TransientError` (try again later: throttling,
 5xx, timeouts) or :class:`~trailguard.errors.PermanentError` (AccessDenied, a malformed
 document); :class:`Deferred` asks for a later attempt for a reason that is not an error (a
@@ -26,6 +36,7 @@ import json
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, ParamSpec, Protocol, TypeVar
 
 import msgspec
@@ -33,10 +44,19 @@ from botocore.exceptions import ClientError
 
 from trailguard.aws import classify, error_code
 from trailguard.config import ActionName, RemediationConfig
-from trailguard.detect.detection import policy_name_from_arn
-from trailguard.detect.history import PrincipalKind, path_from_policy_arn
+from trailguard.detect.detection import build_actor, build_target, policy_name_from_arn
+from trailguard.detect.history import (
+    PolicyFact,
+    PrincipalKind,
+    event_time_key,
+    facts_from_record,
+    is_snapshot_event_id,
+    path_from_policy_arn,
+)
+from trailguard.detect.record import Record
+from trailguard.detect.rules import IAM_EVENT_SOURCE
 from trailguard.errors import PermanentError
-from trailguard.remediate.jobs import AuditEntry, AuditStep, Finding, Job, audit
+from trailguard.remediate.jobs import AuditEntry, AuditStep, EventRef, Finding, Job, audit
 from trailguard.remediate.notify import WebhookSender, notification, publish_sns, slack_message
 from trailguard.remediate.planner import actor_principal_of, allowlisted, own_identity
 from trailguard.state.history import PolicyHistoryStore
@@ -51,9 +71,16 @@ __all__ = [
     "ActionContext",
     "ActionOutcome",
     "ClientSource",
+    "Confirmation",
     "Deferred",
+    "EventClaim",
     "NoRoleForAccount",
     "RateLimiter",
+    "confirm_before_write",
+    "confirm_event",
+    "fact_claim",
+    "lookup_claim",
+    "removal_claim",
     "same_document",
 ]
 
@@ -73,13 +100,25 @@ class ActionOutcome(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Deferred(Exception):
-    """Try the job again later (with backoff); after the last attempt it ends in ``final``."""
+    """Try the job again later (with backoff); after the last attempt it ends in ``final``.
 
-    def __init__(self, reason: str, detail: str, *, final: OutcomeState = "skipped") -> None:
+    ``retry_after``: the next attempt comes no sooner than this many seconds (the backoff may
+    make it later).
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        detail: str,
+        *,
+        final: OutcomeState = "skipped",
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
         self.final: OutcomeState = final
+        self.retry_after = retry_after
 
 
 class NoRoleForAccount(PermanentError):
@@ -320,6 +359,313 @@ def _need(value: str | None, what: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Confirming events through CloudTrail before acting on them
+# ---------------------------------------------------------------------------------------------
+
+Confirmation = Literal["confirmed", "not_found", "mismatch", "unavailable"]
+
+#: IAM is global; CloudTrail records its events in us-east-1 (in the aws partition).
+IAM_EVENT_REGION: Final = "us-east-1"
+_LOOKUP_DAYS: Final = 90  # LookupEvents shows the last 90 days of management events
+_MIN_RECHECK_SECS: Final = 60.0
+# PolicyFact fields compared with CloudTrail's record of the event, named as the audit shows them
+_FACT_FIELDS: Final = (
+    ("account_id", "recipientAccountId"),
+    ("principal_name", "principal name"),
+    ("policy_name", "policyName"),
+    ("policy_arn", "policy ARN"),
+    ("version_id", "versionId"),
+    ("path", "path"),
+    ("set_as_default", "setAsDefault"),
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EventClaim:
+    """An event trailguard is about to act on, as the trail says it happened.
+
+    ``fact`` None: the job's own event, compared with its detection (name, source, outcome,
+    account, time, actor, the principal and policy it names).  Otherwise a policy-history fact,
+    compared with the facts CloudTrail's own record of the event yields (same extraction,
+    documents equal after JSON normalisation).
+    """
+
+    label: str
+    event_id: str
+    event_time: str | None
+    account_id: str
+    region: str
+    fact: PolicyFact | None = None
+
+    @property
+    def from_snapshot(self) -> bool:
+        """A fact ``trailguard snapshot`` read from IAM itself: nothing to confirm."""
+        return self.fact is not None and is_snapshot_event_id(self.event_id)
+
+
+def removal_claim(ctx: ActionContext, label: str = "the removal") -> EventClaim:
+    """The job's own event (the removal, or the event whose actor quarantine_actor acts on)."""
+    event = ctx.job.detection
+    return EventClaim(
+        label=f"{label} {event.event_name}",
+        event_id=event.event_id,
+        event_time=event.event_time,
+        account_id=event.account_id or ctx.account_id,
+        region=event.aws_region or IAM_EVENT_REGION,
+    )
+
+
+def fact_claim(ctx: ActionContext, fact: PolicyFact, label: str) -> EventClaim:
+    """A history fact whose content an action is about to write (in the removal's region: IAM
+    events of one partition are all recorded in the same one)."""
+    return EventClaim(
+        label=label,
+        event_id=fact.event_id,
+        event_time=fact.event_time,
+        account_id=fact.account_id,
+        region=ctx.job.detection.aws_region or IAM_EVENT_REGION,
+        fact=fact,
+    )
+
+
+async def lookup_claim(ctx: ActionContext, claim: EventClaim) -> tuple[Confirmation, str]:
+    """Ask CloudTrail (LookupEvents by EventId, in the claim's account and region, through the
+    clients the actions use) whether the event happened as the trail says."""
+    try:
+        cloudtrail = await ctx.clients.cloudtrail(claim.account_id, claim.region)
+        await ctx.limiter.acquire()
+        found = await cloudtrail.lookup_events(
+            LookupAttributes=[{"AttributeKey": "EventId", "AttributeValue": claim.event_id}],
+            MaxResults=1,
+        )
+    except Exception as exc:  # noqa: BLE001 - every failure means "not confirmed"
+        reason = classify(exc, stage=_STAGE, what="LookupEvents")
+        return "unavailable", f"LookupEvents failed: {reason.detail}"
+    events = found.get("Events", [])
+    if not events:
+        return "not_found", "LookupEvents does not show the event"
+    got = events[0]
+    try:
+        copy = msgspec.json.decode(got.get("CloudTrailEvent") or "{}", type=Record)
+    except msgspec.DecodeError:
+        return "mismatch", "CloudTrail's own record of the event cannot be read"
+    problems: list[str] = []
+    if got.get("EventId") != claim.event_id or copy.event_id != claim.event_id:
+        problems.append("eventID")
+    if claim.fact is None:
+        problems.extend(_removal_differences(ctx.job.detection, copy))
+    else:
+        problems.extend(_fact_differences(claim.fact, copy))
+    if problems:
+        return "mismatch", "CloudTrail's own record differs in " + ", ".join(problems)
+    return "confirmed", "CloudTrail LookupEvents shows the same event"
+
+
+async def confirm_event(ctx: ActionContext) -> tuple[Confirmation, str]:
+    """Whether CloudTrail confirms the job's own event (see :func:`lookup_claim`)."""
+    return await lookup_claim(ctx, removal_claim(ctx, "the event"))
+
+
+def _removal_differences(event: EventRef, copy: Record) -> list[str]:
+    problems: list[str] = []
+    if copy.event_name != event.event_name:
+        problems.append(f"eventName ({copy.event_name})")
+    if copy.event_source != event.event_source:
+        problems.append(f"eventSource ({copy.event_source})")
+    if (copy.error_code or None) != (event.error_code or None) or (
+        event.outcome == "success" and copy.failed
+    ):
+        problems.append(f"errorCode ({copy.error_code})")
+    if event.account_id and copy.recipient_account_id != event.account_id:
+        problems.append(f"recipientAccountId ({copy.recipient_account_id})")
+    if event_time_key(copy.event_time) != event_time_key(event.event_time):
+        problems.append(f"eventTime ({copy.event_time})")
+    actor_arn = build_actor(copy).arn
+    if event.actor.arn and actor_arn != event.actor.arn:
+        problems.append(f"userIdentity.arn ({actor_arn})")
+    if build_target(copy) != event.target:
+        problems.append("requestParameters (the principal or policy it names)")
+    return problems
+
+
+def _fact_differences(fact: PolicyFact, copy: Record) -> list[str]:
+    problems: list[str] = []
+    if copy.event_source != IAM_EVENT_SOURCE:
+        problems.append(f"eventSource ({copy.event_source})")
+    if copy.failed:
+        problems.append(f"errorCode ({copy.error_code})")
+    if problems:
+        return problems
+    derived = facts_from_record(copy)
+    if not derived:
+        return [f"requestParameters (no policy fact in CloudTrail's {copy.event_name})"]
+    real = derived[0]
+    if (real.kind, real.op, real.principal_kind) != (fact.kind, fact.op, fact.principal_kind):
+        return [f"eventName ({copy.event_name})"]
+    for field, shown in _FACT_FIELDS:
+        if getattr(real, field) != getattr(fact, field):
+            problems.append(f"{shown} ({getattr(real, field)})")
+    if not _same_text_document(real.document, fact.document):
+        problems.append("policyDocument")
+    if event_time_key(real.event_time) != event_time_key(fact.event_time):
+        problems.append(f"eventTime ({real.event_time})")
+    return problems
+
+
+def _same_text_document(a: str | None, b: str | None) -> bool:
+    """Equal policy documents after JSON normalisation; a document with a duplicate key is
+    ambiguous (parsers disagree on which value wins) and equals only its exact text."""
+    if a is None or b is None or a == b:
+        return a == b
+
+    def strict(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out = dict(pairs)
+        if len(out) != len(pairs):
+            raise ValueError("duplicate key")
+        return out
+
+    try:
+        return bool(
+            json.loads(a, object_pairs_hook=strict) == json.loads(b, object_pairs_hook=strict)
+        )
+    except (ValueError, RecursionError):
+        return False
+
+
+def _approved_unconfirmed(job: Job) -> frozenset[str]:
+    """The eventIDs an operator approved acting on after trailguard could not confirm them: those
+    the job waited for approval over (a ``note`` with ``unconfirmed`` ids, written by
+    :func:`confirm_before_write`) before an approval (``jobs.approve``'s "approved by ..." note).
+    An approval given in mode "approve" before any lookup covers nothing."""
+    if not job.approved:
+        return frozenset()
+    waiting: set[str] = set()
+    covered: set[str] = set()
+    for entry in job.audit:
+        ids = (entry.data or {}).get("unconfirmed")
+        if entry.step == "note" and isinstance(ids, list):
+            waiting.update(i for i in ids if isinstance(i, str))
+        elif entry.step == "note" and entry.data is None and entry.what.startswith("approved by "):
+            covered |= waiting
+    return frozenset(covered)
+
+
+def _epoch(event_time: str | None) -> float | None:
+    key = event_time_key(event_time)
+    if key is None:
+        return None
+    return dt.datetime.strptime(key, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC).timestamp()
+
+
+def _not_found_detail(ctx: ActionContext, claim: EventClaim, detail: str) -> str:
+    at = _epoch(claim.event_time)
+    if at is None:
+        return detail
+    age = ctx.clock() - at
+    if age < ctx.config.confirm_wait_secs:
+        return f"{detail} (yet)"
+    if age > _LOOKUP_DAYS * 86400:
+        return (
+            f"{detail}: it is {int(age // 86400)} days old and LookupEvents keeps {_LOOKUP_DAYS} "
+            "(`trailguard snapshot` facts need no confirmation)"
+        )
+    return detail
+
+
+def _recheck_after(ctx: ActionContext, failures: Sequence[tuple[EventClaim, str]]) -> float | None:
+    """Seconds until the next look, when every failure is an event too recent to be visible in
+    LookupEvents yet (younger than ``confirm_wait_secs``): the remaining attempts are spread over
+    what is left of that wait, at least a minute apart.  None: no point in looking again."""
+    now = ctx.clock()
+    wait = ctx.config.confirm_wait_secs
+    ends: list[float] = []
+    for claim, verdict in failures:
+        at = _epoch(claim.event_time)
+        if verdict != "not_found" or at is None or now - at >= wait:
+            return None
+        ends.append(min(at, now) + wait)  # an eventTime in the future waits no longer
+    remaining = max(ends) - now
+    attempts_left = max(1, ctx.config.max_attempts - ctx.job.attempts)
+    return min(remaining, max(_MIN_RECHECK_SECS, remaining / attempts_left))
+
+
+async def confirm_before_write(
+    ctx: ActionContext, claims: Sequence[EventClaim], doing: str
+) -> ActionOutcome | None:
+    """The gate before an action's first write: None means go ahead; otherwise the outcome to
+    return instead of acting.
+
+    Each claim is confirmed with :func:`lookup_claim` unless it is a snapshot fact, or an
+    operator approved the job after it could not be confirmed.  Any failure: dry-run records
+    that it would wait for approval; an event merely not visible yet raises :class:`Deferred`
+    (looked up again later, ``awaiting_approval`` after the last attempt); anything else is
+    ``awaiting_approval`` at once.  ``confirm_events = false`` skips all this (noted in the
+    audit record).  ``doing`` completes "before ..." in the audit record.
+    """
+    if not ctx.config.confirm_events:
+        ctx.record(
+            "note",
+            "confirm_events = false: acting without CloudTrail confirmation",
+            events=[claim.event_id for claim in claims],
+        )
+        return None
+    approved = _approved_unconfirmed(ctx.job)
+    failures: list[tuple[EventClaim, str]] = []
+    details: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    for claim in claims:
+        if (claim.event_id, claim.account_id) in seen:
+            continue
+        seen.add((claim.event_id, claim.account_id))
+        where = f"{claim.label} (event {claim.event_id})"
+        if claim.from_snapshot:
+            ctx.record(
+                "before", f"{where}: read from IAM by trailguard snapshot, nothing to confirm"
+            )
+            continue
+        if claim.event_id in approved:
+            ctx.record(
+                "note",
+                f"{where}: an operator approved after it could not be confirmed: acting without "
+                "CloudTrail confirmation",
+                event_id=claim.event_id,
+            )
+            continue
+        verdict, detail = await lookup_claim(ctx, claim)
+        ctx.record(
+            "before",
+            f"confirmation of {where}: {verdict}: {detail}",
+            confirmation=verdict,
+            event_id=claim.event_id,
+        )
+        if verdict != "confirmed":
+            if verdict == "not_found":
+                detail = _not_found_detail(ctx, claim, detail)
+            failures.append((claim, verdict))
+            details.append(f"{detail} ({where})")
+    if not failures:
+        return None
+    summary = "; ".join(details)
+    if ctx.dry_run:
+        return ctx.would(f"wait for approval before {doing}: {summary}")
+    ids = [claim.event_id for claim, _ in failures]
+    recheck = _recheck_after(ctx, failures)
+    if recheck is not None:
+        ctx.record(
+            "note",
+            f"not visible in LookupEvents yet: looking again in {recheck:.0f} s at the earliest",
+            unconfirmed=ids,
+        )
+        raise Deferred("unconfirmed", summary, final="awaiting_approval", retry_after=recheck)
+    ctx.record(
+        "note",
+        f"waiting for approval before {doing}: CloudTrail does not confirm what the trail says",
+        unconfirmed=ids,
+    )
+    return ActionOutcome(state="awaiting_approval", reason=f"unconfirmed: {summary}")
+
+
+# ---------------------------------------------------------------------------------------------
 # restore_inline_policy: Delete{User,Role,Group}Policy
 # ---------------------------------------------------------------------------------------------
 
@@ -354,6 +700,13 @@ async def restore_inline_policy(ctx: ActionContext) -> ActionOutcome:
             "changed_since",
             f"{kind} {name} has a different {policy_name} now; it is not overwritten",
         )
+    refused = await confirm_before_write(
+        ctx,
+        [removal_claim(ctx), fact_claim(ctx, fact, "the put of its document")],
+        f"putting {policy_name} back on {kind} {name}",
+    )
+    if refused is not None:
+        return refused
     planned = {
         "document": fact.document,
         "from_event_id": fact.event_id,
@@ -422,6 +775,12 @@ async def reattach_managed_policy(ctx: ActionContext) -> ActionOutcome:
     ctx.record("before", f"policies attached to {kind} {name}", attached=attached)
     if policy_arn in attached:
         return ctx.noop(f"{policy_arn} is attached to {kind} {name}")
+    # A confirmed, successful Detach proves the attachment existed: it is all there is to check.
+    refused = await confirm_before_write(
+        ctx, [removal_claim(ctx)], f"attaching {policy_arn} to {kind} {name} again"
+    )
+    if refused is not None:
+        return refused
     if ctx.dry_run:
         return ctx.would(f"attach {policy_arn} to {kind} {name} again", policy_arn=policy_arn)
     await ctx.attach(kind, name, policy_arn)
@@ -469,9 +828,17 @@ async def restore_policy_version(ctx: ActionContext) -> ActionOutcome:
     holder = next(
         (v for v, (doc, _) in live.items() if same_document(doc, recorded.document)), None
     )
+    claims = [removal_claim(ctx), fact_claim(ctx, recorded.fact, "the creation of its document")]
+    if was_default and recorded.default_fact is not None:
+        claims.append(fact_claim(ctx, recorded.default_fact, "the choice of it as the default"))
     if holder is not None:
         if not was_default or live[holder][1]:
             return ctx.noop(f"version {holder} of {policy_arn} has the recorded document")
+        refused = await confirm_before_write(
+            ctx, claims, f"making {holder} of {policy_arn} the default again"
+        )
+        if refused is not None:
+            return refused
         if ctx.dry_run:
             return ctx.would(f"make {holder} (the restored document) the default again")
         await ctx.call(iam.set_default_policy_version, PolicyArn=policy_arn, VersionId=holder)
@@ -483,6 +850,11 @@ async def restore_policy_version(ctx: ActionContext) -> ActionOutcome:
             f"{policy_arn} already has {len(live)} versions (IAM's limit) and trailguard never "
             "deletes one",
         )
+    refused = await confirm_before_write(
+        ctx, claims, f"recreating version {version_id} of {policy_arn}"
+    )
+    if refused is not None:
+        return refused
     planned = {
         "document": recorded.document,
         "deleted_version_id": version_id,
@@ -546,7 +918,14 @@ async def recreate_managed_policy(ctx: ActionContext) -> ActionOutcome:
     state = await ctx.history.managed_policy(policy_arn, before=ctx.event_time)
     if state is None:
         return ctx.skipped("no_history", f"no record of {policy_arn} before its deletion")
-    if state.default_document is None:
+    default = (
+        await ctx.history.policy_version(
+            policy_arn, state.default_version_id, before=ctx.event_time
+        )
+        if state.default_version_id
+        else None
+    )
+    if state.default_document is None or default is None:
         return ctx.skipped(
             "document_unknown", f"the default document of {policy_arn} was not recorded"
         )
@@ -554,10 +933,14 @@ async def recreate_managed_policy(ctx: ActionContext) -> ActionOutcome:
     path = state.path or path_from_policy_arn(policy_arn) or "/"
     if not name:
         return ctx.skipped("no_history", f"the name of {policy_arn} is not known")
+    if not policy_arn.endswith(f":policy{path}{name}"):
+        return ctx.skipped(
+            "inconsistent_history", f"history's path and name {path}{name} do not make {policy_arn}"
+        )
     entities = await _entities_to_reattach(ctx, policy_arn)
     iam = await ctx.iam()
     live = await ctx.find(iam.get_policy, PolicyArn=policy_arn)
-    changed = False
+    attached_now: set[tuple[PrincipalKind, str]] = set()
     if live is not None:
         live_policy = live["Policy"]
         default_id = live_policy.get("DefaultVersionId")
@@ -577,14 +960,49 @@ async def recreate_managed_policy(ctx: ActionContext) -> ActionOutcome:
                 "changed_since",
                 f"{policy_arn} exists again with a different document; it is not overwritten",
             )
+        attached_now = await _entities_of(ctx, policy_arn)
     else:
         ctx.record("before", f"{policy_arn} does not exist")
+    missing: list[tuple[PrincipalKind, str, PolicyFact]] = []
+    for kind, principal_name, source in entities:
+        if (kind, principal_name) in attached_now:
+            continue
+        if await ctx.principal(kind, principal_name) is None:
+            ctx.record("note", f"not reattached to {kind} {principal_name}: it no longer exists")
+            continue
+        missing.append((kind, principal_name, source))
+    if live is not None and not missing:
+        return ctx.noop(f"{policy_arn} exists with the recorded document and attachments")
+    claims = [removal_claim(ctx)]
+    if live is None:
+        claims.append(fact_claim(ctx, default.fact, "the creation of its default document"))
+        if default.default_fact is not None:
+            claims.append(fact_claim(ctx, default.default_fact, "the choice of that default"))
+    claims.extend(
+        fact_claim(
+            ctx,
+            source,
+            f"the attachment to {kind} {principal_name}"
+            if source.op == "put"
+            else f"the detach from {kind} {principal_name} before the deletion",
+        )
+        for kind, principal_name, source in missing
+    )
+    reattach = [f"{k}/{n}" for k, n, _ in missing]
+    refused = await confirm_before_write(
+        ctx,
+        claims,
+        f"recreating {policy_arn}" if live is None else f"reattaching {policy_arn}",
+    )
+    if refused is not None:
+        return refused
+    if live is None:
         planned = {
             "policy_name": name,
             "path": path,
             "document": state.default_document,
-            "reattach": [f"{k}/{n}" for k, n in entities],
-            "from_event_id": state.event_id,
+            "reattach": reattach,
+            "from_event_id": default.fact.event_id,
         }
         if ctx.dry_run:
             return ctx.would(
@@ -611,55 +1029,49 @@ async def recreate_managed_policy(ctx: ActionContext) -> ActionOutcome:
             new_policy_id=new.get("PolicyId"),
             **planned,
         )
-        changed = True
-    attached_now = await _entities_of(ctx, policy_arn)
-    missing: list[tuple[PrincipalKind, str]] = []
-    for kind, principal_name in entities:
-        if (kind, principal_name) in attached_now:
-            continue
-        if await ctx.principal(kind, principal_name) is None:
-            ctx.record("note", f"not reattached to {kind} {principal_name}: it no longer exists")
-            continue
-        missing.append((kind, principal_name))
+    elif ctx.dry_run:
+        return ctx.would(f"reattach {policy_arn}", reattach=reattach)
     if not missing:
-        if changed:
-            return ActionOutcome(state="succeeded", changed=True)
-        return ctx.noop(f"{policy_arn} exists with the recorded document and attachments")
-    if ctx.dry_run:
-        return ctx.would(f"reattach {policy_arn}", reattach=[f"{k}/{n}" for k, n in missing])
-    for kind, principal_name in missing:
+        return ActionOutcome(state="succeeded", changed=True)
+    for kind, principal_name, _ in missing:
         await ctx.attach(kind, principal_name, policy_arn)
         ctx.record("did", f"attached {policy_arn} to {kind} {principal_name}")
     after = await _entities_of(ctx, policy_arn)
     ctx.record(
         "after", f"{policy_arn} attached to", entities=[f"{k}/{n}" for k, n in sorted(after)]
     )
-    if any(entity not in after for entity in missing):
+    if any((kind, n) not in after for kind, n, _ in missing):
         raise PermanentError(_STAGE, "verify_failed", "an attachment is missing after reattaching")
     return ActionOutcome(state="succeeded", changed=True)
 
 
 async def _entities_to_reattach(
     ctx: ActionContext, policy_arn: str
-) -> list[tuple[PrincipalKind, str]]:
-    """The entities the policy was attached to before its deletion.
+) -> list[tuple[PrincipalKind, str, PolicyFact]]:
+    """The entities the policy was attached to before its deletion, each with the fact that
+    says so (its last attach, or the detach that preceded the deletion).
 
     IAM refuses DeletePolicy while the policy is attached, so the deletion is preceded by
     detaches: the entities are those still attached then, plus those detached in the run of
     detaches since the last attach.
     """
-    before = ctx.event_time
-    entities = list(await ctx.history.attachments(policy_arn, before=before))
-    facts = await ctx.history.attachment_facts(policy_arn, before=before)
-    trailing: list[tuple[PrincipalKind, str]] = []
+    facts = await ctx.history.attachment_facts(policy_arn, before=ctx.event_time)
+    last: dict[tuple[PrincipalKind, str], PolicyFact] = {}
+    for fact in facts:
+        if fact.principal_kind is not None and fact.principal_name is not None:
+            last[(fact.principal_kind, fact.principal_name)] = fact
+    entities = [(k, n, fact) for (k, n), fact in sorted(last.items()) if fact.op == "put"]
+    trailing: list[tuple[PrincipalKind, str, PolicyFact]] = []
     for fact in reversed(facts):
         if fact.op != "delete":
             break
         if fact.principal_kind is not None and fact.principal_name is not None:
-            trailing.append((fact.principal_kind, fact.principal_name))
-    for entity in reversed(trailing):
-        if entity not in entities:
-            entities.append(entity)
+            trailing.append((fact.principal_kind, fact.principal_name, fact))
+    known = {(k, n) for k, n, _ in entities}
+    for kind, principal_name, fact in reversed(trailing):
+        if (kind, principal_name) not in known:
+            known.add((kind, principal_name))
+            entities.append((kind, principal_name, fact))
     return entities
 
 
@@ -698,8 +1110,9 @@ async def restore_permissions_boundary(ctx: ActionContext) -> ActionOutcome:
         return ctx.skipped("principal_gone", f"{kind} {name} no longer exists")
     live = _boundary_of(principal)
     ctx.record("before", f"permissions boundary of {kind} {name}: {live or 'none'}")
-    desired = await ctx.history.boundary(ctx.account_id, kind, name, before=ctx.event_time)
-    if desired is None:
+    source = await ctx.history.boundary_fact(ctx.account_id, kind, name, before=ctx.event_time)
+    desired = None if source is None else source.policy_arn
+    if source is None or desired is None:
         return ctx.skipped("no_history", f"no boundary of {kind} {name} recorded")
     if live == desired:
         return ctx.noop(f"{kind} {name} has boundary {desired}")
@@ -715,6 +1128,13 @@ async def restore_permissions_boundary(ctx: ActionContext) -> ActionOutcome:
                 "exists again"
             )
         raise Deferred("policy_gone", f"boundary policy {desired} does not exist")
+    refused = await confirm_before_write(
+        ctx,
+        [removal_claim(ctx), fact_claim(ctx, source, "the setting of the boundary")],
+        f"setting the permissions boundary of {kind} {name} to {desired}",
+    )
+    if refused is not None:
+        return refused
     if ctx.dry_run:
         return ctx.would(f"set the permissions boundary of {kind} {name} to {desired}")
     if kind == "user":
@@ -744,46 +1164,6 @@ def _boundary_of(principal: dict[str, Any]) -> str | None:
 # quarantine_actor
 # ---------------------------------------------------------------------------------------------
 
-Confirmation = Literal["confirmed", "not_found", "mismatch", "unavailable"]
-
-
-async def confirm_event(ctx: ActionContext) -> tuple[Confirmation, str]:
-    """Ask CloudTrail (LookupEvents by EventId, in the account and region that recorded it)
-    whether the event happened as the log file says, so a forged file cannot frame anyone."""
-    event = ctx.job.detection
-    account = event.account_id or ctx.account_id
-    region = event.aws_region or "us-east-1"
-    try:
-        cloudtrail = await ctx.clients.cloudtrail(account, region)
-        await ctx.limiter.acquire()
-        found = await cloudtrail.lookup_events(
-            LookupAttributes=[{"AttributeKey": "EventId", "AttributeValue": event.event_id}],
-            MaxResults=1,
-        )
-    except Exception as exc:  # noqa: BLE001 - every failure means "not confirmed"
-        reason = classify(exc, stage=_STAGE, what="LookupEvents")
-        return "unavailable", f"LookupEvents failed: {reason.detail}"
-    events = found.get("Events", [])
-    if not events:
-        return "not_found", "LookupEvents does not show the event (yet)"
-    got = events[0]
-    try:
-        body = json.loads(got.get("CloudTrailEvent") or "{}")
-    except ValueError:
-        body = {}
-    identity = body.get("userIdentity") if isinstance(body, dict) else None
-    got_arn = identity.get("arn") if isinstance(identity, dict) else None
-    problems = []
-    if got.get("EventId") != event.event_id:
-        problems.append("eventID")
-    if got.get("EventName") != event.event_name:
-        problems.append(f"eventName ({got.get('EventName')})")
-    if event.actor.arn and got_arn != event.actor.arn:
-        problems.append(f"userIdentity.arn ({got_arn})")
-    if problems:
-        return "mismatch", "CloudTrail's own record differs in " + ", ".join(problems)
-    return "confirmed", "CloudTrail LookupEvents shows the same event"
-
 
 async def quarantine_actor(ctx: ActionContext) -> ActionOutcome:
     event = ctx.job.detection
@@ -798,18 +1178,12 @@ async def quarantine_actor(ctx: ActionContext) -> ActionOutcome:
     live = await ctx.principal(kind, name)
     if live is None:
         return ctx.skipped("principal_gone", f"{kind} {name} no longer exists")
-    if ctx.job.approved:
-        ctx.record("note", "approved by an operator: acting without CloudTrail confirmation")
-    else:
-        verdict, detail = await confirm_event(ctx)
-        ctx.record("before", f"confirmation: {verdict}: {detail}")
-        if verdict != "confirmed":
-            if ctx.dry_run:
-                return ctx.would(f"wait for approval before quarantining {kind} {name}: {detail}")
-            if verdict == "not_found":
-                raise Deferred("unconfirmed", detail, final="awaiting_approval")
-            ctx.record("note", "waiting for approval: the event could not be confirmed")
-            return ActionOutcome(state="awaiting_approval", reason=f"unconfirmed: {detail}")
+    # A forged file must not be able to frame anyone: CloudTrail must confirm the event.
+    refused = await confirm_before_write(
+        ctx, [removal_claim(ctx, "the event")], f"quarantining {kind} {name}"
+    )
+    if refused is not None:
+        return refused
     key_id = event.actor.access_key_id
     if (
         ctx.config.quarantine_method == "deactivate_key"

@@ -8,8 +8,10 @@ again after ``2 x job_timeout_secs``), runs its action with a timeout and stores
 * :class:`~trailguard.errors.TransientError`, a :class:`~trailguard.errors.StateError` or a
   timeout -> ``failed``, tried again after a full-jitter exponential backoff (``backoff_base_secs``
   x 2^(attempt-1), at most ``backoff_cap_secs``); after ``max_attempts`` -> ``dead``;
-* :class:`~trailguard.remediate.actions.Deferred` -> ``failed`` the same way, but after the last
-  attempt it ends in its own final state (skipped / awaiting_approval), not dead;
+* :class:`~trailguard.remediate.actions.Deferred` -> ``failed`` the same way (but not sooner
+  than its ``retry_after``: an event LookupEvents does not show yet is looked up again once it
+  may have become visible), and after the last attempt it ends in its own final state (skipped /
+  awaiting_approval), not dead;
 * :class:`~trailguard.errors.PermanentError` (AccessDenied, a malformed document ...) -> ``dead``
   at once: trying again cannot help until someone fixes something (then ``trailguard jobs retry``).
 
@@ -523,7 +525,9 @@ class JobRunner:
                 async with asyncio.timeout(self.config.job_timeout_secs):
                     outcome = await action(ctx)
         except Deferred as exc:
-            return self._retry_or(job, ctx, exc.reason, exc.detail, final=exc.final)
+            return self._retry_or(
+                job, ctx, exc.reason, exc.detail, final=exc.final, at_least=exc.retry_after
+            )
         except NoRoleForAccount as exc:
             return self._final(
                 job, ActionOutcome(state="skipped", reason=exc.reason), ctx.audit, detail=exc.detail
@@ -631,7 +635,14 @@ class JobRunner:
         )
 
     def _retry_or(
-        self, job: Job, ctx: ActionContext, reason: str, detail: str, *, final: Any
+        self,
+        job: Job,
+        ctx: ActionContext,
+        reason: str,
+        detail: str,
+        *,
+        final: Any,
+        at_least: float | None = None,
     ) -> Job:
         now = self._clock()
         entries = (*job.audit, *ctx.audit)
@@ -660,6 +671,8 @@ class JobRunner:
             cap=self.config.backoff_cap_secs,
             rng=self._rng,
         )
+        if at_least is not None:
+            delay = max(delay, at_least)
         return msgspec.structs.replace(
             job,
             state="failed",
