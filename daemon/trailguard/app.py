@@ -76,7 +76,8 @@ class Daemon:
         self.stats = IngestStats()
         self.state = DaemonState()
         self.metrics = Metrics.from_config(config)
-        self.notifier = Notifier.from_environ()
+        # unset: the decode workers (and anything else started later) must not inherit it.
+        self.notifier = Notifier.from_environ(unset=True)
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self.started = asyncio.Event()  # set once polling starts
