@@ -56,6 +56,16 @@ JOB_METRICS_INTERVAL_SECS = 5.0
 
 # Sections a live reload applies; any other change is reported and waits for a restart.
 _RELOADABLE = frozenset({"logging", "rules", "suppress", "severity", "remediation", "keys"})
+# [remediation] keys read once, when the runner and its AWS clients start: they keep their
+# running values on reload (reported as needing a restart); the others apply to the next job.
+_REMEDIATION_AT_START = (
+    "workers",
+    "iam_rate_per_sec",
+    "role_arn_template",
+    "role_session_name",
+    "external_id",
+    "notify",
+)
 
 
 @dataclass
@@ -443,6 +453,25 @@ class Daemon:
         ]
         restart = [name for name in changed if name not in _RELOADABLE]
         applied = [name for name in changed if name in _RELOADABLE]
+        if "remediation" in applied and self._remediation is None and new.remediation.policies:
+            # Remediation was off at start-up: its job store, AWS clients and runner are opened
+            # only then.  Turning it on needs a restart; say so rather than claim it applied.
+            applied.remove("remediation")
+            restart.append("remediation")
+        if "remediation" in applied:
+            fixed = [
+                key
+                for key in _REMEDIATION_AT_START
+                if getattr(old.remediation, key) != getattr(new.remediation, key)
+            ]
+            restart += [f"remediation.{key}" for key in fixed]
+            if fixed:
+                kept = {key: getattr(old.remediation, key) for key in fixed}
+                new = msgspec.structs.replace(
+                    new, remediation=msgspec.structs.replace(new.remediation, **kept)
+                )
+                if new.remediation == old.remediation:
+                    applied.remove("remediation")
         merged = msgspec.structs.replace(old, **{name: getattr(new, name) for name in applied})
         self.config = merged
         configure_logging(merged.logging.level, merged.logging.format, stream=log_stream(merged))
