@@ -5,6 +5,12 @@ daemon as ``python -m trailguard run --config FILE``, as often as a test restart
 logs (JSON lines, stdout) to its own file, which :class:`DaemonRun` parses.  Every wait is a
 bounded poll of a condition (:func:`wait_until`); a run still alive at teardown is killed with its
 whole process group (the daemon and its decode workers), so no test leaks processes.
+
+For the operations tests: ``DaemonConfig(http_listen=...)`` turns the daemon's ``/metrics``,
+``/healthz`` and ``/readyz`` on (at :func:`free_port`), :func:`http_get` and :func:`scrape` read
+them, and :class:`NotifySocket` is the Unix datagram socket systemd would listen on for
+sd_notify messages, with each sender's pid (``SCM_CREDENTIALS``, as systemd checks
+``NotifyAccess=main``).
 """
 
 from __future__ import annotations
@@ -13,11 +19,17 @@ import contextlib
 import json
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -64,6 +76,10 @@ class DaemonConfig:
     max_objects_in_flight: int = 4
     max_object_bytes: int = 52428800
     decode_workers: int = 1
+    log_level: str = "info"
+    # "127.0.0.1:PORT": serve /metrics, /healthz, /readyz there; None: [http] enabled = false.
+    http_listen: str | None = None
+    ready_max_poll_age_secs: float = 120.0
     extra: str = ""
 
     def render(self, *, detections: Path, state: Path) -> str:
@@ -73,7 +89,7 @@ class DaemonConfig:
             f'endpoint_url = "{self.endpoint_url}"',
             "",
             "[logging]",
-            'level = "info"',
+            f'level = "{self.log_level}"',
             'format = "json"',
             "",
         ]
@@ -103,7 +119,14 @@ class DaemonConfig:
             f"deadline_secs = {self.deadline_secs}",
             "",
         ]
-        if _config_has_section("http"):
+        if self.http_listen is not None:
+            lines += [
+                "[http]",
+                f'listen = "{self.http_listen}"',
+                f"ready_max_poll_age_secs = {self.ready_max_poll_age_secs}",
+                "",
+            ]
+        elif _config_has_section("http"):
             # The daemon's own /metrics endpoint: off, so that test daemons never compete for
             # the default port with each other or with a daemon running on this machine.
             lines += ["[http]", "enabled = false", ""]
@@ -251,18 +274,28 @@ class DaemonHarness:
             config.render(detections=self.detections_path, state=self.state_path)
         )
 
-    def start(self, *, wait_started: bool = True) -> DaemonRun:
+    def start(
+        self,
+        *,
+        wait_started: bool = True,
+        env: Mapping[str, str] | None = None,
+        wrapper: Sequence[str] = (),
+    ) -> DaemonRun:
+        """Start a run.  ``env``: variables added to the environment; ``wrapper``: a command the
+        daemon's command line is appended to, which must ``exec`` it (so the pid stays the
+        daemon's), e.g. :data:`WATCHDOG_PID_WRAPPER`."""
         n = len(self.runs) + 1
         log_path = self.dir / f"daemon-{n}.log"
         err_path = self.dir / f"daemon-{n}.stderr"
+        command = [sys.executable, "-m", "trailguard", "run", "--config", str(self.config_path)]
         with log_path.open("wb") as out, err_path.open("wb") as err:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "trailguard", "run", "--config", str(self.config_path)],
+                [*wrapper, *command],
                 stdout=out,
                 stderr=err,
                 stdin=subprocess.DEVNULL,
                 cwd=ROOT,
-                env=os.environ.copy(),
+                env={**os.environ, **(env or {})},
                 start_new_session=True,  # its own process group: teardown kills workers too
             )
         run = DaemonRun(proc=proc, log_path=log_path, err_path=err_path)
@@ -325,3 +358,157 @@ class DaemonHarness:
         parts = [run.describe() for run in self.runs[-2:]]
         parts.append(f"--- detections: {dict(self.event_id_counts())}")
         return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------- HTTP endpoints
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on now (for ``[http] listen``)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def http_get(url: str, *, timeout: float = 5.0) -> tuple[int, str]:
+    """(status, body) of a GET; an HTTP error status is returned, not raised."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+Sample = tuple[str, tuple[tuple[str, str], ...]]  # (sample name, sorted labels)
+
+
+def scrape(base_url: str) -> tuple[str, dict[Sample, float]]:
+    """The daemon's ``/metrics``: the exposition text and every sample by name and labels."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, text = http_get(f"{base_url}/metrics")
+    assert status == 200, (status, text[:500])
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    return text, samples
+
+
+def sample(samples: Mapping[Sample, float], name: str, **labels: str) -> float | None:
+    """The value of one sample (None when the series does not exist)."""
+    return samples.get((name, tuple(sorted(labels.items()))))
+
+
+# --------------------------------------------------------------------------- sd_notify
+
+# What systemd does for a Type=notify service: it sets WATCHDOG_PID to the main process's pid,
+# in the forked child, before exec.  A shell does the same: $$ is its pid, and exec keeps it.
+WATCHDOG_PID_WRAPPER: tuple[str, ...] = ("/bin/sh", "-c", 'WATCHDOG_PID=$$ exec "$@"', "sh")
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One sd_notify datagram: when it arrived, who sent it, its KEY=VALUE fields in order."""
+
+    at: float  # time.monotonic()
+    pid: int | None  # the sender's pid from SCM_CREDENTIALS
+    fields: tuple[tuple[str, str], ...]
+
+    def get(self, key: str) -> str | None:
+        for name, value in self.fields:
+            if name == key:
+                return value
+        return None
+
+    def __contains__(self, field_: str) -> bool:
+        """``"READY=1" in notification``."""
+        key, _, value = field_.partition("=")
+        return self.get(key) == value
+
+
+class NotifySocket:
+    """The socket systemd binds for ``$NOTIFY_SOCKET``: a Unix datagram socket with
+    ``SO_PASSCRED``, read by a thread into :attr:`messages`.  Use as a context manager."""
+
+    def __init__(self) -> None:
+        # sun_path holds 108 bytes: a short directory of its own rather than pytest's tmp_path.
+        self._dir = tempfile.mkdtemp(prefix="tg-notify-", dir="/tmp")
+        self.path = os.path.join(self._dir, "notify")
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(self.path)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self._sock.settimeout(0.2)
+        self._lock = threading.Lock()
+        self._messages: list[Notification] = []
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._read, name="notify-socket", daemon=True)
+        self._thread.start()
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"NOTIFY_SOCKET": self.path}
+
+    def _read(self) -> None:
+        creds_size = struct.calcsize("iII")  # struct ucred: pid, uid, gid
+        while not self._closed.is_set():
+            try:
+                data, ancillary, _, _ = self._sock.recvmsg(4096, socket.CMSG_SPACE(creds_size))
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            pid = None
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                    pid = struct.unpack("iII", payload[:creds_size])[0]
+            fields = tuple(
+                (key, value)
+                for key, _, value in (
+                    line.partition("=") for line in data.decode().split("\n") if line
+                )
+            )
+            with self._lock:
+                self._messages.append(Notification(time.monotonic(), pid, fields))
+
+    @property
+    def messages(self) -> list[Notification]:
+        with self._lock:
+            return list(self._messages)
+
+    def with_field(self, field_: str, *, since: float = 0.0) -> list[Notification]:
+        """Messages holding ``KEY=VALUE`` that arrived at or after ``since`` (monotonic)."""
+        return [m for m in self.messages if m.at >= since and field_ in m]
+
+    def wait_for(
+        self, field_: str, *, since: float = 0.0, count: int = 1, timeout: float = 15.0
+    ) -> list[Notification]:
+        """The first ``count`` messages holding ``field_`` (since ``since``), within timeout."""
+
+        def found() -> list[Notification] | None:
+            hits = self.with_field(field_, since=since)
+            return hits[:count] if len(hits) >= count else None
+
+        return wait_until(
+            found,
+            timeout=timeout,
+            what=f"{count} x {field_} on the notify socket",
+            context=lambda: "\n".join(repr(m) for m in self.messages[-20:]),
+        )
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(timeout=5)
+        self._sock.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        with contextlib.suppress(OSError):
+            os.rmdir(self._dir)
+
+    def __enter__(self) -> NotifySocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
