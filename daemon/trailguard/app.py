@@ -32,7 +32,7 @@ from typing import Any
 import msgspec
 
 from trailguard import __version__
-from trailguard.aws import client_config, client_kwargs, make_session
+from trailguard.aws import check_region, client_config, client_kwargs, make_session
 from trailguard.config import Config, SqsSourceConfig, load_config
 from trailguard.decode_pool import DecodePool
 from trailguard.detect.process import Detector
@@ -131,7 +131,9 @@ class Daemon:
             raise StartupError("no [[sources.sqs]] queue configured: nothing to watch")
         async with AsyncExitStack() as stack:
             session = make_session()
-            kwargs = client_kwargs(config.aws.region, config.aws.endpoint_url)
+            kwargs = client_kwargs(
+                check_region(session, config.aws.region), config.aws.endpoint_url
+            )
             max_wait = max(src.wait_time_secs for src in config.sources.sqs)
             sqs = await stack.enter_async_context(
                 session.create_client(

@@ -23,7 +23,7 @@ from botocore.exceptions import (
 )
 
 from trailguard import __version__
-from trailguard.errors import IngestError, PermanentError, TransientError
+from trailguard.errors import IngestError, PermanentError, StartupError, TransientError
 
 USER_AGENT_EXTRA = f"trailguard/{__version__}"
 
@@ -50,6 +50,17 @@ _THROTTLING = {
 
 def make_session() -> aiobotocore.session.AioSession:
     return aiobotocore.session.get_session()
+
+
+def check_region(session: aiobotocore.session.AioSession, region: str | None) -> str:
+    """The region clients will use, or a StartupError saying how to set one."""
+    resolved = region or session.get_config_variable("region")
+    if not resolved:
+        raise StartupError(
+            "no AWS region: set [aws] region in the config, or AWS_REGION / AWS_DEFAULT_REGION, "
+            "or a region in the AWS profile"
+        )
+    return str(resolved)
 
 
 def client_config(*, read_timeout: float = 60, max_pool: int = 32) -> AioConfig:

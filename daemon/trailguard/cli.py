@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
@@ -283,7 +284,16 @@ _COMMANDS = {
 }
 
 
+def _honour_aws_region() -> None:
+    """AWS SDKs read AWS_REGION; botocore reads only AWS_DEFAULT_REGION.  Bridge the two, so
+    every client trailguard creates (daemon, remediation, snapshot) sees the region users set."""
+    region = os.environ.get("AWS_REGION")
+    if region and not os.environ.get("AWS_DEFAULT_REGION"):
+        os.environ["AWS_DEFAULT_REGION"] = region
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _honour_aws_region()
     parser = _build_parser()
     try:
         args = parser.parse_args(argv)

@@ -170,3 +170,31 @@ def test_replay_with_config_records_policy_history(tmp_path: Path) -> None:
             await store.close()
 
     assert asyncio.run(last_document()) == document
+
+
+def test_run_without_a_region_says_how_to_set_one(tmp_path: Path) -> None:
+    import os
+
+    cfg = _write(
+        tmp_path / "tg.toml",
+        f'[[sources.sqs]]\nqueue_url = "http://127.0.0.1:9/123456789012/q"\n'
+        f'[state]\npath = "{tmp_path}/state.sqlite3"\n'.encode(),
+    )
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_CONFIG_FILE")
+    }
+    env["AWS_CONFIG_FILE"] = str(tmp_path / "no-such-aws-config")
+    result = subprocess.run(
+        [sys.executable, "-m", "trailguard", "run", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "no AWS region" in result.stderr
+    assert "Traceback" not in result.stderr

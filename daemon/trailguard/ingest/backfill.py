@@ -13,7 +13,7 @@ import datetime as dt
 from typing import TextIO
 from urllib.parse import urlsplit
 
-from trailguard.aws import client_config, client_kwargs, make_session
+from trailguard.aws import check_region, client_config, client_kwargs, make_session
 from trailguard.config import Config
 from trailguard.decode_pool import DecodePool
 from trailguard.detect.detection import S3Source
@@ -44,7 +44,7 @@ async def replay_s3(
 ) -> None:
     summary = replay.summary
     session = make_session()
-    kwargs = client_kwargs(config.aws.region, config.aws.endpoint_url)
+    kwargs = client_kwargs(check_region(session, config.aws.region), config.aws.endpoint_url)
     async with session.create_client("s3", config=client_config(), **kwargs) as s3:
         keys: list[tuple[str, str]] = []
         for uri in uris:

@@ -61,6 +61,8 @@ class JsonlWriter:
             self._stream.flush()
             if self._fsync:
                 os.fsync(self._stream.fileno())
+        except BrokenPipeError:
+            raise  # the reader went away (`| head`): the CLI ends quietly
         except OSError as exc:
             raise OutputError(f"cannot write to {self.path!r}: {exc.strerror}") from exc
 
