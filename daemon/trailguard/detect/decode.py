@@ -24,13 +24,24 @@ The fast path, and why it looks the way it does.  CPU per realistic file of 1000
   checks each is an object and yields each record's *decoded* event name, so the candidate test
   is an exact set lookup (~0.08 ms), immune to JSON escapes (``Delete\\u0055serPolicy``).  A
   field-less Struct costs ~1.0 ms and ``list[msgspec.Raw]`` the same: the two strings cost ~5 %.
-* a byte-level prefilter does not pay here: :meth:`Prefilter.may_match` costs ~0.6-1.2 ms per
-  file (a regex of the names; ten ``bytes.find`` calls ~3.6 ms), as much as the msgspec pass it
-  would try to spare, and that pass is needed anyway to count and validate.  ``decode_file``
-  therefore takes only the name set from the Prefilter; ``may_match`` stays, exact about misses,
-  for callers that hold bytes they need not count.  ``make bench`` times the rejected variant.
-* only when a candidate exists: a second pass as ``list[msgspec.Raw]`` (~1 ms) and a ``Record``
-  decode of each candidate.  No Python dict is built per record on any path.
+* a byte-level prefilter does not pay here, measured again with the policy history's names
+  (23 names; ``make bench``, "rejected" rows): :meth:`Prefilter.may_match` costs ~8 ms per file
+  (a regex alternation of names that share their first letters), and even the cheapest exact
+  byte search, one ``bytes.find`` per name, runs at ~3.4 GB/s: ~0.4 ms per name per file.  The
+  file would still need counting (``bytes.count`` of a record start: ~0.5 ms, and not exact)
+  and validating -- which the probe pass does, with the names, in ~1.1 ms.  And on the default
+  corpus (0.1 % policy writes) ~70 % of the files hold a history candidate anyway.
+  ``decode_file`` therefore takes only the name set from the Prefilter; ``may_match`` stays,
+  exact about misses, for callers that hold bytes they need not count.
+* only when a candidate exists: the locator (:class:`_Locator`) finds the candidate records
+  the probe pass named by their literal ``"eventName":"<name>"`` bytes (one ``bytes.find``
+  scan per name, ~0.4 ms, and a memchr for escapes) and decodes just those slices into
+  ``Record``; it answers only when the result provably equals a second pass as
+  ``list[msgspec.Raw]`` (~1.1 ms), which stays the fallback.  No Python dict is built per
+  record on any path.
+* big files (more than ``DEFAULT_STREAM_OVER`` of JSON, e.g. a 50 MB gzip of ~470 MB) are
+  decoded as they inflate (zlib, 1 MB pieces cut between records): peak memory is the
+  compressed input plus a few MB, instead of ~10x the input (see :meth:`_Decoder.stream`).
 
 Trade-offs, for speed: only candidates are fully type-checked against :class:`Record` (other
 records: the types of ``eventName`` and ``eventSource``; skipped strings are not checked for
@@ -46,7 +57,7 @@ from __future__ import annotations
 import operator
 import re
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any, Final
 
 import deflate
@@ -58,6 +69,8 @@ from trailguard.errors import DecodeError
 
 __all__ = [
     "DEFAULT_MAX_DECOMPRESSED",
+    "DEFAULT_STREAM_OVER",
+    "DEFAULT_STREAM_PIECE",
     "DecodedFile",
     "Prefilter",
     "decode_file",
@@ -69,6 +82,11 @@ Buffer = bytes | bytearray | memoryview
 #: Refuse to inflate more than this (bytes) unless told otherwise: a gzip bomb must not take the
 #: daemon's memory.  CloudTrail files are at most 50 MB compressed and compress ~10x.
 DEFAULT_MAX_DECOMPRESSED: Final = 1 << 30
+#: gzip files that inflate to more than this are decoded as they inflate (see decode_file).
+DEFAULT_STREAM_OVER: Final = 64 << 20
+#: ... in pieces of this many bytes of JSON (about as big as a usual CloudTrail file: the
+#: locator then has few names to look for in each).
+DEFAULT_STREAM_PIECE: Final = 1 << 20
 
 _GZIP_MAGIC: Final = b"\x1f\x8b"
 _DEFLATE_MAX_RATIO: Final = 1032  # deflate cannot expand one input byte into more output bytes
@@ -99,7 +117,7 @@ class Prefilter:
     impossible.  Event names are compared exactly (case-sensitive), as the rules compare them.
     """
 
-    __slots__ = ("_escapes", "_literals", "_names")
+    __slots__ = ("_escapes", "_literals", "_names", "locator")
 
     def __init__(self, event_names: Iterable[str]) -> None:
         names = frozenset(event_names)
@@ -110,6 +128,7 @@ class Prefilter:
                 raise ValueError("event names must not be empty")
         self._names = names
         self._literals, self._escapes = _prefilter_patterns(names)
+        self.locator = _Locator(names)
 
     @property
     def event_names(self) -> frozenset[str]:
@@ -159,6 +178,155 @@ def _prefilter_patterns(
         escapes = [rb"u00[" + nibbles.encode() + rb"]"]
     escapes += [re.escape(_SHORT_ESCAPES[c]) for c in sorted(chars) if c in _SHORT_ESCAPES]
     return re.compile(literals), re.compile(rb"\\(?:" + b"|".join(escapes) + rb")")
+
+
+# -- locating candidate records by their bytes ----------------------------------------------------
+
+#: Between two records of CloudTrail's compact files: the end of one, the start of the next.
+_RECORD_SEP: Final = b'},{"eventVersion":'
+_RECORD_START: Final = b'{"eventVersion":'
+_EVENT_NAME_KEY: Final = b'"eventName"'
+_JSON_WS: Final = frozenset(b" \t\r\n")
+_MAX_BACKSLASHES: Final = 256  # then the regex takes over
+# One bytes.find scan per name runs at ~3.4 GB/s, the list[Raw] pass at ~1.1 GB/s.
+_MAX_LOCATED_NAMES: Final = 3
+
+
+class _Locator:
+    """Finds the bytes of the candidate records the probe pass named, without a second pass.
+
+    The probe pass has already validated the whole document and told, for every record, its
+    decoded eventName.  For the candidates it names, this searches the literal bytes
+    ``"<name>"`` that follow a ``"eventName":`` key, cuts the record around each hit at the
+    record boundaries of CloudTrail's compact files (``{"eventVersion":`` ...
+    ``},{"eventVersion":``) and decodes only those slices.  It answers only when the answer is
+    provably the same as the list[Raw] pass would give, otherwise None (the caller then takes
+    that pass):
+
+    * the text holds no JSON escape that could spell a character of a candidate name or of
+      ``eventName`` (``\\u0044``, ...), so every record whose decoded eventName is a candidate
+      shows it literally and is found;
+    * exactly as many hits as the probe pass counted candidates, in the same order with the same
+      names: a hit that is not a record's own top-level eventName (a nested object imitating a
+      record) would be one too many;
+    * each slice decodes as exactly one JSON value containing the hit's record-level key: a slice
+      that started or ended inside a nested object, or spanned two records, is not one value.
+    """
+
+    __slots__ = ("_escapes", "_needles", "_nibbles")
+
+    def __init__(self, names: frozenset[str]) -> None:
+        # Names with characters that need escaping in JSON are left to the Raw pass.
+        self._needles = {
+            name: b'"' + name.encode() + b'"'
+            for name in names
+            if not any(c in _SHORT_ESCAPES or ord(c) < 0x20 for c in name)
+        }
+        spelled = names | {"eventName"}
+        self._escapes = _prefilter_patterns(spelled)[1]
+        # Plain ASCII names (the usual case): only \u00XX escapes could spell them, and a
+        # bytes.find loop for "\u00" beats the regex; ``_nibbles`` are the possible X's.
+        chars = set("".join(spelled))
+        plain = all(ord(c) < 0x80 and c not in _SHORT_ESCAPES for c in chars)
+        self._nibbles = frozenset(f"{ord(c) >> 4:x}".encode()[0] for c in chars) if plain else None
+
+    def _may_escape(self, text: bytes | bytearray) -> bool:
+        """Whether ``text`` holds an escape that could spell a character of a name."""
+        backslash = text.find(b"\\")  # memchr: ~0.05 ms per MB; most files hold none
+        if backslash < 0:
+            return False
+        nibbles = self._nibbles
+        if nibbles is not None:
+            # Visit the backslashes (a policy document holds a few dozen \" escapes); a
+            # 4-byte find for "\u00" would cost 15x a memchr, the regex 8x.
+            end = len(text) - 5
+            for _ in range(_MAX_BACKSLASHES):
+                if backslash > end:
+                    return False
+                if text[backslash + 1] == 0x5C:  # an escaped backslash: skip both
+                    backslash += 1
+                elif text.startswith(b"u00", backslash + 1) and text[backslash + 4] in nibbles:
+                    return True
+                backslash = text.find(b"\\", backslash + 2)
+                if backslash < 0:
+                    return False
+        return self._escapes is None or self._escapes.search(text, backslash) is not None
+
+    def locate(
+        self,
+        text: bytes | bytearray,
+        picked: Sequence[tuple[int, str]],
+        limit: int,
+        label: Callable[[int], str],
+        bad: _Bad,
+    ) -> list[Record] | None:
+        """The candidate records ``picked`` [(index, eventName)] of ``text``, or None.
+
+        ``limit`` is the position of the ``]`` that closes the records array.
+        """
+        wanted = {name for _, name in picked}
+        if len(wanted) > _MAX_LOCATED_NAMES or self._may_escape(text):
+            return None
+        hits: list[int] = []
+        for name in wanted:
+            needle = self._needles.get(name)
+            if needle is None:
+                return None
+            at = text.find(needle)
+            while at >= 0:
+                if _after_event_name_key(text, at):
+                    hits.append(at)
+                    if len(hits) > len(picked):
+                        return None
+                at = text.find(needle, at + len(needle))
+        if len(hits) != len(picked):
+            return None
+        hits.sort()
+        records: list[Record] = []
+        messages: list[str] = []
+        end = 0
+        for at, (index, name) in zip(hits, picked, strict=True):
+            start = text.rfind(_RECORD_START, end, at)
+            if start < 0:
+                return None
+            stop = text.find(_RECORD_SEP, at, limit)
+            end = stop + 1 if stop >= 0 else text.rfind(b"}", at, limit) + 1
+            if end <= at:
+                return None
+            piece = memoryview(text)[start:end]
+            try:
+                record = _DEC_RECORD.decode(piece)
+            except msgspec.ValidationError as exc:
+                # A type error may stop msgspec before the end: prove the slice is the record.
+                try:
+                    probe = _DEC_PROBE.decode(piece)
+                except _ITEM_FAILURES:
+                    return None
+                if probe.event_name != name:
+                    return None
+                messages.append(f"{label(index)}: {_why_item(exc)}")
+                continue
+            except _DECODE_FAILURES:
+                return None
+            if record.event_name != name:
+                return None
+            records.append(record)
+        for message in messages:
+            bad.add(message)
+        return records
+
+
+def _after_event_name_key(text: bytes | bytearray, at: int) -> bool:
+    """Whether ``text[at:]`` (a string) is the value of an ``"eventName"`` key."""
+    i = at - 1
+    while i >= 0 and text[i] in _JSON_WS:
+        i -= 1
+    if i < 0 or text[i] != 0x3A:  # :
+        return False
+    i -= 1
+    while i >= 0 and text[i] in _JSON_WS:
+        i -= 1
+    return text.startswith(_EVENT_NAME_KEY, i - len(_EVENT_NAME_KEY) + 1)
 
 
 # -- results ---------------------------------------------------------------------------------------
@@ -220,9 +388,23 @@ def decompress(
 
 
 def _gunzip_zlib(blob: bytes | bytearray, *, source: str, max_size: int) -> bytearray:
+    out = bytearray()
+    for piece in _inflate(blob, source=source, max_size=max_size, piece=max_size + 1):
+        out += piece
+    return out
+
+
+def _inflate(
+    blob: bytes | bytearray, *, source: str, max_size: int, piece: int
+) -> Generator[bytes, None, None]:
+    """Gunzip ``blob`` with zlib, yielding the output in pieces of at most ``piece`` bytes.
+
+    Several members, trailing zero padding; truncated or corrupt data, trailing garbage and more
+    than ``max_size`` bytes of output raise :class:`DecodeError` (when the generator gets there).
+    """
     view = memoryview(blob)
     size = len(view)
-    out = bytearray()
+    total = 0
     pos = 0
     members = 0
     while pos < size:
@@ -238,29 +420,36 @@ def _gunzip_zlib(blob: bytes | bytearray, *, source: str, max_size: int) -> byte
             raise DecodeError(source, "truncated or corrupt gzip: bad header")
         inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
         members += 1
+        full = False  # the last call filled its output limit: zlib may hold more output
         while not inflater.eof:
-            if pos >= size:
-                raise DecodeError(
-                    source,
-                    f"truncated or corrupt gzip: the data ends inside member {members} "
-                    f"after {size} bytes (truncated download?)",
-                )
-            chunk = view[pos : pos + _ZLIB_CHUNK]
-            pos += len(chunk)
+            chunk: bytes | memoryview = inflater.unconsumed_tail
+            if not chunk and not full:
+                if pos >= size:
+                    raise DecodeError(
+                        source,
+                        f"truncated or corrupt gzip: the data ends inside member {members} "
+                        f"after {size} bytes (truncated download?)",
+                    )
+                chunk = view[pos : pos + _ZLIB_CHUNK]
+                pos += len(chunk)
+            limit = min(piece, max_size - total + 1)
             try:
-                out += inflater.decompress(chunk, max_size - len(out) + 1)
+                out = inflater.decompress(chunk, limit)
             except zlib.error as exc:
                 raise DecodeError(
                     source, f"truncated or corrupt gzip: {exc} (member {members})"
                 ) from exc
-            if len(out) > max_size:
+            full = len(out) == limit
+            total += len(out)
+            if total > max_size:
                 raise DecodeError(
                     source,
                     f"gzip data inflates to more than {max_size} bytes (the limit); "
                     "refusing a possible gzip bomb",
                 )
+            if out:
+                yield out
         pos -= len(inflater.unused_data)
-    return out
 
 
 # -- typed views used while decoding ---------------------------------------------------------------
@@ -294,6 +483,7 @@ class _LookupEvent(msgspec.Struct, gc=False):
     cloudtrail_event: str | None = msgspec.field(default=None, name="CloudTrailEvent")
 
 
+_DEC_PROBE: Final = msgspec.json.Decoder(_Probe)
 _DEC_RECORDS_PROBE: Final = msgspec.json.Decoder(_RecordsProbe)
 _DEC_ARRAY_PROBE: Final = msgspec.json.Decoder(list[_Probe])
 _DEC_RECORDS_RAW: Final = msgspec.json.Decoder(_RecordsRaw)
@@ -305,6 +495,9 @@ _DEC_LOOKUP_EVENT: Final = msgspec.json.Decoder(_LookupEvent)
 _DEC_RECORD: Final = msgspec.json.Decoder(Record)
 
 _EVENT_NAME: Final = operator.attrgetter("event_name")
+_STREAM_HEAD: Final = re.compile(
+    rb'(?:\xef\xbb\xbf)?[ \t\r\n]*\{[ \t\r\n]*"Records"[ \t\r\n]*:[ \t\r\n]*\['
+)
 _WS: Final = b" \t\r\n"
 _FIRST_NON_WS: Final = re.compile(rb"[^ \t\r\n]")
 _BYTE_POS: Final = re.compile(r"\(byte (\d+)\)")
@@ -392,8 +585,15 @@ def decode_file(
     source: str,
     key: str | None = None,
     max_size: int = DEFAULT_MAX_DECOMPRESSED,
+    stream_over: int = DEFAULT_STREAM_OVER,
+    stream_piece: int = DEFAULT_STREAM_PIECE,
 ) -> DecodedFile:
-    """Decode one CloudTrail file (see the module docstring); raise DecodeError when it is bad."""
+    """Decode one CloudTrail file (see the module docstring); raise DecodeError when it is bad.
+
+    gzip input that would inflate to more than ``stream_over`` bytes (its ISIZE trailer says so,
+    or it is over ``stream_over / 8`` bytes compressed) is decoded as it inflates, in pieces of
+    ``stream_piece`` bytes, so memory stays bounded; the result is the same as in memory.
+    """
     if isinstance(data, memoryview) and (data.format != "B" or not data.c_contiguous):
         data = data.tobytes()
     if len(data) == 0:
@@ -403,6 +603,14 @@ def decode_file(
     if kind is KeyKind.DIGEST or kind is KeyKind.INSIGHT:
         return _skipped(str(kind), compressed, 0)
 
+    if compressed and (
+        len(data) > stream_over // 8 or int.from_bytes(data[-4:], "little") > stream_over
+    ):
+        streamed = _Decoder(prefilter, source, compressed, 0, 0).stream(
+            data, max_size, stream_piece
+        )
+        if streamed is not None:
+            return streamed
     text = decompress(data, source=source, max_size=max_size)
     size = len(text)
     if size == 0:
@@ -413,7 +621,7 @@ def decode_file(
         raise DecodeError(source, f"empty file: only whitespace in {size} bytes of text")
     first = text[match.start()]
     view = memoryview(text)[bom:] if bom else text
-    decoder = _Decoder(prefilter.event_names, source, compressed, size, bom)
+    decoder = _Decoder(prefilter, source, compressed, size, bom)
     if first == 0x7B:  # {
         return decoder.object_document(view)
     if first == 0x5B:  # [
@@ -444,12 +652,13 @@ def _skipped(reason: str, compressed: bool, size: int) -> DecodedFile:
 class _Decoder:
     """State for decoding one file; methods are the shapes."""
 
-    __slots__ = ("compressed", "names", "offset", "size", "source")
+    __slots__ = ("compressed", "locator", "names", "offset", "size", "source")
 
     def __init__(
-        self, names: frozenset[str], source: str, compressed: bool, size: int, offset: int
+        self, prefilter: Prefilter, source: str, compressed: bool, size: int, offset: int
     ) -> None:
-        self.names = names
+        self.names = prefilter.event_names
+        self.locator = prefilter.locator
         self.source = source
         self.compressed = compressed
         self.size = size
@@ -481,6 +690,7 @@ class _Decoder:
         shape: str,
         probes: list[_Probe],
         raws: Callable[[], Sequence[msgspec.Raw]],
+        view: Buffer,
     ) -> DecodedFile | None:
         """Finish a file whose every record decoded as a _Probe; None: take the careful path."""
         if not probes:
@@ -494,18 +704,149 @@ class _Decoder:
             return None
         if self.names.isdisjoint(seen):
             return self.done(shape, len(probes), [], [])
+        bad = _Bad()
+        candidates = self.candidates(probes, raws, view, 0, bad)
+        return self.done(shape, len(probes), candidates, bad.result())
+
+    def candidates(
+        self,
+        probes: Sequence[_Probe],
+        raws: Callable[[], Sequence[msgspec.Raw]],
+        view: Buffer,
+        base: int,
+        bad: _Bad,
+    ) -> list[Record]:
+        """The candidate records among ``probes`` (record ``base`` is the first), typed.
+
+        First the locator (a byte search for the few candidates), else a list[Raw] pass.
+        """
+        # Indices by list.index over the names (a C loop): the candidates are few.
+        every = list(map(_EVENT_NAME, probes))
+        picked: list[tuple[int, str]] = []
+        for name in self.names.intersection(every):
+            at = every.index(name)
+            while True:
+                picked.append((at, name))
+                try:
+                    at = every.index(name, at + 1)
+                except ValueError:
+                    break
+        if not picked:
+            return []
+        picked.sort()
+        if not isinstance(view, memoryview):
+            located = self.locator.locate(
+                view, picked, view.rfind(b"]"), lambda i: f"record {base + i}", bad
+            )
+            if located is not None:
+                return located
         try:
             records = raws()
         except _ITEM_FAILURES as exc:  # pragma: no cover - the same bytes just decoded
             raise self.fail(self.why(exc)) from exc
-        bad = _Bad()
-        candidates = [
+        return [
             record
-            for i, probe in enumerate(probes)
-            if probe.event_name in self.names
-            and (record := _decode_record(records[i], f"record {i}", bad)) is not None
+            for i, _ in picked
+            if (record := _decode_record(records[i], f"record {base + i}", bad)) is not None
         ]
-        return self.done(shape, len(probes), candidates, bad.result())
+
+    # -- streaming ---------------------------------------------------------------------------
+
+    def stream(
+        self, data: bytes | bytearray | memoryview, max_size: int, piece: int
+    ) -> DecodedFile | None:
+        """Decode a big ``{"Records": [...]}`` file as it inflates; None: decode it in memory.
+
+        The inflated text is cut after the last ``},{"eventVersion":`` of each piece and each
+        part, made an array (its ``[`` and the ``,`` that ended it, turned ``]``, in place), is
+        decoded on its own by the fast path.  Such a cut could fall inside a record (a nested
+        object starting with that key), but then the part is not a valid array: the first part
+        starts at the real ``[``, so by induction a part that decodes ends between two records
+        and the next one starts at a record.  Anything that does not decode, or that the fast
+        path would hand to the careful path, or another shape, returns None, and the caller
+        decodes the file in memory: same result, same errors, bounded only by ``max_size``.
+        gzip errors are raised here as the in-memory path raises them (the same zlib loop).
+        """
+        pieces = _inflate(
+            data if not isinstance(data, memoryview) else data.tobytes(),
+            source=self.source,
+            max_size=max_size,
+            piece=piece,
+        )
+        buf = bytearray()
+        size = 0
+        head = None
+        for out in pieces:
+            buf += out
+            size += len(out)
+            head = _STREAM_HEAD.match(buf)
+            if head is not None or len(buf) >= 4096:
+                break
+        if head is None:
+            pieces.close()
+            return None
+        del buf[: head.end() - 1]  # buf starts with the records' "["
+        records = 0
+        candidates: list[Record] = []
+        bad = _Bad()
+        done = False
+        while not done:
+            try:
+                out = next(pieces)
+            except StopIteration:
+                done = True
+            else:
+                # Only the new bytes can hold a cut: the part before the last cut is gone.
+                seek = max(0, len(buf) - len(_RECORD_SEP))
+                buf += out
+                size += len(out)
+            if done:
+                # the end: "]" ws "}" ws
+                end = len(buf.rstrip(_WS))
+                if end < 2 or buf[end - 1] != 0x7D:
+                    return None
+                end = len(buf[: end - 1].rstrip(_WS))
+                if end < 1 or buf[end - 1] != 0x5D:
+                    return None
+                cut = end - 1
+            else:
+                cut = buf.rfind(_RECORD_SEP, seek) + 1
+                if cut <= 0:
+                    continue  # no record ends in this piece: wait for more
+                buf[cut] = 0x5D  # the "," between two records becomes the part's "]"
+            count = self.stream_part(buf, cut + 1, records, candidates, bad)
+            if count is None:
+                pieces.close()
+                return None
+            records += count
+            if not done:
+                del buf[:cut]
+                buf[0] = 0x5B  # the "]" (was ",") starts the next part as "["
+        self.size = size
+        return self.done("records", records, candidates, bad.result())
+
+    def stream_part(
+        self, buf: bytearray, end: int, base: int, candidates: list[Record], bad: _Bad
+    ) -> int | None:
+        """Decode ``buf[:end]`` (an array of records); its record count, or None."""
+        view = memoryview(buf)[:end]
+        try:
+            probes = _DEC_ARRAY_PROBE.decode(view)
+        except _ITEM_FAILURES:
+            return None
+        finally:
+            view.release()
+        if not probes:
+            return 0
+        seen = set(map(_EVENT_NAME, probes))
+        if None in seen or (base == 0 and (probes[0].event_source or "").startswith("aws:")):
+            return None
+        if not self.names.isdisjoint(seen):
+            part = bytes(memoryview(buf)[:end])
+            candidates += self.candidates(
+                probes, lambda: _DEC_ARRAY_RAW.decode(part), part, base, bad
+            )
+        return len(probes)
 
     # -- shapes ------------------------------------------------------------------------------
 
@@ -517,7 +858,9 @@ class _Decoder:
         except msgspec.DecodeError as exc:
             return self.json_lines(view, exc)
         else:
-            result = self.fast("records", probes, lambda: _DEC_RECORDS_RAW.decode(view).records)
+            result = self.fast(
+                "records", probes, lambda: _DEC_RECORDS_RAW.decode(view).records, view
+            )
             if result is not None:
                 return result
         try:
@@ -547,7 +890,7 @@ class _Decoder:
         except msgspec.DecodeError as exc:
             raise self.fail(self.why(exc)) from exc
         else:
-            result = self.fast("array", probes, lambda: _DEC_ARRAY_RAW.decode(view))
+            result = self.fast("array", probes, lambda: _DEC_ARRAY_RAW.decode(view), view)
             if result is not None:
                 return result
         try:
