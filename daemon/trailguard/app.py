@@ -25,6 +25,7 @@ import os
 import re
 import signal
 import time
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,14 +39,14 @@ from trailguard.decode_pool import DecodePool
 from trailguard.detect.process import Detector
 from trailguard.errors import ConfigError, IngestError, StartupError, TrailguardError
 from trailguard.ingest.messages import HandlerSettings, IngestStats, MessageHandler
-from trailguard.ingest.s3 import S3ObjectStore
+from trailguard.ingest.s3 import ObjectStore, S3ObjectStore
 from trailguard.ingest.sqs import Message, SqsQueue
 from trailguard.outputs.jsonl import JsonlWriter
 from trailguard.outputs.sink import DetectionSink, recover_from_output
 from trailguard.state.dedup import SqliteDedupStore
 from trailguard.telemetry.http import HealthServer, stale_queue_reasons
 from trailguard.telemetry.logging import configure_logging, get_logger
-from trailguard.telemetry.metrics import Metrics
+from trailguard.telemetry.metrics import MessageOutcome, Metrics
 from trailguard.telemetry.sdnotify import Notifier
 
 log = get_logger(__name__)
@@ -80,9 +81,20 @@ class DaemonState:
 
 
 class Daemon:
-    def __init__(self, config: Config, *, config_path: str | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: str | None = None,
+        queues: Callable[[SqsSourceConfig], SqsQueue] | None = None,
+        store: ObjectStore | None = None,
+    ) -> None:
+        """``queues`` and ``store`` replace SQS and S3 (fakes for benchmarks): when both are
+        given, no AWS client is created."""
         self.config = config
         self.config_path = config_path
+        self._queues = queues
+        self._store = store
         self.stats = IngestStats()
         self.state = DaemonState()
         self.metrics = Metrics.from_config(config)
@@ -130,19 +142,7 @@ class Daemon:
         if not config.sources.sqs:
             raise StartupError("no [[sources.sqs]] queue configured: nothing to watch")
         async with AsyncExitStack() as stack:
-            session = make_session()
-            kwargs = client_kwargs(
-                check_region(session, config.aws.region), config.aws.endpoint_url
-            )
-            max_wait = max(src.wait_time_secs for src in config.sources.sqs)
-            sqs = await stack.enter_async_context(
-                session.create_client(
-                    "sqs", config=client_config(read_timeout=max_wait + 15), **kwargs
-                )
-            )
-            s3 = await stack.enter_async_context(
-                session.create_client("s3", config=client_config(read_timeout=60), **kwargs)
-            )
+            make_queue, store = await self._open_aws(stack)
             dedup = await SqliteDedupStore.open(
                 config.state.path, ttl_seconds=config.state.dedup_ttl_hours * 3600
             )
@@ -155,14 +155,14 @@ class Daemon:
             pool = DecodePool(config, config.limits.decode_worker_count())
             stack.callback(pool.shutdown)
 
-            queues = [(SqsQueue(sqs, src.queue_url), src) for src in config.sources.sqs]
+            queues = [(make_queue(src), src) for src in config.sources.sqs]
             for queue, src in queues:
                 await self._check_queue(queue, src)
 
             self._sink = DetectionSink(writer, dedup)
             self._handler = MessageHandler(
                 detector=Detector.from_config(config),
-                store=S3ObjectStore(s3),
+                store=store,
                 pool=pool,
                 sink=self._sink,
                 object_slots=asyncio.Semaphore(config.limits.max_objects_in_flight),
@@ -211,6 +211,24 @@ class Daemon:
                     task.cancel()
         log.info("daemon.stopped", **self._summary())
         return 0
+
+    async def _open_aws(
+        self, stack: AsyncExitStack
+    ) -> tuple[Callable[[SqsSourceConfig], SqsQueue], ObjectStore]:
+        """The queues and the object store: SQS and S3 clients, unless fakes were given."""
+        if self._queues is not None and self._store is not None:
+            return self._queues, self._store
+        config = self.config
+        session = make_session()
+        kwargs = client_kwargs(check_region(session, config.aws.region), config.aws.endpoint_url)
+        max_wait = max(src.wait_time_secs for src in config.sources.sqs)
+        sqs = await stack.enter_async_context(
+            session.create_client("sqs", config=client_config(read_timeout=max_wait + 15), **kwargs)
+        )
+        s3 = await stack.enter_async_context(
+            session.create_client("s3", config=client_config(read_timeout=60), **kwargs)
+        )
+        return (lambda src: SqsQueue(sqs, src.queue_url)), S3ObjectStore(s3)
 
     async def _open_history(self, stack: AsyncExitStack) -> Any:
         config = self.config
@@ -347,7 +365,7 @@ class Daemon:
 
     async def _handle(self, queue: SqsQueue, message: Message, settings: HandlerSettings) -> None:
         assert self._handler is not None
-        outcome = "failed"
+        outcome: MessageOutcome = "failed"
         try:
             outcome = await self._handler.handle(queue, message, settings)
         except asyncio.CancelledError:
@@ -372,7 +390,7 @@ class Daemon:
             self.metrics.error("other", type(exc).__name__)
         finally:
             self.stats.bump(self.stats.messages, outcome)
-            self.metrics.message_handled(settings.queue_label, outcome)  # type: ignore[arg-type]
+            self.metrics.message_handled(settings.queue_label, outcome)
             self.state.in_flight -= 1
             self.metrics.messages_in_flight(self.state.in_flight)
             async with self._capacity:

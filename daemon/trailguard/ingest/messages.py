@@ -47,6 +47,14 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
+# Why an object was not downloaded (or was skipped after decoding) -> its metric outcome.
+_SKIPPED: dict[str, ObjectOutcome] = {
+    "digest": "skipped_digest",
+    "insight": "skipped_insight",
+    "excluded": "skipped_excluded",
+    "other": "skipped_other",
+}
+
 FETCH_ATTEMPTS = 4
 RELEASE_BASE_SECS = 15
 RELEASE_CAP_SECS = 900
@@ -167,7 +175,7 @@ class MessageHandler:
             if reason is None:
                 wanted.append(ref)
             else:
-                self._object_outcome(f"skipped_{reason}")  # type: ignore[arg-type]
+                self._object_outcome(_SKIPPED[reason])
                 log.debug("s3.object_skipped", bucket=ref.bucket, key=ref.key, reason=reason)
         if not wanted:
             await queue.delete(message)
@@ -248,7 +256,9 @@ class MessageHandler:
         self.stats.bytes_compressed += len(data)
         self._metrics.records(decoded.records, invalid=len(decoded.bad_records))
         account, region = key_account_region(ref.key)
-        result: ObjectOutcome = f"skipped_{decoded.skipped}" if decoded.skipped else "ok"  # type: ignore[assignment]
+        result: ObjectOutcome = (
+            _SKIPPED.get(decoded.skipped, "skipped_other") if decoded.skipped else "ok"
+        )
         self.stats.bump(self.stats.objects, result)
         self._metrics.object_processed(result, len(data), seconds, account=account, region=region)
         log.info(
@@ -266,8 +276,8 @@ class MessageHandler:
         return outcome
 
     def _object_failed(self, ref: ObjectRef, error: IngestError) -> None:
-        kind = "transient" if isinstance(error, TransientError) else "permanent"
-        self._object_outcome(f"failed_{kind}")  # type: ignore[arg-type]
+        transient = isinstance(error, TransientError)
+        self._object_outcome("failed_transient" if transient else "failed_permanent")
         self._error(error.stage, error.reason)
         log.error(
             "s3.object_failed",
