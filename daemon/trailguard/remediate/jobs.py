@@ -16,7 +16,7 @@ A claim is a lease: a job whose worker died (``running`` with ``lease_until`` in
 claimed again.  ``complete`` is fenced by the attempt number, so a worker that lost its lease
 cannot overwrite the job another worker now holds.
 
-:class:`SqliteJobStore` follows the dedup store's conventions (state/dedup.py): one connection
+:class:`SqliteJobStore` follows the SQLite stores' conventions (state/sqlite.py): one connection
 used only from one worker thread, WAL with ``synchronous=FULL`` (durable when a call returns),
 :class:`~trailguard.errors.StateError` for every storage failure.  Its tables live in the same
 file as the dedup store (``[state] path``) and carry their own schema version in
@@ -25,23 +25,21 @@ file as the dedup store (``[state] path``) and carry their own schema version in
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Final, Literal, Protocol, Self, TypeVar, get_args
+from typing import Any, Final, Literal, Protocol, TypeVar, get_args
 
 import msgspec
 
 from trailguard.config import ActionName, RemediationMode
 from trailguard.detect.detection import Actor, Detection, Target
 from trailguard.errors import StateError
+from trailguard.state.sqlite import SqliteStore, ensure_schema, transaction
 
 __all__ = [
     "JOB_STATES",
@@ -76,7 +74,6 @@ TERMINAL_STATES: Final[frozenset[JobState]] = frozenset({"succeeded", "dead", "s
 AuditStep = Literal["planned", "before", "plan", "did", "after", "note"]
 
 SCHEMA_VERSION: Final = 1
-_BUSY_TIMEOUT_MS: Final = 5000
 _ID_HEX: Final = 32  # 128 bits of sha256
 
 
@@ -267,8 +264,11 @@ _RETRYABLE: Final = ("failed", "dead", "skipped", "dry_run")
 _CANCELLABLE: Final = ("pending", "awaiting_approval", "failed")
 
 
-class SqliteJobStore:
+class SqliteJobStore(SqliteStore):
     """:class:`JobStore` on the state SQLite file.  Build it with :meth:`open`."""
+
+    _WHAT = "job store"
+    _THREAD = "trailguard-jobs"
 
     def __init__(
         self,
@@ -277,11 +277,8 @@ class SqliteJobStore:
         executor: ThreadPoolExecutor,
         clock: Callable[[], float],
     ) -> None:
-        self._path = path
-        self._conn = conn
-        self._executor = executor
+        super().__init__(path, conn, executor)
         self._clock = clock
-        self._closed = False
 
     @classmethod
     async def open(
@@ -293,30 +290,8 @@ class SqliteJobStore:
         ``[state] path`` should not make an empty database).  Raises :class:`StateError`.
         """
         db_path = Path(path)
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trailguard-jobs")
-        try:
-            conn = await asyncio.get_running_loop().run_in_executor(
-                executor, _connect, db_path, create
-            )
-        except BaseException:
-            executor.shutdown(wait=False)
-            raise
+        conn, executor = await cls._connect(db_path, _prepare, create=create)
         return cls(db_path, conn, executor, clock)
-
-    @property
-    def path(self) -> Path:
-        return self._path
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # ------------------------------------------------------------------ the protocol
 
@@ -394,31 +369,16 @@ class SqliteJobStore:
     async def restores_since(self, target_key: str, since: float) -> int:
         return await self._run(self._restores_since, target_key, since)
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._conn.close)
-        except sqlite3.Error as exc:
-            raise StateError(f"job store {self._path}: cannot close: {exc}") from exc
-        finally:
-            self._executor.shutdown(wait=True)
-
     # ------------------------------------------------------------------ worker thread
 
     async def _run(self, fn: Callable[..., _T], *args: object) -> _T:
-        if self._closed:
-            raise StateError(f"job store {self._path} is closed")
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-        except sqlite3.Error as exc:
-            raise StateError(f"job store {self._path}: {exc}") from exc
+            return await super()._run(fn, *args)
         except msgspec.DecodeError as exc:
             raise StateError(f"job store {self._path}: unreadable job: {exc}") from exc
 
     def _insert(self, rows: list[tuple[object, ...]]) -> int:
-        with _transaction(self._conn):
+        with transaction(self._conn):
             before = self._conn.total_changes
             self._conn.executemany(
                 "INSERT OR IGNORE INTO remediation_jobs (id, action, state, account_id,"
@@ -429,7 +389,7 @@ class SqliteJobStore:
             return self._conn.total_changes - before
 
     def _claim(self, now: float, limit: int, lease_until: float) -> list[Job]:
-        with _transaction(self._conn):
+        with transaction(self._conn):
             rows = self._conn.execute(
                 "SELECT body FROM remediation_jobs"
                 " WHERE (state IN ('pending', 'failed') AND next_attempt_at <= ?)"
@@ -452,7 +412,7 @@ class SqliteJobStore:
             return claimed
 
     def _complete(self, job: Job) -> bool:
-        with _transaction(self._conn):
+        with transaction(self._conn):
             row = self._conn.execute(
                 "SELECT state, attempts FROM remediation_jobs WHERE id = ?", (job.id,)
             ).fetchone()
@@ -509,7 +469,7 @@ class SqliteJobStore:
         allowed: Sequence[str],
         change: Callable[[Job], Job],
     ) -> Job:
-        with _transaction(self._conn):
+        with transaction(self._conn):
             job = self._get(job_id)
             if job is None:
                 raise JobNotFoundError(job_id)
@@ -584,30 +544,15 @@ _SCHEMA: Final = (
 )
 
 
-def _connect(path: Path, create: bool) -> sqlite3.Connection:
-    """Open and prepare the database; runs on the store's worker thread."""
-    where = f"job store {path}"
-    if not create and not path.exists():
-        raise StateError(f"{where}: no such file (has `trailguard run` run?)")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StateError(f"{where}: cannot create directory: {exc.strerror or exc}") from exc
-    if path.is_dir():
-        raise StateError(f"{where}: is a directory")
-    try:
-        conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-    except sqlite3.Error as exc:
-        raise StateError(f"{where}: cannot open: {exc}") from exc
-    try:
-        _prepare(conn, where)
-    except StateError:
-        conn.close()
-        raise
-    except sqlite3.Error as exc:
-        conn.close()
-        raise StateError(f"{where}: cannot use: {exc}") from exc
-    return conn
+def _prepare(conn: sqlite3.Connection, where: str) -> None:
+    ensure_schema(
+        conn,
+        where,
+        version=_schema_version,
+        current=SCHEMA_VERSION,
+        create=_create,
+        name="job schema",
+    )
 
 
 def _schema_version(conn: sqlite3.Connection) -> int:
@@ -619,46 +564,14 @@ def _schema_version(conn: sqlite3.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def _prepare(conn: sqlite3.Connection, where: str) -> None:
-    conn.execute("PRAGMA user_version").fetchone()  # "file is not a database" surfaces here
-    conn.execute("PRAGMA journal_mode=WAL").fetchone()
-    conn.execute("PRAGMA synchronous=FULL")
-    version = _schema_version(conn)
-    if version > SCHEMA_VERSION:
-        raise StateError(
-            f"{where}: job schema version {version} is newer than this trailguard understands"
-            f" ({SCHEMA_VERSION})"
-        )
-    if version == SCHEMA_VERSION:
-        return
-    with _transaction(conn):
-        if _schema_version(conn) == SCHEMA_VERSION:  # another process was faster
-            return
-        if conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE name IN ('remediation_meta', 'remediation_jobs')"
-        ).fetchone():
-            raise StateError(f"{where}: a remediation_jobs table of unknown shape")
-        for statement in _SCHEMA:
-            conn.execute(statement)
-        conn.execute(
-            "INSERT INTO remediation_meta (key, value) VALUES ('schema_version', ?)",
-            (str(SCHEMA_VERSION),),
-        )
-
-
-@contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """BEGIN IMMEDIATE .. COMMIT (ROLLBACK on error); with synchronous=FULL, durable on exit."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    try:
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+def _create(conn: sqlite3.Connection, where: str) -> None:
+    if conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE name IN ('remediation_meta', 'remediation_jobs')"
+    ).fetchone():
+        raise StateError(f"{where}: a remediation_jobs table of unknown shape")
+    for statement in _SCHEMA:
+        conn.execute(statement)
+    conn.execute(
+        "INSERT INTO remediation_meta (key, value) VALUES ('schema_version', ?)",
+        (str(SCHEMA_VERSION),),
+    )

@@ -4,9 +4,10 @@
 one SQLite file so a single daemon survives restarts; a shared store (DynamoDB) can implement the
 same protocol for several replicas.
 
-SQLite details: WAL journal with ``synchronous=FULL``, so a ``record`` that returned survives a
-crash or power loss; one connection, used only from one dedicated worker thread, so the event
-loop never blocks on disk and calls are serialised without locks.  Entries live ``ttl_seconds``:
+SQLite details (the plumbing is :class:`~trailguard.state.sqlite.SqliteStore`'s): WAL journal with
+``synchronous=FULL``, so a ``record`` that returned survives a crash or power loss; one
+connection, used only from one dedicated worker thread, so the event loop never blocks on disk
+and calls are serialised without locks.  Entries live ``ttl_seconds``:
 an entry recorded at ``t`` is seen while ``clock() < t + ttl_seconds`` and new again afterwards
 (``purge_expired`` deletes such entries).  Long key lists are split into batches that stay below
 SQLite's limit on bound parameters.
@@ -14,26 +15,21 @@ SQLite's limit on bound parameters.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
-from typing import Final, Protocol, Self, TypeVar
+from typing import Final, Protocol
 
 from trailguard.errors import StateError
+from trailguard.state.sqlite import SqliteStore, ensure_schema, transaction
 
 __all__ = ["DedupStore", "SqliteDedupStore"]
-
-_T = TypeVar("_T")
 
 SCHEMA_VERSION: Final = 1
 _BATCH: Final = 500  # bound parameters per statement (SQLite's floor is 999)
 _PURGE_BATCH: Final = 5000  # rows per purge transaction, so other calls interleave
-_BUSY_TIMEOUT_MS: Final = 5000
 
 
 class DedupStore(Protocol):
@@ -59,8 +55,11 @@ class DedupStore(Protocol):
         ...
 
 
-class SqliteDedupStore:
+class SqliteDedupStore(SqliteStore):
     """:class:`DedupStore` on one SQLite file.  Build it with :meth:`open`."""
+
+    _WHAT = "dedup store"
+    _THREAD = "trailguard-dedup"
 
     def __init__(
         self,
@@ -70,13 +69,9 @@ class SqliteDedupStore:
         ttl_seconds: float,
         clock: Callable[[], float],
     ) -> None:
-        # Use open(); the connection belongs to the executor's single thread.
-        self._path = path
-        self._conn = conn
-        self._executor = executor
+        super().__init__(path, conn, executor)
         self._ttl = ttl_seconds
         self._clock = clock
-        self._closed = False
 
     @classmethod
     async def open(
@@ -94,29 +89,8 @@ class SqliteDedupStore:
         if not ttl_seconds > 0:
             raise ValueError(f"ttl_seconds must be positive, got {ttl_seconds!r}")
         db_path = Path(path)
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trailguard-dedup")
-        loop = asyncio.get_running_loop()
-        try:
-            conn = await loop.run_in_executor(executor, _connect, db_path)
-        except BaseException:
-            executor.shutdown(wait=False)
-            raise
+        conn, executor = await cls._connect(db_path, _prepare)
         return cls(db_path, conn, executor, ttl_seconds, clock)
-
-    @property
-    def path(self) -> Path:
-        return self._path
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # ------------------------------------------------------------------ the protocol
 
@@ -144,27 +118,7 @@ class SqliteDedupStore:
             if deleted < _PURGE_BATCH:
                 return total
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._conn.close)
-        except sqlite3.Error as exc:
-            raise StateError(f"dedup store {self._path}: cannot close: {exc}") from exc
-        finally:
-            self._executor.shutdown(wait=True)
-
     # ------------------------------------------------------------------ worker thread
-
-    async def _run(self, fn: Callable[..., _T], *args: object) -> _T:
-        if self._closed:
-            raise StateError(f"dedup store {self._path} is closed")
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, fn, *args)
-        except sqlite3.Error as exc:
-            raise StateError(f"dedup store {self._path}: {exc}") from exc
 
     def _select_seen(self, keys: list[str], fresh_after: float) -> set[str]:
         seen: set[str] = set()
@@ -179,7 +133,7 @@ class SqliteDedupStore:
         return seen
 
     def _insert(self, keys: list[str], now: float) -> None:
-        with _transaction(self._conn):  # every batch in one transaction: all or nothing
+        with transaction(self._conn):  # every batch in one transaction: all or nothing
             for batch in _batches(keys, _BATCH):
                 self._conn.executemany(
                     "INSERT INTO seen (key, seen_at) VALUES (?, ?)"
@@ -188,7 +142,7 @@ class SqliteDedupStore:
                 )
 
     def _delete_expired(self, expired_at: float) -> int:
-        with _transaction(self._conn):
+        with transaction(self._conn):
             cur = self._conn.execute(
                 "DELETE FROM seen WHERE key IN (SELECT key FROM seen WHERE seen_at <= ? LIMIT ?)",
                 (expired_at, _PURGE_BATCH),
@@ -199,74 +153,24 @@ class SqliteDedupStore:
 # ---------------------------------------------------------------------- helpers
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    """Open and prepare the database; runs on the store's worker thread."""
-    where = f"dedup store {path}"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StateError(f"{where}: cannot create directory: {exc.strerror or exc}") from exc
-    if path.is_dir():
-        raise StateError(f"{where}: is a directory")
-    try:
-        # isolation_level=None: no implicit transactions; _transaction() opens them explicitly.
-        conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-    except sqlite3.Error as exc:
-        raise StateError(f"{where}: cannot open: {exc}") from exc
-    try:
-        _prepare(conn, where)
-    except StateError:
-        conn.close()
-        raise
-    except sqlite3.Error as exc:
-        conn.close()
-        raise StateError(f"{where}: cannot use: {exc}") from exc
-    return conn
-
-
 def _prepare(conn: sqlite3.Connection, where: str) -> None:
-    # The first statement reads the header: "file is not a database" surfaces here.
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    conn.execute("PRAGMA journal_mode=WAL").fetchone()
-    conn.execute("PRAGMA synchronous=FULL")
-    if version > SCHEMA_VERSION:
-        raise StateError(
-            f"{where}: schema version {version} is newer than this trailguard understands"
-            f" ({SCHEMA_VERSION})"
-        )
-    if version == 0:
-        with _transaction(conn):
-            # Read again under the write lock: another process may have just created it.
-            if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
-                return
-            if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-                raise StateError(f"{where}: a SQLite database, but not a dedup store")
-            conn.execute(
-                "CREATE TABLE seen (key TEXT PRIMARY KEY NOT NULL, seen_at REAL NOT NULL)"
-                " WITHOUT ROWID"
-            )
-            conn.execute("CREATE INDEX seen_by_time ON seen (seen_at)")
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    elif not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'seen'").fetchone():
-        raise StateError(f"{where}: schema version {version} but no 'seen' table")
+    ensure_schema(
+        conn, where, version=_version, current=SCHEMA_VERSION, create=_create, table="seen"
+    )
 
 
-@contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """BEGIN IMMEDIATE .. COMMIT (ROLLBACK on error); with synchronous=FULL, durable on exit."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        if conn.in_transaction:  # SQLite may already have rolled back (disk full, I/O error)
-            conn.execute("ROLLBACK")
-        raise
-    try:
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+def _version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _create(conn: sqlite3.Connection, where: str) -> None:
+    if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+        raise StateError(f"{where}: a SQLite database, but not a dedup store")
+    conn.execute(
+        "CREATE TABLE seen (key TEXT PRIMARY KEY NOT NULL, seen_at REAL NOT NULL) WITHOUT ROWID"
+    )
+    conn.execute("CREATE INDEX seen_by_time ON seen (seen_at)")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def _check_keys(keys: Sequence[str]) -> Sequence[str]:

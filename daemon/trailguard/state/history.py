@@ -2,9 +2,9 @@
 
 :class:`PolicyHistoryStore` is the interface remediation reads ("what was the document of this
 inline policy just before it was deleted?"); :class:`SqliteHistoryStore` implements it on one
-SQLite file, with the conventions of the dedup store (``state/dedup.py``): WAL journal with
-``synchronous=FULL`` (a ``record`` that returned survives a crash), one connection used only from
-one dedicated worker thread, :class:`~trailguard.errors.StateError` for every storage failure.
+SQLite file, with the conventions of :class:`~trailguard.state.sqlite.SqliteStore`: WAL journal
+with ``synchronous=FULL`` (a ``record`` that returned survives a crash), one connection used only
+from one dedicated worker thread, :class:`~trailguard.errors.StateError` for every storage failure.
 
 Facts (:class:`~trailguard.detect.history.PolicyFact`) are kept as they came, keyed by
 (eventID, fact identity): recording the same event again changes nothing.  Every query folds the
@@ -19,16 +19,13 @@ several components can live in one database file.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Final, Protocol, Self, TypeVar
+from typing import Any, Final, Protocol
 
 import msgspec
 
@@ -40,6 +37,7 @@ from trailguard.detect.history import (
     path_from_policy_arn,
 )
 from trailguard.errors import StateError
+from trailguard.state.sqlite import SqliteStore, ensure_schema, transaction
 
 __all__ = [
     "COMPONENT",
@@ -51,11 +49,8 @@ __all__ = [
     "default_history_path",
 ]
 
-_T = TypeVar("_T")
-
 COMPONENT: Final = "policy_history"
 SCHEMA_VERSION: Final = 1
-_BUSY_TIMEOUT_MS: Final = 5000
 _END_OF_TIME: Final = "\uffff"  # sorts after every time key
 _SEP: Final = "\x1f"  # joins the parts of a fact's identity
 
@@ -235,8 +230,11 @@ _INSERT: Final = (
 )
 
 
-class SqliteHistoryStore:
+class SqliteHistoryStore(SqliteStore):
     """:class:`PolicyHistoryStore` on one SQLite file.  Build it with :meth:`open`."""
+
+    _WHAT = "policy history"
+    _THREAD = "trailguard-history"
 
     def __init__(
         self,
@@ -245,12 +243,8 @@ class SqliteHistoryStore:
         executor: ThreadPoolExecutor,
         clock: Callable[[], float],
     ) -> None:
-        # Use open(); the connection belongs to the executor's single thread.
-        self._path = path
-        self._conn = conn
-        self._executor = executor
+        super().__init__(path, conn, executor)
         self._clock = clock
-        self._closed = False
 
     @classmethod
     async def open(
@@ -263,29 +257,8 @@ class SqliteHistoryStore:
         newer trailguard.
         """
         db_path = Path(path)
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trailguard-history")
-        loop = asyncio.get_running_loop()
-        try:
-            conn = await loop.run_in_executor(executor, _connect, db_path)
-        except BaseException:
-            executor.shutdown(wait=False)
-            raise
+        conn, executor = await cls._connect(db_path, _prepare)
         return cls(db_path, conn, executor, clock or time.time)
-
-    @property
-    def path(self) -> Path:
-        return self._path
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # ------------------------------------------------------------------ the protocol
 
@@ -414,17 +387,6 @@ class SqliteHistoryStore:
             return None
         return rows[0]
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._conn.close)
-        except sqlite3.Error as exc:
-            raise StateError(f"policy history {self._path}: cannot close: {exc}") from exc
-        finally:
-            self._executor.shutdown(wait=True)
-
     # ------------------------------------------------------------------ folding
 
     async def _fold_managed(self, policy_arn: str, before: str | None) -> _Managed | None:
@@ -450,18 +412,9 @@ class SqliteHistoryStore:
 
     # ------------------------------------------------------------------ worker thread
 
-    async def _run(self, fn: Callable[..., _T], *args: object) -> _T:
-        if self._closed:
-            raise StateError(f"policy history {self._path} is closed")
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, fn, *args)
-        except sqlite3.Error as exc:
-            raise StateError(f"policy history {self._path}: {exc}") from exc
-
     def _insert(self, rows: list[tuple[Any, ...]], now: float) -> int:
         before = self._conn.total_changes
-        with _transaction(self._conn):  # all or nothing
+        with transaction(self._conn):  # all or nothing
             self._conn.executemany(
                 _INSERT,
                 [(*row[:4], now, *row[4:]) for row in rows],
@@ -591,31 +544,6 @@ def _fact(row: tuple[Any, ...]) -> PolicyFact:
     return PolicyFact(**values)
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    """Open and prepare the database; runs on the store's worker thread."""
-    where = f"policy history {path}"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StateError(f"{where}: cannot create directory: {exc.strerror or exc}") from exc
-    if path.is_dir():
-        raise StateError(f"{where}: is a directory")
-    try:
-        # isolation_level=None: no implicit transactions; _transaction() opens them explicitly.
-        conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-    except sqlite3.Error as exc:
-        raise StateError(f"{where}: cannot open: {exc}") from exc
-    try:
-        _prepare(conn, where)
-    except StateError:
-        conn.close()
-        raise
-    except sqlite3.Error as exc:
-        conn.close()
-        raise StateError(f"{where}: cannot use: {exc}") from exc
-    return conn
-
-
 _SCHEMA: Final = (
     "CREATE TABLE policy_fact ("
     " event_id TEXT NOT NULL,"
@@ -642,65 +570,40 @@ _SCHEMA: Final = (
 )
 
 
-def _schema_version(conn: sqlite3.Connection) -> int | None:
-    """This component's schema version, or None when the file has none yet."""
+def _prepare(conn: sqlite3.Connection, where: str) -> None:
+    ensure_schema(
+        conn,
+        where,
+        version=_schema_version,
+        current=SCHEMA_VERSION,
+        create=_create,
+        name="policy history schema",
+        table="policy_fact",
+    )
+
+
+def _schema_version(conn: sqlite3.Connection) -> int:
+    """This component's schema version, or 0 when the file has none yet."""
     if not conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
     ).fetchone():
-        return None
+        return 0
     row = conn.execute(
         "SELECT schema_version FROM meta WHERE component = ?", (COMPONENT,)
     ).fetchone()
-    return None if row is None else int(row[0])
+    return 0 if row is None else int(row[0])
 
 
-def _prepare(conn: sqlite3.Connection, where: str) -> None:
-    # The first statement reads the header: "file is not a database" surfaces here.
-    conn.execute("PRAGMA journal_mode=WAL").fetchone()
-    conn.execute("PRAGMA synchronous=FULL")
-    version = _schema_version(conn)
-    if version is None:
-        with _transaction(conn):
-            # Read again under the write lock: another process may have just created it.
-            version = _schema_version(conn)
-            if version is None:
-                if conn.execute(
-                    "SELECT 1 FROM sqlite_master WHERE name = 'policy_fact'"
-                ).fetchone():
-                    raise StateError(f"{where}: a 'policy_fact' table not made by trailguard")
-                conn.execute(
-                    "CREATE TABLE IF NOT EXISTS meta (component TEXT PRIMARY KEY NOT NULL,"
-                    " schema_version INTEGER NOT NULL) WITHOUT ROWID"
-                )
-                for statement in _SCHEMA:
-                    conn.execute(statement)
-                conn.execute(
-                    "INSERT INTO meta (component, schema_version) VALUES (?, ?)",
-                    (COMPONENT, SCHEMA_VERSION),
-                )
-                return
-    if version > SCHEMA_VERSION:
-        raise StateError(
-            f"{where}: policy history schema version {version} is newer than this trailguard"
-            f" understands ({SCHEMA_VERSION})"
-        )
-    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'policy_fact'").fetchone():
-        raise StateError(f"{where}: schema version {version} but no 'policy_fact' table")
-
-
-@contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """BEGIN IMMEDIATE .. COMMIT (ROLLBACK on error); with synchronous=FULL, durable on exit."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        if conn.in_transaction:  # SQLite may already have rolled back (disk full, I/O error)
-            conn.execute("ROLLBACK")
-        raise
-    try:
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+def _create(conn: sqlite3.Connection, where: str) -> None:
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'policy_fact'").fetchone():
+        raise StateError(f"{where}: a 'policy_fact' table not made by trailguard")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS meta (component TEXT PRIMARY KEY NOT NULL,"
+        " schema_version INTEGER NOT NULL) WITHOUT ROWID"
+    )
+    for statement in _SCHEMA:
+        conn.execute(statement)
+    conn.execute(
+        "INSERT INTO meta (component, schema_version) VALUES (?, ?)",
+        (COMPONENT, SCHEMA_VERSION),
+    )
