@@ -1,0 +1,118 @@
+"""DecodePool: worker processes driven through their pipes from the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import os
+import signal
+import time
+from typing import Any
+
+import msgspec
+import pytest
+
+from trailguard.config import Config, parse_config
+from trailguard.decode_pool import DecodePool, DecodePoolBroken
+from trailguard.detect.detection import S3Source
+from trailguard.errors import DecodeError
+
+
+def record(i: int, name: str = "DeleteRolePolicy") -> dict[str, Any]:
+    return {
+        "eventVersion": "1.09",
+        "eventTime": "2026-11-01T12:00:00Z",
+        "eventSource": "iam.amazonaws.com",
+        "eventName": name,
+        "awsRegion": "us-east-1",
+        "eventID": f"6b1f1e9e-0000-4000-8000-{i:012d}",
+        "recipientAccountId": "123456789012",
+        "userIdentity": {"type": "IAMUser", "arn": "arn:aws:iam::123456789012:user/x"},
+        "requestParameters": {"roleName": "app", "policyName": "inline"},
+    }
+
+
+def blob(*records: dict[str, Any]) -> bytes:
+    return gzip.compress(json.dumps({"Records": list(records)}).encode())
+
+
+async def run(pool: DecodePool, data: bytes, key: str = "k") -> Any:
+    return await pool.process(data, source=S3Source(bucket="b", key=key), name=key, key=None)
+
+
+@pytest.fixture
+async def pool() -> Any:
+    pool = DecodePool(Config(), workers=2)
+    yield pool
+    pool.shutdown()
+
+
+async def test_many_objects_each_get_their_own_outcome(pool: DecodePool) -> None:
+    files = [blob(*(record(i * 10 + j) for j in range(i % 4))) for i in range(40)]
+    outcomes = await asyncio.gather(*(run(pool, data, f"k{i}") for i, data in enumerate(files)))
+    assert [len(o.detections) for o in outcomes] == [i % 4 for i in range(40)]
+    assert [o.detections[0].source.key for o in outcomes if o.detections] == [
+        f"k{i}" for i in range(40) if i % 4
+    ]
+
+
+async def test_a_decode_error_comes_back_as_itself(pool: DecodePool) -> None:
+    with pytest.raises(DecodeError) as caught:
+        await run(pool, b"\x1f\x8b not really gzip")
+    assert "gzip" in caught.value.reason
+    assert len((await run(pool, blob(record(1)))).detections) == 1
+
+
+async def test_a_killed_worker_is_replaced(pool: DecodePool) -> None:
+    await run(pool, blob(record(1)))
+    victim = pool._workers[0].process
+    assert victim.pid is not None
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.join(5)
+    # Objects sent to the dead worker fail with DecodePoolBroken; the pool goes on.
+    deadline = time.monotonic() + 20
+    while True:
+        results = await asyncio.gather(
+            *(run(pool, blob(record(i))) for i in range(6)), return_exceptions=True
+        )
+        broken = [r for r in results if isinstance(r, BaseException)]
+        assert all(isinstance(r, DecodePoolBroken) for r in broken), broken
+        if not broken:
+            break
+        assert time.monotonic() < deadline
+    assert victim not in [w.process for w in pool._workers]
+    assert all(w.process.is_alive() for w in pool._workers)
+
+
+async def test_reconfigure_applies_to_new_objects(pool: DecodePool) -> None:
+    assert len((await run(pool, blob(record(1)))).detections) == 1
+    old = [w.process for w in pool._workers]
+    quiet = parse_config(
+        '[[rules]]\nid = "iam-delete-role-policy"\nenabled = false\n', file="test.toml"
+    )
+    pool.reconfigure(quiet)
+    assert (await run(pool, blob(record(2)))).detections == []
+    for process in old:
+        process.join(10)
+        assert not process.is_alive()
+
+
+async def test_after_shutdown_objects_are_refused() -> None:
+    pool = DecodePool(Config(), workers=1)
+    await run(pool, blob(record(1)))
+    process = pool._workers[0].process
+    pool.shutdown()
+    assert not process.is_alive()
+    with pytest.raises(DecodePoolBroken):
+        await run(pool, blob(record(2)))
+
+
+async def test_thread_mode() -> None:
+    pool = DecodePool(Config(), workers=-1)
+    try:
+        outcome = await run(pool, blob(record(1), record(2, "GetRole")))
+        assert outcome.decoded.records == 2
+        assert msgspec.json.encode(outcome.detections[0].source) == b'{"bucket":"b","key":"k"}'
+    finally:
+        pool.shutdown()
