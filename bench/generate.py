@@ -18,6 +18,7 @@ import base64
 import gzip
 import random
 import uuid
+import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -40,6 +41,18 @@ REMOVAL_NAMES: tuple[str, ...] = (
     "DetachGroupPolicy",
     "DeleteUserPermissionsBoundary",
     "DeleteRolePermissionsBoundary",
+)
+
+POLICY_WRITE_NAMES: tuple[str, ...] = (
+    "PutUserPolicy",
+    "PutRolePolicy",
+    "PutGroupPolicy",
+    "AttachUserPolicy",
+    "AttachRolePolicy",
+    "AttachGroupPolicy",
+    "CreatePolicy",
+    "CreatePolicyVersion",
+    "PutRolePermissionsBoundary",
 )
 
 REGIONS = (
@@ -92,9 +105,15 @@ class SetSpec:
     iam_share: float = 0.03  # share of records that are IAM calls (reads, attaches, puts)
     removal_share: float = 0.0  # share of records that are IAM policy removals
     removals_per_file: int = 0  # exactly this many removals per file, at random positions
+    policy_share: float = 0.0  # share of records that are IAM policy writes (Put*/Attach*/...)
 
+
+#: The issue's default corpus: an organisation trail where 0.1 % of the records are IAM policy
+#: writes (Put*/Attach*/Create*: what the policy history records) and 0.01 % are removals.
+DEFAULT = SetSpec(name="default", iam_share=0.0, policy_share=0.001, removal_share=0.0001)
 
 DEFAULT_SETS = (
+    DEFAULT,
     SetSpec(name="no-candidates"),
     SetSpec(name="one-removal-per-file", removals_per_file=1),
 )
@@ -379,6 +398,59 @@ class _Gen:
             "responseElements": None,
         }
 
+    def iam_policy_write(self, account: str, region: str) -> dict[str, Any]:
+        """The IAM calls the policy history records: inline puts, attaches, managed policies."""
+        r = self.rng
+        name = r.choice(POLICY_WRITE_NAMES)
+        role = r.choice(self.roles)
+        user = r.choice(self.users)
+        policy_arn = f"arn:aws:iam::{account}:policy/app-{self.hexs(4)}"
+        document = msgspec.json.encode(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": ["s3:GetObject", "s3:ListBucket", "kms:Decrypt"],
+                        "Resource": f"arn:aws:s3:::{r.choice(self.buckets)}/*",
+                    }
+                ],
+            }
+        ).decode()
+        params: dict[str, Any]
+        response: dict[str, Any] | None = None
+        who = {
+            "User": ("userName", user),
+            "Role": ("roleName", role),
+            "Group": ("groupName", "ops"),
+        }
+        if name.startswith("Put") and name.endswith("PermissionsBoundary"):
+            key, value = who["Role" if "Role" in name else "User"]
+            params = {key: value, "permissionsBoundary": policy_arn}
+        elif name.startswith("Put"):
+            key, value = who[name[len("Put") : -len("Policy")]]
+            params = {key: value, "policyName": "inline-" + self.hexs(6)}
+            params["policyDocument"] = document
+        elif name.startswith("Attach"):
+            key, value = who[name[len("Attach") : -len("Policy")]]
+            params = {key: value, "policyArn": policy_arn}
+        elif name == "CreatePolicy":
+            params = {"policyName": "app-" + self.hexs(4), "policyDocument": document}
+            response = {"policy": {"arn": policy_arn, "defaultVersionId": "v1"}}
+        else:  # CreatePolicyVersion
+            params = {"policyArn": policy_arn, "policyDocument": document, "setAsDefault": True}
+            response = {"policyVersion": {"versionId": f"v{r.randrange(2, 5)}"}}
+        return {
+            "eventSource": "iam.amazonaws.com",
+            "eventName": name,
+            "awsRegion": "us-east-1",
+            "readOnly": False,
+            "managementEvent": True,
+            "eventCategory": "Management",
+            "requestParameters": params,
+            "responseElements": response,
+        }
+
     def iam_removal(self, account: str, region: str) -> dict[str, Any]:
         r = self.rng
         name = r.choice(REMOVAL_NAMES)
@@ -471,6 +543,12 @@ def _bodies(gen: _Gen) -> tuple[list[Callable[[str, str], dict[str, Any]]], list
 
 def build_file(spec: SetSpec, index: int) -> bytes:
     """The gzip'd bytes of file ``index`` of ``spec`` (deterministic)."""
+    raw = msgspec.json.encode({"Records": file_records(spec, index)})
+    return gzip.compress(raw, compresslevel=6, mtime=0)
+
+
+def file_records(spec: SetSpec, index: int) -> list[dict[str, Any]]:
+    """The records of file ``index`` of ``spec`` (deterministic)."""
     rng = random.Random(f"{spec.seed}:{spec.name}:{index}")
     gen = _Gen(random.Random(spec.seed))  # same accounts/roles in every file of a set
     gen.rng = rng
@@ -486,13 +564,14 @@ def build_file(spec: SetSpec, index: int) -> bytes:
         body: Callable[[str, str], dict[str, Any]]
         if i in removal_at or roll < spec.removal_share:
             body = gen.iam_removal
-        elif roll < spec.removal_share + spec.iam_share:
+        elif roll < spec.removal_share + spec.policy_share:
+            body = gen.iam_policy_write
+        elif roll < spec.removal_share + spec.policy_share + spec.iam_share:
             body = gen.iam_other
         else:
             body = rng.choices(bodies, weights)[0]
         records.append(gen.record(body, account, when))
-    raw = msgspec.json.encode({"Records": records})
-    return gzip.compress(raw, compresslevel=6, mtime=0)
+    return records
 
 
 def ensure_set(spec: SetSpec, cache: Path = CACHE) -> list[Path]:
@@ -510,6 +589,49 @@ def ensure_set(spec: SetSpec, cache: Path = CACHE) -> list[Path]:
         path.write_bytes(build_file(spec, i))
     manifest.write_bytes(want)
     return paths
+
+
+def ensure_big_file(
+    megabytes: int = 50, spec: SetSpec = DEFAULT, cache: Path = CACHE
+) -> tuple[Path, int]:
+    """One gzip'd ``{"Records": [...]}`` file of at most ``megabytes`` MB compressed (CloudTrail's
+    largest), made of the records of ``spec``'s files in turn; returns (path, record count).
+
+    Written as a stream (one gzip member, compression level 6), cached like the sets."""
+    folder = cache / f"big-{megabytes}mb"
+    path = folder / f"big-{megabytes}mb.json.gz"
+    manifest = folder / "manifest.json"
+    stem = {"generator": GENERATOR_VERSION, "megabytes": megabytes, **asdict(spec)}
+    if manifest.exists() and path.exists():
+        saved = msgspec.json.decode(manifest.read_bytes())
+        if {k: v for k, v in saved.items() if k != "records_written"} == stem:
+            return path, int(saved["records_written"])
+    folder.mkdir(parents=True, exist_ok=True)
+    limit = megabytes * 1_000_000
+    packer = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    written = records = index = 0
+    step = 0  # compressed bytes of the last batch: stop before the next one could pass the limit
+    with path.open("wb") as out:
+
+        def put(data: bytes) -> None:
+            nonlocal written
+            written += len(data)
+            out.write(data)
+
+        put(packer.compress(b'{"Records":['))
+        while written + 2 * step < limit:
+            batch = file_records(spec, index)
+            before = written
+            text = msgspec.json.encode(batch)[1:-1]
+            put(packer.compress((b"," if index else b"") + text))
+            put(packer.flush(zlib.Z_SYNC_FLUSH))
+            step = max(step, written - before)
+            records += len(batch)
+            index += 1
+        put(packer.compress(b"]}"))
+        put(packer.flush())
+    manifest.write_bytes(msgspec.json.encode({**stem, "records_written": records}))
+    return path, records
 
 
 def main(argv: list[str] | None = None) -> None:
