@@ -126,6 +126,29 @@ def test_locator_agrees_with_the_raw_pass(text: bytes) -> None:
         assert located == raw
 
 
+@pytest.mark.parametrize("noise", [0, 10, 2000])
+def test_locator_with_names_sharing_a_part(noise: int) -> None:
+    """Several names (PutRolePolicy, DetachRolePolicy: one scan for "RolePolicy"), the names
+    elsewhere in strings and keys, a nested imitation, and the shared part everywhere."""
+    records = [record("GetObject", i, userAgent="RolePolicy " * noise) for i in range(30)]
+    records[2] = record("PutRolePolicy", 2, requestParameters={"PutRolePolicy": "PutRolePolicy"})
+    records[9] = record("DetachRolePolicy", 9)
+    records[20] = record("PutRolePolicy", 20)
+    (located, calls), raw = located_and_raw(gz(records))
+    assert located == raw
+    assert calls == [True]
+    assert isinstance(located, DecodedFile)
+    assert [r.event_id for r in located.candidates] == ["id-2", "id-9", "id-20"]
+    records[25] = record(
+        "GetObject",
+        25,
+        requestParameters={"x": [{"eventVersion": "1", "eventName": "DetachRolePolicy"}, {}]},
+    )
+    (located, calls), raw = located_and_raw(gz(records))
+    assert located == raw
+    assert calls == [False]  # one hit too many: declined, the Raw pass answered
+
+
 json_text = st.text(st.sampled_from('ab"\\{}[],:/ ueventVersionName'), max_size=12)
 nested = st.recursive(
     st.none() | st.integers() | json_text,
