@@ -35,7 +35,8 @@ The fast path, and why it looks the way it does.  CPU per realistic file of 1000
   exact about misses, for callers that hold bytes they need not count.
 * only when a candidate exists: the locator (:class:`_Locator`) finds the candidate records
   the probe pass named by their literal ``"eventName":"<name>"`` bytes (one ``bytes.find``
-  scan per name, ~0.4 ms, and a memchr for escapes) and decodes just those slices into
+  scan per name, ~0.4 ms, or one for a part several names share; a memchr for escapes) and
+  decodes just those slices into
   ``Record``; it answers only when the result provably equals a second pass as
   ``list[msgspec.Raw]`` (~1.1 ms), which stays the fallback.  No Python dict is built per
   record on any path.
