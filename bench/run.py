@@ -1,7 +1,8 @@
 """``make bench``: trailguard against the naive loop and the decompression limit, on every core.
 
     python -m bench.run          # generates the sets on first use (bench/.cache/); a few minutes
-    python -m bench.run --quick      # fewer files, repetitions and seconds: a smoke run
+    python -m bench.run --quick  # fewer files, repetitions and seconds: a smoke run (not saved
+                                 # over the release result: bench/.cache/results-quick.json)
 
 On the same files (read into memory before timing), in the same run, round-robin so that load
 from elsewhere on the machine hits every contender alike:
@@ -48,6 +49,7 @@ from typing import Any
 import msgspec
 
 from bench.generate import (
+    CACHE,
     DEFAULT,
     DEFAULT_SETS,
     REMOVAL_NAMES,
@@ -575,7 +577,9 @@ def main(argv: list[str] | None = None) -> int:
             )
     results["targets"] = check_targets(results)
     results["load_average_end"] = os.getloadavg()
-    out = args.json or RESULTS / f"{__version__}.json"
+    # A quick run is a smoke test: it never replaces the committed result of a release.
+    default = CACHE / "results-quick.json" if args.quick else RESULTS / f"{__version__}.json"
+    out = args.json or default
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"\nwritten: {out}")
