@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.factories import (
     ACCOUNT,
@@ -78,6 +79,8 @@ from tests.integration.test_daemon import (
     wait_detections,
     wait_empty,
 )
+from tests.integration.test_ops_files import _NAME as METRIC_NAME
+from tests.integration.test_ops_files import ALERTS, dashboard_exprs, resolve
 from tests.remediation_support import ALL_RESTORES, DOC_DENY_EC2, DOC_DENY_S3
 from trailguard import __version__
 
@@ -251,6 +254,15 @@ def test_metrics_health_and_readiness_of_a_live_daemon(
     assert dict(build)["version"] == __version__
     assert sample(samples, "trailguard_build_info", **dict(build)) == 1
     assert sample(samples, "trailguard_config_last_reload_successful") == 1
+    # Every metric the Grafana dashboard and the alert rules name is in this live daemon's output.
+    families = {f.name: f.type for f in text_string_to_metric_families(text)}
+    for where, source in (
+        ("dashboard", "\n".join(dashboard_exprs())),
+        ("alerts.yml", ALERTS.read_text()),
+    ):
+        named = set(METRIC_NAME.findall(source))
+        assert named, where
+        assert sorted(n for n in named if not resolve(n, families)) == [], where
     assert_no_identifying_labels(
         text,
         {
