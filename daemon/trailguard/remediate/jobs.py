@@ -30,7 +30,6 @@ import hashlib
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol, TypeVar, get_args
 
@@ -269,16 +268,6 @@ class SqliteJobStore(SqliteStore):
 
     _WHAT = "job store"
     _THREAD = "trailguard-jobs"
-
-    def __init__(
-        self,
-        path: Path,
-        conn: sqlite3.Connection,
-        executor: ThreadPoolExecutor,
-        clock: Callable[[], float],
-    ) -> None:
-        super().__init__(path, conn, executor)
-        self._clock = clock
 
     @classmethod
     async def open(

@@ -69,9 +69,8 @@ class SqliteDedupStore(SqliteStore):
         ttl_seconds: float,
         clock: Callable[[], float],
     ) -> None:
-        super().__init__(path, conn, executor)
+        super().__init__(path, conn, executor, clock)
         self._ttl = ttl_seconds
-        self._clock = clock
 
     @classmethod
     async def open(

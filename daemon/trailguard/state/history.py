@@ -22,7 +22,6 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -235,16 +234,6 @@ class SqliteHistoryStore(SqliteStore):
 
     _WHAT = "policy history"
     _THREAD = "trailguard-history"
-
-    def __init__(
-        self,
-        path: Path,
-        conn: sqlite3.Connection,
-        executor: ThreadPoolExecutor,
-        clock: Callable[[], float],
-    ) -> None:
-        super().__init__(path, conn, executor)
-        self._clock = clock
 
     @classmethod
     async def open(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -45,11 +46,18 @@ class SqliteStore:
     _WHAT: ClassVar[str]
     _THREAD: ClassVar[str]
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, executor: ThreadPoolExecutor) -> None:
+    def __init__(
+        self,
+        path: Path,
+        conn: sqlite3.Connection,
+        executor: ThreadPoolExecutor,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         # Use open(); the connection belongs to the executor's single thread.
         self._path = path
         self._conn = conn
         self._executor = executor
+        self._clock = clock  # every store stamps its rows; injectable for tests
         self._closed = False
 
     @classmethod
