@@ -29,12 +29,16 @@ import pytest
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
+from tests.integration.proxy import FaultProxy
+
 if TYPE_CHECKING:
     from mypy_boto3_events.client import EventBridgeClient
     from mypy_boto3_iam.client import IAMClient
     from mypy_boto3_s3.client import S3Client
     from mypy_boto3_sns.client import SNSClient
     from mypy_boto3_sqs.client import SQSClient
+
+    from tests.integration.proxy import FaultProxy
 
 REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"  # moto's default account
@@ -128,3 +132,21 @@ def boto3_session_clients(moto_server: MotoServer) -> Boto3Clients:
         events=session.client("events", endpoint_url=url, config=config),
         iam=session.client("iam", endpoint_url=url, config=config),
     )
+
+
+# The bucket the daemon tests' trail lands in (test_daemon.py, test_daemon_ops.py).
+TRAIL_BUCKET = "trail-bucket"
+
+
+@pytest.fixture
+def aws(clean_moto: MotoServer, boto3_session_clients: Boto3Clients) -> Boto3Clients:
+    """A clean moto with the trail bucket (modules may override it with their own)."""
+    boto3_session_clients.s3.create_bucket(Bucket=TRAIL_BUCKET)
+    return boto3_session_clients
+
+
+@pytest.fixture
+def proxy(clean_moto: MotoServer) -> Iterator[FaultProxy]:
+    """A fault-injecting proxy in front of the clean moto server."""
+    with FaultProxy(clean_moto.endpoint_url) as running:
+        yield running

@@ -40,7 +40,7 @@ from tests.factories import (
     make_record,
     noise_record,
 )
-from tests.integration.conftest import Boto3Clients, MotoServer
+from tests.integration.conftest import TRAIL_BUCKET, Boto3Clients, MotoServer
 from tests.integration.daemon_harness import (
     DaemonConfig,
     DaemonHarness,
@@ -52,25 +52,13 @@ from tests.integration.proxy import FaultProxy
 
 pytestmark = pytest.mark.integration
 
-BUCKET = "trail-bucket"
+BUCKET = TRAIL_BUCKET
 VISIBILITY = 4
 MAX_OBJECT_BYTES = 64 << 10
 MakeDaemon = Callable[..., DaemonHarness]
 
 
 # --------------------------------------------------------------------------- AWS arrangement
-
-
-@pytest.fixture
-def aws(clean_moto: MotoServer, boto3_session_clients: Boto3Clients) -> Boto3Clients:
-    boto3_session_clients.s3.create_bucket(Bucket=BUCKET)
-    return boto3_session_clients
-
-
-@pytest.fixture
-def proxy(clean_moto: MotoServer) -> Iterator[FaultProxy]:
-    with FaultProxy(clean_moto.endpoint_url) as running:
-        yield running
 
 
 @pytest.fixture

@@ -53,7 +53,7 @@ from tests.factories import (
     make_record,
     noise_record,
 )
-from tests.integration.conftest import Boto3Clients, MotoServer
+from tests.integration.conftest import Boto3Clients
 from tests.integration.daemon_harness import (
     WATCHDOG_PID_WRAPPER,
     DaemonConfig,
@@ -69,7 +69,6 @@ from tests.integration.daemon_harness import (
 )
 from tests.integration.proxy import FaultProxy
 from tests.integration.test_daemon import (
-    BUCKET,
     VISIBILITY,
     make_queue,
     notify_queue,
@@ -100,18 +99,6 @@ actor_arn = ["{PIPELINE_ARN}"]
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture
-def aws(clean_moto: MotoServer, boto3_session_clients: Boto3Clients) -> Boto3Clients:
-    boto3_session_clients.s3.create_bucket(Bucket=BUCKET)
-    return boto3_session_clients
-
-
-@pytest.fixture
-def proxy(clean_moto: MotoServer) -> Iterator[FaultProxy]:
-    with FaultProxy(clean_moto.endpoint_url) as running:
-        yield running
 
 
 @pytest.fixture
