@@ -24,11 +24,12 @@ import contextlib
 import os
 import re
 import signal
+import sys
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, TextIO
 
 import msgspec
 
@@ -48,6 +49,10 @@ from trailguard.telemetry.http import HealthServer, stale_queue_reasons
 from trailguard.telemetry.logging import configure_logging, get_logger
 from trailguard.telemetry.metrics import MessageOutcome, Metrics
 from trailguard.telemetry.sdnotify import Notifier
+
+if TYPE_CHECKING:
+    from trailguard.remediate.service import Remediation
+    from trailguard.state.history import SqliteHistoryStore
 
 log = get_logger(__name__)
 
@@ -108,11 +113,11 @@ class Daemon:
         self._capacity = asyncio.Condition()
         self._max_messages_in_flight = max(10, 2 * config.limits.max_objects_in_flight)
         self._handler: MessageHandler | None = None
-        self._remediation: Any = None
+        self._remediation: Remediation | None = None
         self._sink: DetectionSink | None = None
 
     @property
-    def remediation(self) -> Any:
+    def remediation(self) -> Remediation | None:
         """The open :class:`~trailguard.remediate.service.Remediation`, or None."""
         return self._remediation
 
@@ -230,7 +235,7 @@ class Daemon:
         )
         return (lambda src: SqsQueue(sqs, src.queue_url)), S3ObjectStore(s3)
 
-    async def _open_history(self, stack: AsyncExitStack) -> Any:
+    async def _open_history(self, stack: AsyncExitStack) -> SqliteHistoryStore | None:
         config = self.config
         if not config.history.enabled:
             return None
@@ -242,8 +247,8 @@ class Daemon:
         return history
 
     async def _open_remediation(
-        self, stack: AsyncExitStack, history: Any, writer: JsonlWriter
-    ) -> Any:
+        self, stack: AsyncExitStack, history: SqliteHistoryStore | None, writer: JsonlWriter
+    ) -> Remediation | None:
         config = self.config
         if not config.remediation.policies:
             return None
@@ -421,7 +426,7 @@ class Daemon:
                     log.info("state.dedup_purged", removed=removed)
             await asyncio.sleep(PURGE_INTERVAL_SECS)
 
-    async def _job_metrics(self, remediation: Any) -> None:
+    async def _job_metrics(self, remediation: Remediation) -> None:
         """Mirror the job runner's counters and the job store's depth into Prometheus."""
         seen: dict[tuple[str, str], int] = {}
         while True:
@@ -432,7 +437,7 @@ class Daemon:
                 seen[(action, state)] = count
             with contextlib.suppress(TrailguardError):
                 counts = await remediation.store.counts()
-                depth: dict[Any, int] = {}
+                depth: dict[str, int] = {}
                 for (_action, state), n in counts.items():
                     depth[state] = depth.get(state, 0) + n
                 oldest = await remediation.store.oldest_due_age(time.time())
@@ -522,10 +527,8 @@ class Daemon:
         }
 
 
-def log_stream(config: Config) -> Any:
+def log_stream(config: Config) -> TextIO:
     """Logs go to stderr when detections go to stdout, so the two never mix."""
-    import sys
-
     return sys.stderr if config.outputs.jsonl.path == "-" else sys.stdout
 
 

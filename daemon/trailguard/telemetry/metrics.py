@@ -552,14 +552,14 @@ class Metrics:
 
     # -- remediation ---------------------------------------------------------------------------
 
-    def remediation_job(self, action: JobAction, state: JobState) -> None:
+    def remediation_job(self, action: str, state: str) -> None:
         """A job entered ``state``."""
         self.jobs.labels(
             action if action in JOB_ACTIONS else OTHER, state if state in JOB_STATES else OTHER
         ).inc()
 
     def remediation_queue(
-        self, depth: Mapping[JobState, int], oldest_pending_age_seconds: float | None
+        self, depth: Mapping[str, int], oldest_pending_age_seconds: float | None
     ) -> None:
         """The job store's current depth by state (missing states are 0) and oldest pending."""
         for state in QUEUED_JOB_STATES:
