@@ -15,6 +15,9 @@ from trailguard.detect.decode import DecodedFile, Prefilter, decode_file, decomp
 from trailguard.detect.record import Record
 from trailguard.errors import DecodeError
 
+# Every test here runs on both decode paths: the C scanner and msgspec alone.
+pytestmark = pytest.mark.usefixtures("both_decoders")
+
 CORPUS = Path("/work/shared/corpus")
 if not CORPUS.exists():  # pragma: no cover - the copy shipped with the tests
     CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus"

@@ -19,6 +19,9 @@ from trailguard.detect.decode import DecodedFile, Prefilter, decode_file
 from trailguard.detect.record import Record
 from trailguard.errors import DecodeError
 
+# Every property holds on both decode paths: the C scanner and msgspec alone.
+pytestmark = pytest.mark.usefixtures("both_decoders")
+
 NAMES = (
     "DeleteUserPolicy",
     "DeleteRolePolicy",

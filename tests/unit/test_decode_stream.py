@@ -77,6 +77,7 @@ def located_and_raw(data: bytes) -> tuple[Any, Any]:
 # -- the locator -----------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("msgspec_decoder")  # the locator is part of that path
 def test_locator_finds_the_candidates_of_a_compact_file() -> None:
     records = [record("GetObject", i) for i in range(50)]
     records[3] = record("PutRolePolicy", 3)
@@ -88,6 +89,7 @@ def test_locator_finds_the_candidates_of_a_compact_file() -> None:
     assert [r.event_id for r in located.candidates] == ["id-3", "id-40"]
 
 
+@pytest.mark.usefixtures("msgspec_decoder")  # the locator is part of that path
 @pytest.mark.parametrize(
     "text",
     [
@@ -126,6 +128,7 @@ def test_locator_agrees_with_the_raw_pass(text: bytes) -> None:
         assert located == raw
 
 
+@pytest.mark.usefixtures("msgspec_decoder")  # the locator is part of that path
 @pytest.mark.parametrize("noise", [0, 10, 2000])
 def test_locator_with_names_sharing_a_part(noise: int) -> None:
     """Several names (PutRolePolicy, DetachRolePolicy: one scan for "RolePolicy"), the names

@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import os
 import re
 import zlib
 from collections.abc import Callable, Generator, Iterable, Sequence
@@ -80,6 +81,42 @@ __all__ = [
 ]
 
 Buffer = bytes | bytearray | memoryview
+
+try:
+    from trailguard.detect import _scan
+except ImportError:  # pragma: no cover - built without a C compiler: msgspec does all the work
+    _scan = None  # type: ignore[assignment]
+
+
+class _Scanner:
+    """Whether :func:`decode_file` uses the C scanner (``trailguard.detect._scan``).
+
+    On when the extension is built and the CPU has AVX2 (its portable byte-by-byte masks are a
+    reference for tests, slower than msgspec); ``TRAILGUARD_SCANNER=0`` in the environment turns
+    it off, for an operator who suspects it.  Tests and ``make bench`` flip ``enabled``.
+    """
+
+    __slots__ = ("enabled",)
+
+    def __init__(self) -> None:
+        self.enabled = self.available and os.environ.get("TRAILGUARD_SCANNER", "1") != "0"
+
+    @property
+    def available(self) -> bool:
+        return _scan is not None and bool(_scan.SIMD)
+
+    def describe(self) -> str:
+        """For the startup log line and ``--version``: which decoder runs, and why."""
+        if self.enabled:
+            return "c-avx2"
+        if _scan is None:
+            return "msgspec (C scanner not built)"
+        if not _scan.SIMD:
+            return "msgspec (no AVX2 on this CPU)"
+        return "msgspec (TRAILGUARD_SCANNER=0)"
+
+
+SCANNER: Final = _Scanner()
 
 #: Refuse to inflate more than this (bytes) unless told otherwise: a gzip bomb must not take the
 #: daemon's memory.  CloudTrail files are at most 50 MB compressed and compress ~10x.
@@ -119,7 +156,7 @@ class Prefilter:
     impossible.  Event names are compared exactly (case-sensitive), as the rules compare them.
     """
 
-    __slots__ = ("_escapes", "_literals", "_names", "locator")
+    __slots__ = ("_escapes", "_literals", "_names", "locator", "name_bytes")
 
     def __init__(self, event_names: Iterable[str]) -> None:
         names = frozenset(event_names)
@@ -131,6 +168,8 @@ class Prefilter:
         self._names = names
         self._literals, self._escapes = _prefilter_patterns(names)
         self.locator = _Locator(names)
+        #: the names as the C scanner compares them (UTF-8, as JSON text spells them unescaped)
+        self.name_bytes = tuple(sorted(name.encode() for name in names))
 
     @property
     def event_names(self) -> frozenset[str]:
@@ -710,12 +749,13 @@ def _skipped(reason: str, compressed: bool, size: int) -> DecodedFile:
 class _Decoder:
     """State for decoding one file; methods are the shapes."""
 
-    __slots__ = ("compressed", "locator", "names", "offset", "size", "source")
+    __slots__ = ("compressed", "locator", "name_bytes", "names", "offset", "size", "source")
 
     def __init__(
         self, prefilter: Prefilter, source: str, compressed: bool, size: int, offset: int
     ) -> None:
         self.names = prefilter.event_names
+        self.name_bytes = prefilter.name_bytes
         self.locator = prefilter.locator
         self.source = source
         self.compressed = compressed
@@ -807,6 +847,46 @@ class _Decoder:
             for i, _ in picked
             if (record := _decode_record(records[i], f"record {base + i}", bad)) is not None
         ]
+
+    def scanned(self, view: Buffer) -> DecodedFile | None:
+        """``{"Records": [...]}`` by the C scanner (see _scan.c); None: use the msgspec passes.
+
+        The scanner counts the records, checks the text and returns the few records that may
+        be candidates (conservatively: escapes, duplicate keys); each is probed here, and
+        decoded in full when its decoded eventName is one of the names.  Anything the msgspec
+        fast path would send to the careful path (an odd first record, a probe that fails)
+        returns None, so both paths give the same result.
+        """
+        if _scan is None or not SCANNER.enabled:
+            return None
+        found = _scan.records(view, self.name_bytes)
+        if isinstance(found, str):
+            return None
+        count, first_start, first_end, spans = found
+        if count == 0:
+            return self.done("records", 0, [], [])
+        text = memoryview(view)
+        try:
+            first = _DEC_PROBE.decode(text[first_start:first_end])
+            picked = [
+                (index, raw)
+                for index, raw in (
+                    (spans[at], text[spans[at + 1] : spans[at + 2]])
+                    for at in range(0, len(spans), 3)
+                )
+                if _DEC_PROBE.decode(raw).event_name in self.names
+            ]
+        except _ITEM_FAILURES:
+            return None
+        if first.event_name is None or (first.event_source or "").startswith("aws:"):
+            return None
+        bad = _Bad()
+        candidates = [
+            record
+            for index, raw in picked
+            if (record := _decode_record(raw, f"record {index}", bad)) is not None
+        ]
+        return self.done("records", count, candidates, bad.result())
 
     # -- streaming ---------------------------------------------------------------------------
 
@@ -909,6 +989,9 @@ class _Decoder:
     # -- shapes ------------------------------------------------------------------------------
 
     def object_document(self, view: Buffer) -> DecodedFile:
+        scanned = self.scanned(view)
+        if scanned is not None:
+            return scanned
         try:
             probes = _DEC_RECORDS_PROBE.decode(view).records
         except (msgspec.ValidationError, RecursionError, UnicodeDecodeError):

@@ -1,0 +1,883 @@
+/*
+ * trailguard.detect._scan -- one pass over a CloudTrail {"Records": [...]} document.
+ *
+ * Why this is written by hand: the decode path must count every record, check that the text is
+ * JSON, and find the few records whose eventName trailguard cares about, at close to the speed
+ * of decompression (issue 6: >= 0.5 of libdeflate's speed).  The fastest libraries reachable
+ * from Python build something per value: msgspec (1.3 ms per 1.2 MB file here, skipping all but
+ * two fields) and pysimdjson (1.0 ms: it copies every string into its tape) are both slower than
+ * the gunzip itself (0.87 ms).  No library offers "validate, count the array's elements and show
+ * me one key's value per element" without building values.  This scanner does that in one pass
+ * of 64-byte blocks (AVX2 where the CPU has it, the same masks byte by byte elsewhere) in the
+ * style of simdjson's first stage: bit masks of quotes, backslashes, whitespace and operators;
+ * string interiors by a prefix XOR of the unescaped quotes; then a walk over only the brackets
+ * and the rare interesting positions.  Nothing is allocated per record.
+ *
+ * What it checks (any failure returns a reason string and the caller takes the msgspec path,
+ * which gives the operator-facing error, so the two can never disagree about a bad file):
+ *   - the shape: ws* { ws* "Records" ws* : ws* [ (objects separated by commas) ] ws* } ws*;
+ *   - lexical JSON: strings closed, no raw control characters in them, only valid escapes
+ *     (\uXXXX with four hex digits), every scalar outside strings is true, false, null or a
+ *     JSON number, no other byte outside strings but whitespace and { } [ ] : ,
+ *   - UTF-8: the whole text (msgspec checks only the strings it decodes);
+ *   - nesting: brackets matched by type, depth <= MAX_DEPTH;
+ *   - every record has a top-level "eventName" key with a string value.
+ * Not checked: the grammar between tokens inside a record (the order of keys, colons and
+ * commas): a record like {"a" "b",,"eventName":"X"} is counted, not rejected.  Records that matter are decoded
+ * in full by msgspec afterwards, so they are checked completely.
+ *
+ * Which records are returned as candidates -- conservatively, so that a crafted file cannot
+ * hide a record from the exact check the caller makes after decoding it:
+ *   - a top-level eventName value that equals one of the names, byte for byte;
+ *   - an eventName value containing a backslash (an escape could spell any name);
+ *   - more than one top-level eventName key (a JSON parser keeps the last);
+ *   - any \u escape of an ASCII letter inside the record (it could spell the key itself:
+ *     "event\u004eame"; real CloudTrail writers never escape letters).
+ *
+ * records(buffer, names, simd=True) -> (count, first_start, first_end, [index, start, end, ...])
+ *                                       or a str: why the document was declined.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#define TG_X86_64 1
+#include <immintrin.h>
+#endif
+
+#define MAX_DEPTH 1024
+#define PAD 16 /* bytes read past a block: the quotes of the next 16 (the nine-byte strings) */
+
+typedef struct {
+    uint64_t quote, backslash, bracket;
+    uint64_t sep;  /* whitespace and the operators { } [ ] : , */
+    uint64_t ctrl; /* bytes below 0x20 */
+    uint64_t ws;   /* whitespace: only set when ctrl is not 0 */
+    uint64_t high; /* bytes of 0x80 and above (UTF-8 sequences) */
+    uint64_t quote_next; /* quotes in the 16 bytes after the block (bits 0-15) */
+} masks_t;
+
+typedef struct {
+    const char *ptr;
+    Py_ssize_t len;
+} name_t;
+
+typedef struct {
+    const uint8_t *buf;
+    Py_ssize_t n;
+    const name_t *names;
+    Py_ssize_t nnames;
+    int unterminated; /* the text ended inside a string */
+    Py_ssize_t utf8_done; /* UTF-8 checked up to here */
+    /* nesting */
+    int depth;
+    uint8_t stack[MAX_DEPTH + 1];
+    int mismatch; /* a closing bracket of the other kind, seen on the fast path */
+    Py_ssize_t doc_open, array_open, array_close, doc_close;
+    Py_ssize_t prev_end; /* the previous record's closing brace, or the array's [ */
+    /* the current record */
+    Py_ssize_t rec_start;
+    int rec_names;
+    int rec_flag;
+    /* results */
+    Py_ssize_t count, first_start, first_end;
+    Py_ssize_t *cand; /* triples: index, start, end */
+    Py_ssize_t ncand, cap;
+    const char *why; /* NULL while all is well */
+    Py_ssize_t why_at;
+} scan_t;
+
+static inline int
+fail(scan_t *s, const char *why, Py_ssize_t at)
+{
+    if (s->why == NULL) {
+        s->why = why;
+        s->why_at = at;
+    }
+    return -1;
+}
+
+static inline int
+is_ws(uint8_t c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+static inline int
+is_digit(uint8_t c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static inline int
+ends_token(uint8_t c)
+{
+    return is_ws(c) || c == ',' || c == ':' || c == '{' || c == '}' || c == '[' || c == ']' ||
+           c == '"';
+}
+
+static inline uint64_t
+prefix_xor(uint64_t x)
+{
+    x ^= x << 1;
+    x ^= x << 2;
+    x ^= x << 4;
+    x ^= x << 8;
+    x ^= x << 16;
+    x ^= x << 32;
+    return x;
+}
+
+/* -- block masks ------------------------------------------------------------------------------ */
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+ALWAYS_INLINE void
+masks_portable(const uint8_t *p, masks_t *m)
+{
+    masks_t r = {0, 0, 0, 0, 0, 0, 0, 0};
+    uint64_t op = 0;
+    for (int i = 0; i < 64; i++) {
+        uint8_t c = p[i];
+        uint64_t bit = (uint64_t)1 << i;
+        if (c == '"')
+            r.quote |= bit;
+        if (c == '\\')
+            r.backslash |= bit;
+        if (is_ws(c))
+            r.ws |= bit;
+        if (c == '{' || c == '[' || c == '}' || c == ']')
+            r.bracket |= bit, op |= bit;
+        if (c == ':' || c == ',')
+            op |= bit;
+        if (c < 0x20)
+            r.ctrl |= bit;
+        if (c >= 0x80)
+            r.high |= bit;
+    }
+    r.sep = r.ws | op;
+    for (int i = 0; i < 16; i++)
+        if (p[64 + i] == '"')
+            r.quote_next |= (uint64_t)1 << i;
+    *m = r;
+}
+
+static inline uint64_t
+prefix_xor_portable(uint64_t x)
+{
+    return prefix_xor(x);
+}
+
+#ifdef TG_X86_64
+__attribute__((target("avx2"))) ALWAYS_INLINE uint64_t
+mask32(__m256i eq)
+{
+    return (uint32_t)_mm256_movemask_epi8(eq);
+}
+
+#define AVX2 __attribute__((target("avx2,pclmul")))
+
+AVX2 ALWAYS_INLINE void
+masks_avx2(const uint8_t *p, masks_t *m)
+{
+    /* Classification by nibble lookup, as simdjson does: whitespace by the low nibble; the
+     * operators after OR 0x20, which folds [ ] onto { } (a control byte folded onto : or , is
+     * caught by the control-character test); brackets are the operators above 0x40. */
+    const __m256i ws_table = _mm256_setr_epi8(
+        ' ', 100, 100, 100, 17, 100, 113, 2, 100, '\t', '\n', 112, 100, '\r', 100, 100,
+        ' ', 100, 100, 100, 17, 100, 113, 2, 100, '\t', '\n', 112, 100, '\r', 100, 100);
+    const __m256i op_table = _mm256_setr_epi8(
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, ':', '{', ',', '}', 0, 0,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, ':', '{', ',', '}', 0, 0);
+    const __m256i quote = _mm256_set1_epi8('"');
+    const __m256i backslash = _mm256_set1_epi8('\\');
+    const __m256i lower = _mm256_set1_epi8(0x20);
+    const __m256i above = _mm256_set1_epi8(0x40);
+    const __m256i ctrl_max = _mm256_set1_epi8(0x1f);
+    __m256i x0 = _mm256_loadu_si256((const __m256i *)p);
+    __m256i x1 = _mm256_loadu_si256((const __m256i *)(p + 32));
+    __m256i f0 = _mm256_or_si256(x0, lower), f1 = _mm256_or_si256(x1, lower);
+    __m256i op0 = _mm256_cmpeq_epi8(f0, _mm256_shuffle_epi8(op_table, f0));
+    __m256i op1 = _mm256_cmpeq_epi8(f1, _mm256_shuffle_epi8(op_table, f1));
+    __m256i ws0 = _mm256_cmpeq_epi8(x0, _mm256_shuffle_epi8(ws_table, x0));
+    __m256i ws1 = _mm256_cmpeq_epi8(x1, _mm256_shuffle_epi8(ws_table, x1));
+    m->quote = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(x0, quote)) |
+               ((uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(x1, quote)) << 32);
+    m->sep = (uint32_t)_mm256_movemask_epi8(_mm256_or_si256(op0, ws0)) |
+             ((uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_or_si256(op1, ws1)) << 32);
+    m->bracket =
+        (uint32_t)_mm256_movemask_epi8(_mm256_and_si256(op0, _mm256_cmpgt_epi8(x0, above))) |
+        ((uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_and_si256(op1, _mm256_cmpgt_epi8(x1, above)))
+         << 32);
+    /* Backslashes and control bytes are rare: one test each, the masks only when present. */
+    __m256i bs0 = _mm256_cmpeq_epi8(x0, backslash), bs1 = _mm256_cmpeq_epi8(x1, backslash);
+    __m256i bs = _mm256_or_si256(bs0, bs1);
+    m->backslash = _mm256_testz_si256(bs, bs)
+                       ? 0
+                       : (uint32_t)_mm256_movemask_epi8(bs0) |
+                             ((uint64_t)(uint32_t)_mm256_movemask_epi8(bs1) << 32);
+    __m256i c0 = _mm256_cmpeq_epi8(_mm256_max_epu8(x0, ctrl_max), ctrl_max);
+    __m256i c1 = _mm256_cmpeq_epi8(_mm256_max_epu8(x1, ctrl_max), ctrl_max);
+    __m256i cc = _mm256_or_si256(c0, c1);
+    if (_mm256_testz_si256(cc, cc)) {
+        m->ctrl = 0;
+        m->ws = 0;
+    }
+    else {
+        m->ctrl = (uint32_t)_mm256_movemask_epi8(c0) |
+                  ((uint64_t)(uint32_t)_mm256_movemask_epi8(c1) << 32);
+        m->ws = (uint32_t)_mm256_movemask_epi8(ws0) |
+                ((uint64_t)(uint32_t)_mm256_movemask_epi8(ws1) << 32);
+    }
+    __m256i hi = _mm256_or_si256(x0, x1);
+    m->high = _mm256_testz_si256(hi, _mm256_set1_epi8((char)0x80))
+                  ? 0
+                  : (uint32_t)_mm256_movemask_epi8(x0) |
+                        ((uint64_t)(uint32_t)_mm256_movemask_epi8(x1) << 32);
+    __m128i next = _mm_loadu_si128((const __m128i *)(p + 64));
+    m->quote_next = (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(next, _mm_set1_epi8('"')));
+}
+
+AVX2 ALWAYS_INLINE uint64_t
+prefix_xor_avx2(uint64_t x)
+{
+    /* carry-less multiplication by all ones: bit i = XOR of bits 0..i */
+    return (uint64_t)_mm_cvtsi128_si64(
+        _mm_clmulepi64_si128(_mm_set_epi64x(0, (long long)x), _mm_set1_epi8((char)0xFF), 0));
+}
+
+static int
+have_avx2(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("pclmul");
+}
+#else
+static int
+have_avx2(void)
+{
+    return 0;
+}
+#endif
+
+/* -- tokens checked one by one (rare: scalars, escapes, the eventName keys) ------------------- */
+
+static int
+check_number(scan_t *s, Py_ssize_t at)
+{
+    const uint8_t *b = s->buf;
+    Py_ssize_t n = s->n, i = at;
+    if (b[i] == '-')
+        i++;
+    if (i < n && b[i] == '0')
+        i++;
+    else if (i < n && b[i] >= '1' && b[i] <= '9')
+        while (i < n && is_digit(b[i]))
+            i++;
+    else
+        return fail(s, "invalid character outside a string", at);
+    if (i < n && b[i] == '.') {
+        i++;
+        if (i >= n || !is_digit(b[i]))
+            return fail(s, "invalid number", at);
+        while (i < n && is_digit(b[i]))
+            i++;
+    }
+    if (i < n && (b[i] == 'e' || b[i] == 'E')) {
+        i++;
+        if (i < n && (b[i] == '+' || b[i] == '-'))
+            i++;
+        if (i >= n || !is_digit(b[i]))
+            return fail(s, "invalid number", at);
+        while (i < n && is_digit(b[i]))
+            i++;
+    }
+    if (i < n && !ends_token(b[i]))
+        return fail(s, "invalid character outside a string", i);
+    return 0;
+}
+
+/* A scalar outside strings starts at `at`: true, false, null or a number, then a token end. */
+ALWAYS_INLINE int
+check_scalar(scan_t *s, Py_ssize_t at)
+{
+    const uint8_t *b = s->buf + at;
+    Py_ssize_t left = s->n - at;
+    Py_ssize_t len = 0;
+    if (left >= 4 && b[0] == 't' && b[1] == 'r' && b[2] == 'u' && b[3] == 'e')
+        len = 4;
+    else if (left >= 5 && b[0] == 'f' && b[1] == 'a' && b[2] == 'l' && b[3] == 's' && b[4] == 'e')
+        len = 5;
+    else if (left >= 4 && b[0] == 'n' && b[1] == 'u' && b[2] == 'l' && b[3] == 'l')
+        len = 4;
+    else
+        return check_number(s, at);
+    if (left > len && !ends_token(b[len]))
+        return fail(s, "invalid literal", at);
+    return 0;
+}
+
+static inline int
+hex_value(uint8_t c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c |= 0x20;
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+/* The escaped bytes of a block: each unescaped backslash escapes the byte after it. */
+static inline uint64_t
+escaped_bytes(uint64_t backslash, uint64_t *carry)
+{
+    uint64_t escaped = 0, b = backslash;
+    if (*carry) {
+        escaped = 1;
+        b &= ~(uint64_t)1;
+        *carry = 0;
+    }
+    while (b) {
+        int i = __builtin_ctzll(b);
+        if (i == 63) {
+            *carry = 1;
+            break;
+        }
+        escaped |= (uint64_t)1 << (i + 1);
+        b &= ~((uint64_t)3 << i);
+    }
+    return escaped;
+}
+
+/* Check the escaped bytes of a block; return the bits of \u escapes that spell an ASCII letter
+ * (their 'u'), or fail. */
+static int
+check_escapes(scan_t *s, Py_ssize_t base, uint64_t escaped, uint64_t *letters)
+{
+    const uint8_t *b = s->buf;
+    while (escaped) {
+        int i = __builtin_ctzll(escaped);
+        escaped &= escaped - 1;
+        Py_ssize_t at = base + i;
+        if (at >= s->n)
+            return fail(s, "unterminated string", at);
+        switch (b[at]) {
+        case '"':
+        case '\\':
+        case '/':
+        case 'b':
+        case 'f':
+        case 'n':
+        case 'r':
+        case 't':
+            break;
+        case 'u': {
+            if (s->n - at < 5)
+                return fail(s, "invalid \\u escape", at);
+            int code = 0;
+            for (int k = 1; k <= 4; k++) {
+                int h = hex_value(b[at + k]);
+                if (h < 0)
+                    return fail(s, "invalid \\u escape", at);
+                code = code * 16 + h;
+            }
+            if ((code >= 'A' && code <= 'Z') || (code >= 'a' && code <= 'z'))
+                *letters |= (uint64_t)1 << i;
+            break;
+        }
+        default:
+            return fail(s, "invalid escape", at);
+        }
+    }
+    return 0;
+}
+
+/* The UTF-8 sequences starting at the high bytes of a block (those not inside a sequence
+ * already checked): the whole text must be UTF-8, as msgspec requires of every string it reads.
+ * Rare in CloudTrail (names, user agents), so one byte at a time. */
+static int
+check_utf8(scan_t *s, Py_ssize_t base, uint64_t high)
+{
+    const uint8_t *b = s->buf;
+    Py_ssize_t n = s->n;
+    while (high) {
+        Py_ssize_t at = base + __builtin_ctzll(high);
+        high &= high - 1;
+        if (at < s->utf8_done || at >= n)
+            continue;
+        uint8_t c = b[at];
+        int len;
+        uint32_t code, min;
+        if (c >= 0xC2 && c <= 0xDF)
+            len = 2, code = c & 0x1F, min = 0x80;
+        else if (c >= 0xE0 && c <= 0xEF)
+            len = 3, code = c & 0x0F, min = 0x800;
+        else if (c >= 0xF0 && c <= 0xF4)
+            len = 4, code = c & 0x07, min = 0x10000;
+        else
+            return fail(s, "invalid UTF-8", at);
+        if (n - at < len)
+            return fail(s, "invalid UTF-8", at);
+        for (int k = 1; k < len; k++) {
+            if ((b[at + k] & 0xC0) != 0x80)
+                return fail(s, "invalid UTF-8", at);
+            code = (code << 6) | (b[at + k] & 0x3F);
+        }
+        if (code < min || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF))
+            return fail(s, "invalid UTF-8", at);
+        s->utf8_done = at + len;
+    }
+    return 0;
+}
+
+/* Only whitespace in [from, to), or (when comma) whitespace around exactly one comma. */
+static int
+check_gap(scan_t *s, Py_ssize_t from, Py_ssize_t to, int comma)
+{
+    const uint8_t *b = s->buf;
+    int commas = 0;
+    for (Py_ssize_t i = from; i < to; i++) {
+        if (b[i] == ',' && comma && commas == 0)
+            commas = 1;
+        else if (!is_ws(b[i]))
+            return fail(s, "the Records array holds something other than objects", i);
+    }
+    if (comma && commas != 1)
+        return fail(s, "records not separated by one comma", from);
+    return 0;
+}
+
+static int
+add_candidate(scan_t *s, Py_ssize_t index, Py_ssize_t start, Py_ssize_t end)
+{
+    if (s->ncand + 3 > s->cap) {
+        Py_ssize_t cap = s->cap ? s->cap * 2 : 48;
+        Py_ssize_t *grown = (Py_ssize_t *)PyMem_RawRealloc(s->cand, (size_t)cap * sizeof(Py_ssize_t));
+        if (grown == NULL)
+            return fail(s, "out of memory", start);
+        s->cand = grown;
+        s->cap = cap;
+    }
+    s->cand[s->ncand++] = index;
+    s->cand[s->ncand++] = start;
+    s->cand[s->ncand++] = end;
+    return 0;
+}
+
+static int
+on_open(scan_t *s, Py_ssize_t at)
+{
+    uint8_t c = s->buf[at];
+    if (s->depth == 0 && at != s->doc_open)
+        return fail(s, "more than one JSON value", at);
+    if (s->depth == 1 && at != s->array_open)
+        return fail(s, "the document holds more than the Records array", at);
+    if (s->depth == 2) {
+        if (c != '{')
+            return fail(s, "the Records array holds something other than objects", at);
+        int first = s->prev_end == s->array_open;
+        if (check_gap(s, s->prev_end + 1, at, !first) < 0)
+            return -1;
+        s->rec_start = at;
+        s->rec_names = 0;
+        s->rec_flag = 0;
+    }
+    if (s->depth >= MAX_DEPTH)
+        return fail(s, "nested too deeply", at);
+    s->stack[s->depth++] = c;
+    return 0;
+}
+
+static int
+on_close(scan_t *s, Py_ssize_t at)
+{
+    uint8_t c = s->buf[at];
+    if (s->depth == 0)
+        return fail(s, "unbalanced brackets", at);
+    uint8_t open = s->stack[--s->depth];
+    if ((open == '{') != (c == '}'))
+        return fail(s, "mismatched brackets", at);
+    if (s->depth == 2) {
+        if (s->rec_names == 0)
+            return fail(s, "a record without a plain top-level eventName", s->rec_start);
+        Py_ssize_t index = s->count++;
+        if (index == 0) {
+            s->first_start = s->rec_start;
+            s->first_end = at + 1;
+        }
+        if (s->rec_flag && add_candidate(s, index, s->rec_start, at + 1) < 0)
+            return -1;
+        s->prev_end = at;
+    }
+    else if (s->depth == 1) {
+        s->array_close = at;
+        if (check_gap(s, s->prev_end + 1, at, 0) < 0)
+            return -1;
+    }
+    else if (s->depth == 0) {
+        s->doc_close = at;
+        if (check_gap(s, s->array_close + 1, at, 0) < 0)
+            return fail(s, "the document holds more than the Records array", at);
+    }
+    return 0;
+}
+
+/* The value of a top-level key at `j` (after the key): the position of the opening quote of a
+ * string value, -1 for null, or -2 when the key is not followed by a colon (it was a value). */
+static Py_ssize_t
+value_at(scan_t *s, Py_ssize_t j)
+{
+    const uint8_t *b = s->buf;
+    Py_ssize_t n = s->n;
+    while (j < n && is_ws(b[j]))
+        j++;
+    if (j >= n || b[j] != ':')
+        return -2;
+    j++;
+    while (j < n && is_ws(b[j]))
+        j++;
+    if (j < n && b[j] == '"')
+        return j;
+    if (n - j >= 4 && memcmp(b + j, "null", 4) == 0)
+        return -1;
+    return fail(s, "an eventName or eventSource that is not a string", j) - 2;
+}
+
+/* `"eventName"` or `"eventSource"` (maybe) at `at`, an opening quote at a record's top level:
+ * count the name, judge its value; an eventSource must be a string or null, as msgspec's
+ * probe of every record requires. */
+static int
+on_key(scan_t *s, Py_ssize_t at)
+{
+    const uint8_t *b = s->buf;
+    Py_ssize_t n = s->n;
+    if (n - at >= 13 && memcmp(b + at, "\"eventSource\"", 13) == 0) {
+        Py_ssize_t j = value_at(s, at + 13);
+        return j < -2 ? -1 : 0;
+    }
+    if (n - at < 11 || memcmp(b + at, "\"eventName\"", 11) != 0)
+        return 0;
+    Py_ssize_t j = value_at(s, at + 11);
+    if (j == -2)
+        return 0; /* a value "eventName", not a key */
+    if (j < 0)
+        return j < -2 ? -1 : fail(s, "an eventName that is not a string", at);
+    Py_ssize_t k = j + 1;
+    while (k < n && b[k] != '"' && b[k] != '\\')
+        k++;
+    if (k >= n)
+        return fail(s, "unterminated string", j);
+    s->rec_names++;
+    if (b[k] == '\\' || s->rec_names > 1) {
+        s->rec_flag = 1;
+        return 0;
+    }
+    Py_ssize_t len = k - (j + 1);
+    for (Py_ssize_t i = 0; i < s->nnames; i++) {
+        if (s->names[i].len == len && memcmp(s->names[i].ptr, b + j + 1, (size_t)len) == 0) {
+            s->rec_flag = 1;
+            break;
+        }
+    }
+    return 0;
+}
+
+/* A bracket outside strings.  Inside a record (depth > 3, or an opening at 3) it takes the
+ * branch-free path: the kind of bracket decides the step, not a branch. */
+ALWAYS_INLINE int
+bracket(scan_t *s, Py_ssize_t at)
+{
+    uint8_t c = s->buf[at];
+    int opening = (c >> 1) & 1; /* { [ have bit 1 set, } ] do not */
+    int depth = s->depth;
+    if (depth > 2 + !opening && depth < MAX_DEPTH) {
+        uint8_t top = s->stack[depth - 1];
+        s->stack[depth] = c; /* for a closing bracket: a slot above the top, unused */
+        s->mismatch |= !opening & ((top == '{') != (c == '}'));
+        s->depth = depth + 2 * opening - 1;
+        return 0;
+    }
+    return opening ? on_open(s, at) : on_close(s, at);
+}
+
+typedef struct {
+    uint64_t escape;  /* 1: the first byte of the next block is escaped */
+    uint64_t instr;   /* all ones: the previous block ended inside a string */
+    uint64_t scalar;  /* 1: the previous block ended inside a scalar */
+} carry_t;
+
+/* One 64-byte block at `base`; `PREFIX_XOR` is the prefix XOR of the block's flavour. */
+#define BLOCK(PREFIX_XOR)                                                                        \
+    uint64_t escaped = 0;                                                                        \
+    if (m->backslash | c->escape)                                                                \
+        escaped = escaped_bytes(m->backslash, &c->escape);                                       \
+    uint64_t quotes = m->quote & ~escaped;                                                       \
+    uint64_t instr = PREFIX_XOR(quotes) ^ c->instr; /* opening quotes and the insides */         \
+    c->instr = (uint64_t)((int64_t)instr >> 63);                                                 \
+    uint64_t bad = m->ctrl ? m->ctrl & (instr | ~m->ws) : 0;                                     \
+    if (bad) {                                                                                   \
+        int i = __builtin_ctzll(bad);                                                            \
+        return fail(s, (instr >> i) & 1 ? "control character in a string"                       \
+                                        : "invalid character outside a string", base + i);       \
+    }                                                                                            \
+    if (m->high && check_utf8(s, base, m->high) < 0)                                             \
+        return -1;                                                                               \
+    uint64_t letters = 0;                                                                        \
+    if (escaped && check_escapes(s, base, escaped & instr, &letters) < 0)                        \
+        return -1;                                                                               \
+    uint64_t outside = ~(instr | quotes);                                                        \
+    uint64_t scalar = outside & ~m->sep;                                                         \
+    uint64_t starts = scalar & ~((scalar << 1) | c->scalar);                                     \
+    c->scalar = scalar >> 63;                                                                    \
+    while (starts) {                                                                             \
+        int i = __builtin_ctzll(starts);                                                         \
+        starts &= starts - 1;                                                                    \
+        if (check_scalar(s, base + i) < 0)                                                       \
+            return -1;                                                                           \
+    }                                                                                            \
+    /* strings of nine bytes with an N at +6 ("eventName") and of eleven with an S at +6          \
+     * ("eventSource"), verified in on_key */                                                    \
+    uint64_t opening = quotes & instr;                                                           \
+    uint64_t named = opening & ((m->quote >> 10) | (m->quote_next << 54));                       \
+    uint64_t sourced = opening & ((m->quote >> 12) | (m->quote_next << 52));                     \
+    uint64_t keys = 0;                                                                           \
+    while (named) {                                                                              \
+        int i = __builtin_ctzll(named);                                                          \
+        named &= named - 1;                                                                      \
+        if (s->buf[base + i + 6] == 'N')                                                         \
+            keys |= (uint64_t)1 << i;                                                            \
+    }                                                                                            \
+    while (sourced) {                                                                            \
+        int i = __builtin_ctzll(sourced);                                                        \
+        sourced &= sourced - 1;                                                                  \
+        if (s->buf[base + i + 6] == 'S')                                                         \
+            keys |= (uint64_t)1 << i;                                                            \
+    }                                                                                            \
+    uint64_t brackets = m->bracket & outside;                                                    \
+    if ((keys | letters) == 0) {                                                                 \
+        /* brackets only: nested objects inside records without a branch on their kind */      \
+        while (brackets) {                                                                       \
+            Py_ssize_t at = base + __builtin_ctzll(brackets);                                    \
+            brackets &= brackets - 1;                                                            \
+            if (bracket(s, at) < 0)                                                              \
+                return -1;                                                                       \
+        }                                                                                        \
+        return 0;                                                                                \
+    }                                                                                            \
+    uint64_t events = brackets | keys | letters;                                                 \
+    while (events) {                                                                             \
+        int i = __builtin_ctzll(events);                                                         \
+        uint64_t bit = events & (~events + 1);                                                   \
+        events ^= bit;                                                                           \
+        Py_ssize_t at = base + i;                                                                \
+        if (brackets & bit) {                                                                    \
+            if (bracket(s, at) < 0)                                                              \
+                return -1;                                                                       \
+        }                                                                                        \
+        else if (keys & bit) {                                                                   \
+            if (s->depth == 3 && on_key(s, at) < 0)                                              \
+                return -1;                                                                       \
+        }                                                                                        \
+        else if (s->depth >= 3)                                                                  \
+            s->rec_flag = 1; /* a \\u escape of a letter: it could spell the key */             \
+    }                                                                                            \
+    return 0;
+
+ALWAYS_INLINE int
+block_portable(scan_t *s, carry_t *c, Py_ssize_t base, const masks_t *m)
+{
+    BLOCK(prefix_xor_portable)
+}
+
+#ifdef TG_X86_64
+AVX2 ALWAYS_INLINE int
+block_avx2(scan_t *s, carry_t *c, Py_ssize_t base, const masks_t *m)
+{
+    BLOCK(prefix_xor_avx2)
+}
+#endif
+
+/* ws* { ws* "Records" ws* : ws* [ */
+static int
+check_head(scan_t *s)
+{
+    const uint8_t *b = s->buf;
+    Py_ssize_t n = s->n, i = 0;
+    while (i < n && is_ws(b[i]))
+        i++;
+    if (i >= n || b[i] != '{')
+        return fail(s, "not an object", i);
+    s->doc_open = i++;
+    while (i < n && is_ws(b[i]))
+        i++;
+    if (n - i < 9 || memcmp(b + i, "\"Records\"", 9) != 0)
+        return fail(s, "the first key is not Records", i);
+    i += 9;
+    while (i < n && is_ws(b[i]))
+        i++;
+    if (i >= n || b[i] != ':')
+        return fail(s, "the first key is not Records", i);
+    i++;
+    while (i < n && is_ws(b[i]))
+        i++;
+    if (i >= n || b[i] != '[')
+        return fail(s, "Records is not an array", i);
+    s->array_open = i;
+    s->prev_end = i;
+    return 0;
+}
+
+/* The block loop, once per mask function so that each is inlined (AVX2 code only in the AVX2
+ * copy, chosen at run time). */
+#define BLOCK_LOOP(NAME, MASKS, BLOCK_FN, ATTR)                                                  \
+    ATTR static void NAME(scan_t *s)                                                             \
+    {                                                                                            \
+        masks_t m;                                                                               \
+        carry_t c = {0, 0, 0};                                                                   \
+        Py_ssize_t base = 0, n = s->n;                                                           \
+        for (; base + 64 + PAD <= n; base += 64) {                                               \
+            MASKS(s->buf + base, &m);                                                            \
+            if (BLOCK_FN(s, &c, base, &m) < 0)                                                   \
+                return;                                                                          \
+        }                                                                                        \
+        /* The tail, padded with spaces: no event, and an open string stays open. */             \
+        uint8_t tail[64 * 2 + PAD];                                                              \
+        memset(tail, ' ', sizeof tail);                                                          \
+        memcpy(tail, s->buf + base, (size_t)(n - base));                                         \
+        for (Py_ssize_t off = 0; base + off < n; off += 64) {                                    \
+            MASKS(tail + off, &m);                                                               \
+            if (BLOCK_FN(s, &c, base + off, &m) < 0)                                             \
+                return;                                                                          \
+        }                                                                                        \
+        s->unterminated = c.instr != 0;                                                          \
+    }
+
+BLOCK_LOOP(blocks_portable, masks_portable, block_portable, )
+#ifdef TG_X86_64
+BLOCK_LOOP(blocks_avx2, masks_avx2, block_avx2, AVX2)
+#endif
+
+static void
+scan(scan_t *s, int simd)
+{
+    if (check_head(s) < 0)
+        return;
+#ifdef TG_X86_64
+    if (simd && have_avx2())
+        blocks_avx2(s);
+    else
+        blocks_portable(s);
+#else
+    (void)simd;
+    blocks_portable(s);
+#endif
+    if (s->why != NULL)
+        return;
+    if (s->unterminated)
+        fail(s, "unterminated string", s->n);
+    else if (s->mismatch)
+        fail(s, "mismatched brackets", s->n);
+    else if (s->depth != 0 || s->doc_close < 0)
+        fail(s, "unbalanced brackets (truncated?)", s->n);
+    else if (check_gap(s, s->doc_close + 1, s->n, 0) < 0)
+        s->why = "more than one JSON value";
+}
+
+/* -- Python ----------------------------------------------------------------------------------- */
+
+static PyObject *
+scan_records(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"buffer", "names", "simd", NULL};
+    Py_buffer view;
+    PyObject *names;
+    int simd = 1;
+    (void)module;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*O!|p:records", keywords, &view,
+                                     &PyTuple_Type, &names, &simd))
+        return NULL;
+    Py_ssize_t nnames = PyTuple_GET_SIZE(names);
+    name_t *table = PyMem_Malloc((size_t)(nnames ? nnames : 1) * sizeof(name_t));
+    if (table == NULL) {
+        PyBuffer_Release(&view);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < nnames; i++) {
+        PyObject *name = PyTuple_GET_ITEM(names, i);
+        if (!PyBytes_Check(name)) {
+            PyMem_Free(table);
+            PyBuffer_Release(&view);
+            PyErr_SetString(PyExc_TypeError, "names must be a tuple of bytes");
+            return NULL;
+        }
+        table[i].ptr = PyBytes_AS_STRING(name);
+        table[i].len = PyBytes_GET_SIZE(name);
+    }
+    scan_t *s = PyMem_Calloc(1, sizeof(scan_t));
+    if (s == NULL) {
+        PyMem_Free(table);
+        PyBuffer_Release(&view);
+        return PyErr_NoMemory();
+    }
+    s->buf = (const uint8_t *)view.buf;
+    s->n = view.len;
+    s->names = table;
+    s->nnames = nnames;
+    s->doc_open = s->array_open = s->array_close = s->doc_close = -1;
+    Py_BEGIN_ALLOW_THREADS
+    scan(s, simd);
+    Py_END_ALLOW_THREADS
+    PyObject *result = NULL;
+    if (s->why != NULL) {
+        result = PyUnicode_FromFormat("%s at byte %zd", s->why, s->why_at);
+    }
+    else {
+        PyObject *found = PyList_New(s->ncand);
+        if (found != NULL) {
+            for (Py_ssize_t i = 0; i < s->ncand; i++) {
+                PyObject *v = PyLong_FromSsize_t(s->cand[i]);
+                if (v == NULL) {
+                    Py_CLEAR(found);
+                    break;
+                }
+                PyList_SET_ITEM(found, i, v);
+            }
+        }
+        if (found != NULL)
+            result = Py_BuildValue("(nnnN)", s->count, s->first_start, s->first_end, found);
+    }
+    PyMem_RawFree(s->cand);
+    PyMem_Free(s);
+    PyMem_Free(table);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"records", (PyCFunction)(void (*)(void))scan_records, METH_VARARGS | METH_KEYWORDS,
+     "records(buffer, names, simd=True) -> (count, first_start, first_end, [index, start, end, "
+     "...]) or a str saying why the document was declined."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "trailguard.detect._scan",
+    "One pass over a CloudTrail Records document (see _scan.c).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__scan(void)
+{
+    PyObject *m = PyModule_Create(&module_def);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddIntConstant(m, "SIMD", have_avx2()) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
