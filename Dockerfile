@@ -23,8 +23,15 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY setup.py ./
 COPY daemon ./daemon
-RUN pip wheel --wheel-dir /wheels .
+# A C compiler for the scanner (daemon/trailguard/detect/_scan.c); it stays in this stage, so
+# its exact Debian version does not matter (pinning it would break on every point release).
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
+RUN TRAILGUARD_REQUIRE_SCANNER=1 pip wheel --wheel-dir /wheels .
 COPY config/trailguard.example.toml /out/trailguard.toml
 RUN sed -i 's/^listen = "127\.0\.0\.1:9108"/listen = "0.0.0.0:9108"/' /out/trailguard.toml \
  && grep -q '^listen = "0.0.0.0:9108"' /out/trailguard.toml

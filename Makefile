@@ -15,7 +15,7 @@ help:
 	@echo "make bench  - throughput benchmark against the naive gzip+json loop"
 	@echo "make clean  - remove the virtual environment and caches"
 
-$(STAMP): pyproject.toml scripts/venv.sh
+$(STAMP): pyproject.toml setup.py daemon/trailguard/detect/_scan.c scripts/venv.sh
 	@PYTHON=$(PYTHON) VENV=$(VENV) ./scripts/venv.sh
 	@touch $@
 

@@ -15,8 +15,9 @@ from elsewhere on the machine hits every contender alike:
     (d) the same through the daemon's DecodePool on every core (compressed bytes in, outcome out,
         8 objects in flight as [limits] max_objects_in_flight), JSON Lines encoded in the parent
 
-plus two reference rows on the default set: (c) without the locator (a second list[Raw] pass, as
-before) and the rejected design of a byte prefilter in front of decoding.
+plus two reference rows on the default set: (c) without the C scanner (msgspec's passes alone, as
+on a machine without a compiler or AVX2) and the rejected design of a byte prefilter in front of
+decoding.
 
 For each: records/s per core (the medians of the repetitions; (d) divided by its workers), MB/s
 of decompressed JSON, CPU seconds per million records (for (d): the parent, its threads, the
@@ -61,8 +62,7 @@ from bench.procstat import helper_pids, own_peak_rss_mb, total_cpu, total_peak_r
 from trailguard import __version__
 from trailguard.config import Config
 from trailguard.decode_pool import DecodePool
-from trailguard.detect import decode as decode_mod
-from trailguard.detect.decode import decode_file, decompress
+from trailguard.detect.decode import SCANNER, decode_file, decompress
 from trailguard.detect.detection import S3Source, encode_detection
 from trailguard.detect.process import Detector
 
@@ -109,17 +109,18 @@ def processing(detector: Detector) -> Callable[[bytes, int], int]:
     return work
 
 
-def without_locator(detector: Detector) -> Callable[[bytes, int], int]:
-    """(c) with the locator declining every file: the second list[Raw] pass of before."""
+def msgspec_path(detector: Detector) -> Callable[[bytes, int], int]:
+    """(c) with the C scanner off: msgspec's probe pass and the locator, as on a machine
+    without a C compiler or AVX2 (and as trailguard 0.1.0 ran)."""
     work = processing(detector)
 
     def run(blob: bytes, index: int) -> int:
-        real = decode_mod._Locator.locate
-        decode_mod._Locator.locate = lambda self, *args: None  # type: ignore[method-assign]
+        before = SCANNER.enabled
+        SCANNER.enabled = False
         try:
             return work(blob, index)
         finally:
-            decode_mod._Locator.locate = real  # type: ignore[method-assign]
+            SCANNER.enabled = before
 
     return run
 
@@ -381,9 +382,9 @@ def run_set(spec: SetSpec, reps: int, naive_reps: int, main: bool) -> dict[str, 
     if main:
         contenders += [
             Contender(
-                "c_raw",
-                "    (c) without the locator (Raw pass)",
-                over(files, without_locator(detector)),
+                "c_msgspec",
+                "    (c) without the C scanner (msgspec)",
+                over(files, msgspec_path(detector)),
                 reps,
             ),
             Contender(
@@ -499,6 +500,7 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
         "msgspec": msgspec.__version__,
+        "decoder": SCANNER.describe(),
         "platform": platform.platform(),
         "load_average_start": os.getloadavg(),
     }
@@ -523,7 +525,8 @@ def main(argv: list[str] | None = None) -> int:
         reps, naive_reps = 2, 1
     info = machine()
     print(
-        f"trailguard {__version__}: python {info['python']}, msgspec {info['msgspec']}; "
+        f"trailguard {__version__}: python {info['python']}, msgspec {info['msgspec']}, "
+        f"decoder {info['decoder']}; "
         f"{info['cpus']} x {info['cpu']}; load average "
         + ", ".join(f"{x:.2f}" for x in info["load_average_start"])
         + f"\nmedians of {reps} runs (naive: {naive_reps}), round-robin; other work on the machine "

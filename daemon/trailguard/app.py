@@ -37,6 +37,7 @@ from trailguard import __version__
 from trailguard.aws import check_region, client_config, client_kwargs, make_session
 from trailguard.config import Config, SqsSourceConfig, load_config
 from trailguard.decode_pool import DecodePool
+from trailguard.detect.decode import SCANNER
 from trailguard.detect.process import Detector
 from trailguard.errors import ConfigError, IngestError, StartupError, TrailguardError
 from trailguard.ingest.messages import HandlerSettings, IngestStats, MessageHandler
@@ -203,6 +204,7 @@ class Daemon:
                     version=__version__,
                     queues=[src.label for src in config.sources.sqs],
                     decode_workers=pool.workers,
+                    decoder=SCANNER.describe(),
                     recovered_event_ids=recovered,
                     history=history is not None,
                     remediation=config.remediation.mode if remediation is not None else "off",

@@ -33,12 +33,22 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
+class _Version(argparse.Action):
+    """``--version``: the version and the decoder this machine runs (C scanner or msgspec)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        from trailguard.detect.decode import SCANNER
+
+        print(f"trailguard {__version__} (decoder: {SCANNER.describe()})")
+        parser.exit()
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="trailguard",
         description="Watch AWS CloudTrail for IAM policy removal and act on it.",
     )
-    parser.add_argument("--version", action="version", version=f"trailguard {__version__}")
+    parser.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     replay = sub.add_parser(

@@ -198,3 +198,41 @@ def test_run_without_a_region_says_how_to_set_one(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "no AWS region" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_version_names_the_decoder_and_the_switch_turns_the_scanner_off(tmp_path: Path) -> None:
+    import os
+
+    from trailguard.detect.decode import SCANNER
+
+    shown = run("--version")
+    assert shown.returncode == 0
+    assert shown.stdout.startswith("trailguard ")
+    assert ("decoder: c-avx2" in shown.stdout) == SCANNER.available, shown.stdout
+
+    off = subprocess.run(
+        [sys.executable, "-m", "trailguard", "--version"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TRAILGUARD_SCANNER": "0"},
+        timeout=60,
+        check=False,
+    )
+    assert "decoder: msgspec" in off.stdout, off.stdout
+    # and the same detections either way
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    records = [noise_record(i) for i in range(30)] + [make_record("DeleteRolePolicy", eventID="hit")]
+    _write(folder / "a.json.gz", gzip.compress(encode_file(records, "records"), mtime=0))
+    on_run = run("replay", str(folder), "--no-progress")
+    off_run = subprocess.run(
+        [sys.executable, "-m", "trailguard", "replay", str(folder), "--no-progress"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TRAILGUARD_SCANNER": "0"},
+        timeout=60,
+        check=False,
+    )
+    assert on_run.returncode == off_run.returncode == 0
+    assert on_run.stdout == off_run.stdout
+    assert on_run.stdout.count("\n") == 1

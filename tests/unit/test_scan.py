@@ -1,4 +1,4 @@
-"""The C scanner (trailguard.detect._scan): exact where it answers, and declines what it cannot judge.
+"""The C scanner (trailguard.detect._scan): exact where it answers, declines what it cannot judge.
 
 Three kinds of checks:
 
@@ -200,7 +200,7 @@ def test_valid_scalars(number: bytes) -> None:
     assert accepted(text) == (1, [])
 
 
-@pytest.mark.parametrize("pad", range(0, 140))
+@pytest.mark.parametrize("pad", range(140))
 def test_every_offset_from_a_block_boundary(pad: int) -> None:
     """The key, its quotes, escapes and brackets at every position around 64-byte blocks."""
     filler = "x" * pad
@@ -231,7 +231,9 @@ leaves = st.one_of(
 )
 values = st.recursive(
     leaves,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 

@@ -177,7 +177,7 @@ mask32(__m256i eq)
     return (uint32_t)_mm256_movemask_epi8(eq);
 }
 
-#define AVX2 __attribute__((target("avx2,pclmul")))
+#define AVX2 __attribute__((target("avx2,pclmul,bmi,bmi2,popcnt")))
 
 AVX2 ALWAYS_INLINE void
 masks_avx2(const uint8_t *p, masks_t *m)
@@ -252,7 +252,8 @@ static int
 have_avx2(void)
 {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("pclmul");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("pclmul") &&
+           __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2");
 }
 #else
 static int
