@@ -10,7 +10,7 @@ import argparse
 import datetime as dt
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TextIO
 
 from trailguard import __version__
@@ -18,6 +18,7 @@ from trailguard.errors import ConfigError, StartupError, TrailguardError, UsageE
 
 if TYPE_CHECKING:
     from trailguard.config import Config
+    from trailguard.decode_pool import DecodePool
     from trailguard.detect.process import Detector
     from trailguard.ingest.replay import ReplaySummary
 
@@ -78,6 +79,14 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     replay.add_argument(
         "--no-progress", action="store_true", help="no progress bar even on a terminal"
+    )
+    replay.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="decode processes for local files (default: [limits] decode_workers, 0 = one per "
+        "CPU; used when the input is over 64 MB compressed); 1 = decode in this process",
     )
 
     run = sub.add_parser(
@@ -269,7 +278,7 @@ async def _replay(
         writer = stack.enter_context(JsonlWriter(args.output, fsync=args.output != "-"))
         replay = LocalReplay(detector, writer, history=history)
         if local:
-            await replay.run(local, progress=progress)
+            await replay.run(local, progress=progress, pool=_replay_pool(args, config, detector))
         if s3_uris:
             from trailguard.ingest.backfill import replay_s3
 
@@ -282,6 +291,36 @@ async def _replay(
                 progress=progress,
             )
         return replay.summary
+
+
+def _replay_pool(
+    args: argparse.Namespace, config: Config, detector: Detector
+) -> Callable[[], DecodePool] | None:
+    """What makes the replay's decode workers, or None for one process (one CPU, --workers 1).
+
+    The workers build their Detector from the config, so the config they get says whether
+    policy facts are wanted: a replay without a config file records no history."""
+    import msgspec
+
+    workers = args.workers if args.workers is not None else config.limits.decode_workers
+    if workers < 0:
+        raise UsageError("--workers must be 0 (one per CPU) or more")
+    if workers == 1:
+        return None
+    wanted = msgspec.structs.replace(
+        config,
+        history=msgspec.structs.replace(config.history, enabled=detector.history),
+        limits=msgspec.structs.replace(config.limits, decode_workers=workers),
+    )
+    if wanted.limits.decode_worker_count() < 2:
+        return None
+
+    def make() -> DecodePool:
+        from trailguard.decode_pool import DecodePool
+
+        return DecodePool(wanted, wanted.limits.decode_worker_count())
+
+    return make
 
 
 _COMMANDS = {

@@ -77,9 +77,21 @@ def _init_worker(config: Config, parent_pid: int | None = None) -> None:
     _detector = Detector.from_config(config)
 
 
+def _process_in_thread(
+    data: bytes, path: str | None, source: Source, name: str, key: str | None
+) -> FileOutcome:
+    return _process(_read(path) if path is not None else data, source, name, key)
+
+
 def _process(data: bytes, source: Source, name: str, key: str | None) -> FileOutcome:
     assert _detector is not None, "decode worker not initialised"
     return _detector.process_file(data, source=source, name=name, key=key)
+
+
+def _read(path: str) -> bytes:
+    """A local file for :meth:`DecodePool.process_path`, read where it is decoded."""
+    with open(path, "rb") as handle:
+        return handle.read()
 
 
 class DecodePoolBroken(RuntimeError):
@@ -99,15 +111,17 @@ def _worker_main(config: Config, parent_pid: int, tasks: Connection, results: Co
     _init_worker(config, parent_pid)
     while True:
         try:
-            meta = tasks.recv_bytes()  # (source, name, key), pickled
-            data = tasks.recv_bytes()  # the object's bytes, as they are
+            meta = tasks.recv_bytes()  # (source, name, key, path), pickled
+            data = tasks.recv_bytes()  # the object's bytes, as they are (empty with a path)
         except (EOFError, OSError):
             return
         reply: tuple[bool, object]
         try:
             # pickle between the daemon and its own workers, over private pipes (as
             # ProcessPoolExecutor does): the bytes never come from outside
-            source, name, key = pickle.loads(meta)  # noqa: S301
+            source, name, key, path = pickle.loads(meta)  # noqa: S301
+            if path is not None:
+                data = _read(path)
             reply = (True, _process(data, source, name, key))
         except Exception as exc:  # noqa: BLE001 - the caller gets it, as from run_in_executor
             reply = (False, exc)
@@ -324,9 +338,24 @@ class DecodePool:
     async def process(
         self, data: bytes, *, source: Source, name: str, key: str | None
     ) -> FileOutcome:
+        """Decode an object's bytes in a worker."""
+        return await self._submit(data, None, source, name, key)
+
+    async def process_path(
+        self, path: str, *, source: Source, name: str, key: str | None
+    ) -> FileOutcome:
+        """Decode a local file in a worker, which reads it itself (``trailguard replay``: the
+        bytes never pass through this process).  An unreadable file raises OSError."""
+        return await self._submit(b"", path, source, name, key)
+
+    async def _submit(
+        self, data: bytes, path: str | None, source: Source, name: str, key: str | None
+    ) -> FileOutcome:
         loop = asyncio.get_running_loop()
         if self._executor is not None:
-            return await loop.run_in_executor(self._executor, _process, data, source, name, key)
+            return await loop.run_in_executor(
+                self._executor, _process_in_thread, data, path, source, name, key
+            )
         if self._closed:
             raise DecodePoolBroken("the decode pool is shut down")
         if self._connected is None:  # the first object: attach the workers' pipes to the loop
@@ -334,7 +363,7 @@ class DecodePool:
             self._connected = loop.create_task(self._connect_all())
         await self._connected
         future: asyncio.Future[tuple[bool, object]] = loop.create_future()
-        meta = pickle.dumps((source, name, key), protocol=pickle.HIGHEST_PROTOCOL)
+        meta = pickle.dumps((source, name, key, path), protocol=pickle.HIGHEST_PROTOCOL)
         self._queue.append((meta, data, future))
         self._dispatch()
         ok, value = await future

@@ -222,7 +222,8 @@ def test_version_names_the_decoder_and_the_switch_turns_the_scanner_off(tmp_path
     # and the same detections either way
     folder = tmp_path / "logs"
     folder.mkdir()
-    records = [noise_record(i) for i in range(30)] + [make_record("DeleteRolePolicy", eventID="hit")]
+    records = [noise_record(i) for i in range(30)]
+    records.append(make_record("DeleteRolePolicy", eventID="hit"))
     _write(folder / "a.json.gz", gzip.compress(encode_file(records, "records"), mtime=0))
     on_run = run("replay", str(folder), "--no-progress")
     off_run = subprocess.run(
@@ -236,3 +237,9 @@ def test_version_names_the_decoder_and_the_switch_turns_the_scanner_off(tmp_path
     assert on_run.returncode == off_run.returncode == 0
     assert on_run.stdout == off_run.stdout
     assert on_run.stdout.count("\n") == 1
+
+
+def test_replay_workers_must_not_be_negative(tmp_path: Path) -> None:
+    result = run("replay", str(tmp_path), "--workers", "-2")
+    assert result.returncode == 2
+    assert "--workers" in result.stderr
