@@ -22,6 +22,7 @@ import asyncio
 import collections
 import contextlib
 import fcntl
+import itertools
 import multiprocessing
 import os
 import pickle
@@ -83,7 +84,7 @@ def _process_in_thread(
     return _process(_read(path) if path is not None else data, source, name, key)
 
 
-def _process(data: bytes, source: Source, name: str, key: str | None) -> FileOutcome:
+def _process(data: bytes | memoryview, source: Source, name: str, key: str | None) -> FileOutcome:
     assert _detector is not None, "decode worker not initialised"
     return _detector.process_file(data, source=source, name=name, key=key)
 
@@ -103,36 +104,74 @@ class DecodePoolBroken(RuntimeError):
 _DEPTH = 2
 _F_SETPIPE_SZ = 1031  # Linux: a pipe that holds a whole object takes one write, not several
 _PIPE_BYTES = 1 << 20
+_IOV_MAX = 64  # pieces per writev (Linux allows 1024)
+
+
+def _read_exact(fd: int, size: int) -> bytes:
+    """``size`` bytes from a pipe: one read (one copy) when they are there, as they mostly are."""
+    data = os.read(fd, size)
+    if len(data) == size:
+        return data
+    if not data:
+        raise EOFError
+    buffer = bytearray(data)
+    while len(buffer) < size:
+        chunk = os.read(fd, size - len(buffer))
+        if not chunk:
+            raise EOFError
+        buffer += chunk
+    return bytes(buffer)
+
+
+def _frame_header(size: int) -> bytes:
+    """multiprocessing.Connection's framing: a 4-byte length, or -1 and 8 bytes."""
+    if size <= 0x7FFFFFFF:
+        return size.to_bytes(4, "big", signed=True)
+    return (-1).to_bytes(4, "big", signed=True) + size.to_bytes(8, "big")
 
 
 def _worker_main(config: Config, parent_pid: int, tasks: Connection, results: Connection) -> None:
     """A decode worker: objects in from ``tasks``, (ok, outcome or exception) out to ``results``;
-    it exits at the end of ``tasks`` (the pool closed it, or the daemon is gone)."""
+    it exits at the end of ``tasks`` (the pool closed it, or the daemon is gone).
+
+    One frame per object (see :meth:`_Worker.send`): the 4-byte length of the pickled
+    (source, name, key, path), that, then the object's bytes; read with plain ``os.read`` (one
+    copy; Connection.recv_bytes copies twice), replies written as Connection frames."""
     _init_worker(config, parent_pid)
+    fd_in, fd_out = tasks.fileno(), results.fileno()
     while True:
         try:
-            meta = tasks.recv_bytes()  # (source, name, key, path), pickled
-            data = tasks.recv_bytes()  # the object's bytes, as they are (empty with a path)
+            size = int.from_bytes(_read_exact(fd_in, 4), "big", signed=True)
+            if size == -1:
+                size = int.from_bytes(_read_exact(fd_in, 8), "big")
+            frame = memoryview(_read_exact(fd_in, size))
         except (EOFError, OSError):
             return
         reply: tuple[bool, object]
         try:
             # pickle between the daemon and its own workers, over private pipes (as
             # ProcessPoolExecutor does): the bytes never come from outside
-            source, name, key, path = pickle.loads(meta)  # noqa: S301
-            if path is not None:
-                data = _read(path)
+            meta_size = int.from_bytes(frame[:4], "big")
+            source, name, key, path = pickle.loads(frame[4 : 4 + meta_size])  # noqa: S301
+            data = _read(path) if path is not None else frame[4 + meta_size :]
             reply = (True, _process(data, source, name, key))
         except Exception as exc:  # noqa: BLE001 - the caller gets it, as from run_in_executor
             reply = (False, exc)
+        del frame
         try:
             blob = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:  # noqa: BLE001 - an exception that does not pickle
             blob = pickle.dumps((False, RuntimeError(f"decode worker: {reply[1]!r} ({exc})")))
         try:
-            results.send_bytes(blob)
+            _write_all(fd_out, _frame_header(len(blob)) + blob)
         except OSError:
             return
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 class _Frames(asyncio.Protocol):
@@ -210,17 +249,15 @@ class _Worker:
     def send(
         self, meta: bytes, data: bytes | memoryview, future: asyncio.Future[tuple[bool, object]]
     ) -> None:
-        """Two frames (Connection's framing): the pickled (source, name, key), then the bytes."""
-        for part in (meta, data):
-            size = len(part)
-            self._out.append(
-                memoryview(
-                    size.to_bytes(4, "big", signed=True)
-                    if size <= 0x7FFFFFFF
-                    else (-1).to_bytes(4, "big", signed=True) + size.to_bytes(8, "big")
-                )
+        """One frame (Connection's framing): the length of the pickled (source, name, key,
+        path), that, and the object's bytes -- written with one writev, not copied here."""
+        self._out.append(
+            memoryview(
+                _frame_header(4 + len(meta) + len(data)) + len(meta).to_bytes(4, "big") + meta
             )
-            self._out.append(memoryview(part).cast("B"))
+        )
+        if len(data):
+            self._out.append(memoryview(data).cast("B"))
         self.pending.append(future)
         self._flush()
 
@@ -228,19 +265,23 @@ class _Worker:
         """Write what the pipe takes now; the rest when it drains (the bytes are not copied)."""
         out, fd = self._out, self._tasks
         while out and fd is not None:
-            head = out[0]
             try:
-                written = os.write(fd, head)
+                written = os.writev(fd, list(itertools.islice(out, _IOV_MAX)))
             except BlockingIOError:
                 written = 0
             except OSError:  # the worker is gone: its result pipe says so, lost() follows
                 out.clear()
                 break
-            if written == len(head):
-                out.popleft()
-                continue
-            if written:
-                out[0] = head[written:]
+            while written and out:
+                head = out[0]
+                if written >= len(head):
+                    written -= len(head)
+                    out.popleft()
+                else:
+                    out[0] = head[written:]
+                    written = 0
+            if not out:
+                break
             if not self._waiting and self._loop is not None:
                 self._loop.add_writer(fd, self._flush)
                 self._waiting = True
@@ -379,12 +420,16 @@ class DecodePool:
             await worker.connect(self._loop)
 
     def _dispatch(self) -> None:
+        """Queued objects to the least busy ready workers, up to ``_DEPTH`` each (a plain loop:
+        this runs twice per object, in the daemon's only thread)."""
         queue = self._queue
         while queue:
-            worker = min(
-                (w for w in self._workers if w.ready), key=lambda w: len(w.pending), default=None
-            )
-            if worker is None or len(worker.pending) >= _DEPTH:
+            worker = None
+            least = _DEPTH
+            for candidate in self._workers:
+                if len(candidate.pending) < least and candidate.ready:
+                    worker, least = candidate, len(candidate.pending)
+            if worker is None:
                 return
             meta, data, future = queue.popleft()
             if not future.done():  # the caller may have been cancelled meanwhile

@@ -587,21 +587,26 @@ on_key(scan_t *s, Py_ssize_t at)
 }
 
 /* A bracket outside strings.  Inside a record (depth > 3, or an opening at 3) it takes the
- * branch-free path: the kind of bracket decides the step, not a branch. */
+ * branch-free path: the kind of bracket decides the step, not a branch.  `depth` and
+ * `mismatch` are the caller's locals (registers: a store into the uint8_t stack may alias any
+ * field of `s`, which would reload each from memory), written back around the slow path. */
 ALWAYS_INLINE int
-bracket(scan_t *s, Py_ssize_t at)
+bracket(scan_t *s, Py_ssize_t at, int *depth, int *mismatch)
 {
     uint8_t c = s->buf[at];
     int opening = (c >> 1) & 1; /* { [ have bit 1 set, } ] do not */
-    int depth = s->depth;
-    if (depth > 2 + !opening && depth < MAX_DEPTH) {
-        uint8_t top = s->stack[depth - 1];
-        s->stack[depth] = c; /* for a closing bracket: a slot above the top, unused */
-        s->mismatch |= !opening & ((top == '{') != (c == '}'));
-        s->depth = depth + 2 * opening - 1;
+    int d = *depth;
+    if (__builtin_expect(d > 2 + !opening && d < MAX_DEPTH, 1)) {
+        uint8_t top = s->stack[d - 1];
+        s->stack[d] = c; /* for a closing bracket: a slot above the top, unused */
+        *mismatch |= !opening & ((top == '{') != (c == '}'));
+        *depth = d + 2 * opening - 1;
         return 0;
     }
-    return opening ? on_open(s, at) : on_close(s, at);
+    s->depth = d;
+    int rc = opening ? on_open(s, at) : on_close(s, at);
+    *depth = s->depth;
+    return rc;
 }
 
 typedef struct {
@@ -658,33 +663,37 @@ typedef struct {
             keys |= (uint64_t)1 << i;                                                            \
     }                                                                                            \
     uint64_t brackets = m->bracket & outside;                                                    \
+    int depth = s->depth, mismatch = 0;                                                          \
     if ((keys | letters) == 0) {                                                                 \
         /* brackets only: nested objects inside records without a branch on their kind */      \
         while (brackets) {                                                                       \
             Py_ssize_t at = base + __builtin_ctzll(brackets);                                    \
             brackets &= brackets - 1;                                                            \
-            if (bracket(s, at) < 0)                                                              \
+            if (bracket(s, at, &depth, &mismatch) < 0)                                           \
                 return -1;                                                                       \
         }                                                                                        \
-        return 0;                                                                                \
     }                                                                                            \
-    uint64_t events = brackets | keys | letters;                                                 \
-    while (events) {                                                                             \
-        int i = __builtin_ctzll(events);                                                         \
-        uint64_t bit = events & (~events + 1);                                                   \
-        events ^= bit;                                                                           \
-        Py_ssize_t at = base + i;                                                                \
-        if (brackets & bit) {                                                                    \
-            if (bracket(s, at) < 0)                                                              \
-                return -1;                                                                       \
+    else {                                                                                       \
+        uint64_t events = brackets | keys | letters;                                             \
+        while (events) {                                                                         \
+            int i = __builtin_ctzll(events);                                                     \
+            uint64_t bit = events & (~events + 1);                                               \
+            events ^= bit;                                                                       \
+            Py_ssize_t at = base + i;                                                            \
+            if (brackets & bit) {                                                                \
+                if (bracket(s, at, &depth, &mismatch) < 0)                                       \
+                    return -1;                                                                   \
+            }                                                                                    \
+            else if (keys & bit) {                                                               \
+                if (depth == 3 && on_key(s, at) < 0)                                             \
+                    return -1;                                                                   \
+            }                                                                                    \
+            else if (depth >= 3)                                                                 \
+                s->rec_flag = 1; /* a \\u escape of a letter: it could spell the key */         \
         }                                                                                        \
-        else if (keys & bit) {                                                                   \
-            if (s->depth == 3 && on_key(s, at) < 0)                                              \
-                return -1;                                                                       \
-        }                                                                                        \
-        else if (s->depth >= 3)                                                                  \
-            s->rec_flag = 1; /* a \\u escape of a letter: it could spell the key */             \
     }                                                                                            \
+    s->depth = depth;                                                                            \
+    s->mismatch |= mismatch;                                                                     \
     return 0;
 
 ALWAYS_INLINE int
