@@ -314,3 +314,24 @@ def test_a_hidden_removal_is_still_detected() -> None:
     found = outcome(text, "scanner")
     assert isinstance(found, DecodedFile)
     assert [r.event_name for r in found.candidates] == ["DeleteRolePolicy"]
+
+
+@pytest.mark.parametrize("depth", [1, 6])
+def test_a_big_document_walked_in_several_rounds(depth: int) -> None:
+    """Thousands of records (the flattened positions are walked every few thousand): the same
+    count and candidates as json, nested objects at every depth included."""
+    nested = "{" + '"a":{' * depth + '"b":[1,2]' + "}" * depth + "}"
+    records = [
+        rec(
+            "DeleteRolePolicy" if i % 97 == 5 else "GetObject",
+            f',"requestParameters":{nested},"x":"{"y" * (i % 70)}"',
+        )
+        for i in range(3000)
+    ]
+    text = doc(*records)
+    count, candidates = accepted(text)
+    assert count == 3000
+    assert candidates == [i for i in range(3000) if i % 97 == 5]
+    assert outcome(text, "scanner") == outcome(text, "msgspec")
+    # and the last record closed by the wrong bracket still declines
+    assert "mismatched" in declined(text[:-3] + b"]]}")

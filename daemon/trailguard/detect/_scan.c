@@ -48,6 +48,9 @@
 #endif
 
 #define MAX_DEPTH 1024
+/* Positions flattened before a walk: at most 64 per block, plus the 8 written past the count. */
+#define EVENTS_WALK_AT 4096
+#define EVENTS_SIZE (EVENTS_WALK_AT + 64 + 8 + 64 * 2)
 #define PAD 16 /* bytes read past a block: the quotes of the next 16 (the nine-byte strings) */
 
 typedef struct {
@@ -75,6 +78,8 @@ typedef struct {
     int depth;
     uint8_t stack[MAX_DEPTH + 1];
     int mismatch; /* a closing bracket of the other kind, seen on the fast path */
+    Py_ssize_t events[EVENTS_SIZE]; /* flattened positions waiting for walk() */
+    Py_ssize_t nevents;
     Py_ssize_t doc_open, array_open, array_close, doc_close;
     Py_ssize_t prev_end; /* the previous record's closing brace, or the array's [ */
     /* the current record */
@@ -586,29 +591,6 @@ on_key(scan_t *s, Py_ssize_t at)
     return 0;
 }
 
-/* A bracket outside strings.  Inside a record (depth > 3, or an opening at 3) it takes the
- * branch-free path: the kind of bracket decides the step, not a branch.  `depth` and
- * `mismatch` are the caller's locals (registers: a store into the uint8_t stack may alias any
- * field of `s`, which would reload each from memory), written back around the slow path. */
-ALWAYS_INLINE int
-bracket(scan_t *s, Py_ssize_t at, int *depth, int *mismatch)
-{
-    uint8_t c = s->buf[at];
-    int opening = (c >> 1) & 1; /* { [ have bit 1 set, } ] do not */
-    int d = *depth;
-    if (__builtin_expect(d > 2 + !opening && d < MAX_DEPTH, 1)) {
-        uint8_t top = s->stack[d - 1];
-        s->stack[d] = c; /* for a closing bracket: a slot above the top, unused */
-        *mismatch |= !opening & ((top == '{') != (c == '}'));
-        *depth = d + 2 * opening - 1;
-        return 0;
-    }
-    s->depth = d;
-    int rc = opening ? on_open(s, at) : on_close(s, at);
-    *depth = s->depth;
-    return rc;
-}
-
 typedef struct {
     uint64_t escape;  /* 1: the first byte of the next block is escaped */
     uint64_t instr;   /* all ones: the previous block ended inside a string */
@@ -662,53 +644,98 @@ typedef struct {
         if (s->buf[base + i + 6] == 'S')                                                         \
             keys |= (uint64_t)1 << i;                                                            \
     }                                                                                            \
-    uint64_t brackets = m->bracket & outside;                                                    \
-    int depth = s->depth, mismatch = 0;                                                          \
-    if ((keys | letters) == 0) {                                                                 \
-        /* brackets only: nested objects inside records without a branch on their kind */      \
-        while (brackets) {                                                                       \
-            Py_ssize_t at = base + __builtin_ctzll(brackets);                                    \
-            brackets &= brackets - 1;                                                            \
-            if (bracket(s, at, &depth, &mismatch) < 0)                                           \
-                return -1;                                                                       \
-        }                                                                                        \
-    }                                                                                            \
-    else {                                                                                       \
-        uint64_t events = brackets | keys | letters;                                             \
-        while (events) {                                                                         \
-            int i = __builtin_ctzll(events);                                                     \
-            uint64_t bit = events & (~events + 1);                                               \
-            events ^= bit;                                                                       \
-            Py_ssize_t at = base + i;                                                            \
-            if (brackets & bit) {                                                                \
-                if (bracket(s, at, &depth, &mismatch) < 0)                                       \
-                    return -1;                                                                   \
-            }                                                                                    \
-            else if (keys & bit) {                                                               \
-                if (depth == 3 && on_key(s, at) < 0)                                             \
-                    return -1;                                                                   \
-            }                                                                                    \
-            else if (depth >= 3)                                                                 \
-                s->rec_flag = 1; /* a \\u escape of a letter: it could spell the key */         \
-        }                                                                                        \
-    }                                                                                            \
-    s->depth = depth;                                                                            \
-    s->mismatch |= mismatch;                                                                     \
+    /* the positions of the brackets, keys and escaped letters, in order, for walk() */          \
+    FLATTEN((m->bracket & outside) | keys | letters);                                           \
     return 0;
+
+/* Append the positions of the set bits of `bits` (block at `base`) to s->events. */
+#define FLATTEN_PORTABLE(bits)                                                                   \
+    do {                                                                                         \
+        uint64_t left_ = (bits);                                                                 \
+        while (left_) {                                                                          \
+            s->events[s->nevents++] = base + __builtin_ctzll(left_);                             \
+            left_ &= left_ - 1;                                                                  \
+        }                                                                                        \
+    } while (0)
+
+/* The same without a branch per bit (simdjson's flatten): eight positions written whatever
+ * the count (tzcnt of 0 is 64: a harmless value past the count), more only when needed. */
+#define FLATTEN_AVX2(bits)                                                                       \
+    do {                                                                                         \
+        uint64_t left_ = (bits);                                                                 \
+        if (left_) {                                                                             \
+            Py_ssize_t *out_ = s->events + s->nevents;                                           \
+            int count_ = __builtin_popcountll(left_);                                            \
+            for (int k_ = 0; k_ < 8; k_++) {                                                     \
+                out_[k_] = base + (Py_ssize_t)_tzcnt_u64(left_);                                 \
+                left_ = _blsr_u64(left_);                                                        \
+            }                                                                                    \
+            for (int k_ = 8; k_ < count_; k_++) {                                                \
+                out_[k_] = base + (Py_ssize_t)_tzcnt_u64(left_);                                 \
+                left_ = _blsr_u64(left_);                                                        \
+            }                                                                                    \
+            s->nevents += count_;                                                                \
+        }                                                                                        \
+    } while (0)
 
 ALWAYS_INLINE int
 block_portable(scan_t *s, carry_t *c, Py_ssize_t base, const masks_t *m)
 {
+#define FLATTEN FLATTEN_PORTABLE
     BLOCK(prefix_xor_portable)
+#undef FLATTEN
 }
 
 #ifdef TG_X86_64
 AVX2 ALWAYS_INLINE int
 block_avx2(scan_t *s, carry_t *c, Py_ssize_t base, const masks_t *m)
 {
+#define FLATTEN FLATTEN_AVX2
     BLOCK(prefix_xor_avx2)
+#undef FLATTEN
 }
 #endif
+
+/* The second stage: the positions flattened by the blocks, in order -- brackets (nesting,
+ * records), keys (eventName, eventSource) and escaped letters.  One long loop, so the branch
+ * predictor learns it: a bracket inside a record is a few instructions and no branch on its
+ * kind; record boundaries and keys take the calls. */
+static int
+walk(scan_t *s)
+{
+    const uint8_t *b = s->buf;
+    uint8_t *stack = s->stack;
+    const Py_ssize_t *events = s->events;
+    int depth = s->depth, mismatch = 0;
+    for (Py_ssize_t i = 0, n = s->nevents; i < n; i++) {
+        Py_ssize_t at = events[i];
+        uint8_t c = b[at];
+        if (__builtin_expect(c != '"' && c != 'u', 1)) { /* a bracket */
+            int opening = (c >> 1) & 1;                   /* { [ have bit 1 set, } ] do not */
+            if (__builtin_expect(depth > 2 + !opening && depth < MAX_DEPTH, 1)) {
+                uint8_t top = stack[depth - 1];
+                stack[depth] = c; /* for a closing bracket: a slot above the top, unused */
+                mismatch |= !opening & ((top == '{') != (c == '}'));
+                depth += 2 * opening - 1;
+                continue;
+            }
+            s->depth = depth;
+            if ((opening ? on_open(s, at) : on_close(s, at)) < 0)
+                return -1;
+            depth = s->depth;
+        }
+        else if (c == '"') {
+            if (depth == 3 && on_key(s, at) < 0)
+                return -1;
+        }
+        else if (depth >= 3)
+            s->rec_flag = 1; /* a \u escape of a letter: it could spell the key */
+    }
+    s->depth = depth;
+    s->mismatch |= mismatch;
+    s->nevents = 0;
+    return 0;
+}
 
 /* ws* { ws* "Records" ws* : ws* [ */
 static int
@@ -752,6 +779,8 @@ check_head(scan_t *s)
             MASKS(s->buf + base, &m);                                                            \
             if (BLOCK_FN(s, &c, base, &m) < 0)                                                   \
                 return;                                                                          \
+            if (s->nevents > EVENTS_WALK_AT && walk(s) < 0)                                      \
+                return;                                                                          \
         }                                                                                        \
         /* The tail, padded with spaces: no event, and an open string stays open. */             \
         uint8_t tail[64 * 2 + PAD];                                                              \
@@ -762,6 +791,8 @@ check_head(scan_t *s)
             if (BLOCK_FN(s, &c, base + off, &m) < 0)                                             \
                 return;                                                                          \
         }                                                                                        \
+        if (walk(s) < 0)                                                                         \
+            return;                                                                              \
         s->unterminated = c.instr != 0;                                                          \
     }
 
