@@ -162,7 +162,8 @@ def event_time_key(value: object) -> str | None:
         parsed = parsed.astimezone(dt.UTC)
     except OverflowError:  # year 1 or 9999 moved across midnight
         return None
-    return parsed.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat, not strftime (5x slower): the same text for years 1000-9999
+    return parsed.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def is_json_object_text(value: object) -> bool:
