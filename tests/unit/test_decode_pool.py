@@ -57,6 +57,38 @@ async def test_many_objects_each_get_their_own_outcome(pool: DecodePool) -> None
     ]
 
 
+async def test_a_backlog_shares_frames_and_an_object_alone_goes_alone(
+    pool: DecodePool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trailguard import decode_pool
+
+    frames: list[int] = []
+    send = decode_pool._Worker.send
+
+    def spy(self: Any, batch: list[Any]) -> None:
+        frames.append(len(batch))
+        send(self, batch)
+
+    monkeypatch.setattr(decode_pool._Worker, "send", spy)
+    alone = await run(pool, blob(record(1)))
+    assert frames == [1]
+    assert len(alone.detections) == 1
+    # a frame with a bad object, a good one and an unreadable path: each gets its own answer
+    outcomes = await asyncio.gather(
+        *(run(pool, blob(record(i)), f"k{i}") for i in range(10)),
+        run(pool, b"\x1f\x8b not gzip"),
+        pool.process_path(
+            "/nonexistent/x.json", source=S3Source(bucket="b", key="p"), name="p", key=None
+        ),
+        return_exceptions=True,
+    )
+    assert max(frames) > 1
+    assert sum(frames) == 13
+    assert [o.detections[0].source.key for o in outcomes[:10]] == [f"k{i}" for i in range(10)]
+    assert isinstance(outcomes[10], DecodeError)
+    assert isinstance(outcomes[11], FileNotFoundError)
+
+
 async def test_a_decode_error_comes_back_as_itself(pool: DecodePool) -> None:
     with pytest.raises(DecodeError) as caught:
         await run(pool, b"\x1f\x8b not really gzip")
