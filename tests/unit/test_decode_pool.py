@@ -84,7 +84,8 @@ async def test_a_backlog_shares_frames_and_an_object_alone_goes_alone(
     )
     assert max(frames) > 1
     assert sum(frames) == 13
-    assert [o.detections[0].source.key for o in outcomes[:10]] == [f"k{i}" for i in range(10)]
+    good = [o for o in outcomes[:10] if not isinstance(o, BaseException)]
+    assert [o.detections[0].source.key for o in good] == [f"k{i}" for i in range(10)]
     assert isinstance(outcomes[10], DecodeError)
     assert isinstance(outcomes[11], FileNotFoundError)
 
