@@ -16,6 +16,7 @@ setup(
             "trailguard.detect._scan",
             sources=["daemon/trailguard/detect/_scan.c"],
             extra_compile_args=args,
+            libraries=["dl"] if sys.platform.startswith("linux") else [],  # dlopen, glibc < 2.34
             # A machine without a compiler still installs trailguard (TRAILGUARD_REQUIRE_SCANNER=1,
             # as CI sets, turns a failed build into an error).
             optional=os.environ.get("TRAILGUARD_REQUIRE_SCANNER") != "1",

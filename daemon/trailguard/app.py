@@ -204,6 +204,7 @@ class Daemon:
                     version=__version__,
                     queues=[src.label for src in config.sources.sqs],
                     decode_workers=pool.workers,
+                    decode_in=pool.mode,
                     decoder=SCANNER.describe(),
                     recovered_event_ids=recovered,
                     history=history is not None,

@@ -85,8 +85,9 @@ def _build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="decode processes for local files (default: [limits] decode_workers, 0 = one per "
-        "CPU; used when the input is over 64 MB compressed); 1 = decode in this process",
+        help="decode workers for local files (default: [limits] decode_workers, 0 = one per "
+        "CPU; threads from 1 MB of input, processes from 64 MB: [limits] decode_in); "
+        "1 = decode in the main thread",
     )
 
     run = sub.add_parser(
@@ -278,7 +279,12 @@ async def _replay(
         writer = stack.enter_context(JsonlWriter(args.output, fsync=args.output != "-"))
         replay = LocalReplay(detector, writer, history=history)
         if local:
-            await replay.run(local, progress=progress, pool=_replay_pool(args, config, detector))
+            await replay.run(
+                local,
+                progress=progress,
+                pool=_replay_pool(args, config, detector),
+                min_bytes=_replay_min_bytes(config),
+            )
         if s3_uris:
             from trailguard.ingest.backfill import replay_s3
 
@@ -321,6 +327,16 @@ def _replay_pool(
         return DecodePool(wanted, wanted.limits.decode_worker_count())
 
     return make
+
+
+def _replay_min_bytes(config: Config) -> int:
+    """How much input repays starting the decode workers: threads start at once."""
+    from trailguard.detect.decode import gil_free
+    from trailguard.ingest.replay import PARALLEL_MIN_BYTES, PARALLEL_MIN_BYTES_THREADS
+
+    mode = config.limits.decode_in
+    threads = mode == "threads" or (mode == "auto" and gil_free())
+    return PARALLEL_MIN_BYTES_THREADS if threads else PARALLEL_MIN_BYTES
 
 
 _COMMANDS = {

@@ -1,10 +1,13 @@
 """Decoding off the event loop, on every core.
 
-Decompression and decoding are CPU-bound (libdeflate + msgspec release nothing useful to threads
-at this grain), so they run in a process pool: the event loop only moves bytes, and heartbeats,
-polling and health stay live whatever the load.  Each worker builds its own :class:`Detector`
-from the config once, at start-up; only the object's bytes go in and its (small) outcome comes
-back.
+Decompression and decoding are CPU-bound.  With trailguard's C scanner and libdeflate bound to
+it (:func:`trailguard.detect.decode.gil_free`), inflating and scanning a file run without the
+GIL -- ~95 % of its CPU -- so the pool is threads (``[limits] decode_in = "auto"``): no pipes, no
+pickling, no second copy of the modules in memory.  Otherwise (no compiler, no AVX2, or
+``decode_in = "processes"``) the work holds the GIL (msgspec, the `deflate` package) and runs in
+worker processes: the event loop only moves bytes, and heartbeats, polling and health stay live
+whatever the load.  Each worker process builds its own :class:`Detector` from the config once,
+at start-up; only the object's bytes go in and its (small) outcome comes back.
 
 The pool uses the ``forkserver`` start method: forking the daemon itself, with its running event
 loop and helper threads, is not safe.
@@ -36,6 +39,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from trailguard.config import Config
+from trailguard.detect.decode import gil_free
 from trailguard.detect.detection import Source
 from trailguard.detect.process import Detector, FileOutcome
 
@@ -79,9 +83,11 @@ def _init_worker(config: Config, parent_pid: int | None = None) -> None:
 
 
 def _process_in_thread(
-    data: bytes, path: str | None, source: Source, name: str, key: str | None
+    detector: Detector, data: bytes, path: str | None, source: Source, name: str, key: str | None
 ) -> FileOutcome:
-    return _process(_read(path) if path is not None else data, source, name, key)
+    return detector.process_file(
+        _read(path) if path is not None else data, source=source, name=name, key=key
+    )
 
 
 def _process(data: bytes | memoryview, source: Source, name: str, key: str | None) -> FileOutcome:
@@ -379,19 +385,23 @@ class _Worker:
 
 
 class DecodePool:
-    """``workers`` > 0: that many processes; 0: one per CPU; -1: a thread (tests, tiny setups).
+    """``workers`` > 0: that many workers; 0: one per CPU; -1: one thread (tests, tiny setups).
 
-    Worker processes are driven from the event loop through their pipes (asyncio transports):
-    the compressed bytes go out pickled, the outcome comes back pickled, and no thread of the
-    daemon wakes up in between (ProcessPoolExecutor's feeder and manager threads cost the
-    daemon ~0.6 ms of CPU per object, as much as a fifth of decoding it).  A worker that dies is
-    replaced; the objects it held fail with :class:`DecodePoolBroken`.
+    Threads or processes as ``[limits] decode_in`` says ("auto": threads when decoding runs
+    without the GIL).  Threads share one :class:`Detector` (read-only) and run the objects
+    through ``loop.run_in_executor``.  Worker processes are driven from the event loop through
+    their pipes (asyncio transports): the compressed bytes go out raw, the outcome comes back
+    pickled, and no thread of the daemon wakes up in between (ProcessPoolExecutor's feeder and
+    manager threads cost the daemon ~0.6 ms of CPU per object, as much as a fifth of decoding
+    it).  A worker process that dies is replaced; the objects it held fail with
+    :class:`DecodePoolBroken`.
     """
 
     def __init__(self, config: Config, workers: int = 0) -> None:
         count = workers if workers > 0 else (os.cpu_count() or 1)
-        self._threaded = workers < 0
-        self.workers = 1 if self._threaded else count
+        mode = config.limits.decode_in
+        self.threads = workers < 0 or mode == "threads" or (mode == "auto" and gil_free())
+        self.workers = 1 if workers < 0 else count
         self._config = config
         self._closed = False
         self._dispatching = False
@@ -402,14 +412,24 @@ class DecodePool:
         self._connected: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._executor: Executor | None = None
+        self._detector: Detector | None = None
         self._workers: list[_Worker] = []
         self._retired: list[_Worker] = []
-        if self._threaded:
-            self._executor = ThreadPoolExecutor(
-                max_workers=1, initializer=_init_worker, initargs=(config,)
-            )
+        if self.threads:
+            self._executor, self._detector = self._thread_pool(config)
         else:
             self._workers = [_Worker(self, config) for _ in range(count)]
+
+    @property
+    def mode(self) -> str:
+        """For logs: "threads" or "processes"."""
+        return "threads" if self.threads else "processes"
+
+    def _thread_pool(self, config: Config) -> tuple[Executor, Detector]:
+        return (
+            ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="trailguard-decode"),
+            Detector.from_config(config),
+        )
 
     async def process(
         self, data: bytes, *, source: Source, name: str, key: str | None
@@ -428,12 +448,13 @@ class DecodePool:
         self, data: bytes, path: str | None, source: Source, name: str, key: str | None
     ) -> FileOutcome:
         loop = asyncio.get_running_loop()
-        if self._executor is not None:
-            return await loop.run_in_executor(
-                self._executor, _process_in_thread, data, path, source, name, key
-            )
         if self._closed:
             raise DecodePoolBroken("the decode pool is shut down")
+        if self._executor is not None:
+            assert self._detector is not None
+            return await loop.run_in_executor(
+                self._executor, _process_in_thread, self._detector, data, path, source, name, key
+            )
         if self._connected is None:  # the first object: attach the workers' pipes to the loop
             self._loop = loop
             self._connected = loop.create_task(self._connect_all())
@@ -515,9 +536,7 @@ class DecodePool:
         self._config = config
         if self._executor is not None:
             old = self._executor
-            self._executor = ThreadPoolExecutor(
-                max_workers=1, initializer=_init_worker, initargs=(config,)
-            )
+            self._executor, self._detector = self._thread_pool(config)
             threading.Thread(
                 target=old.shutdown,
                 kwargs={"wait": True},

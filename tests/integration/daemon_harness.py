@@ -76,6 +76,7 @@ class DaemonConfig:
     max_objects_in_flight: int = 4
     max_object_bytes: int = 52428800
     decode_workers: int = 1
+    decode_in: str = "auto"
     log_level: str = "info"
     # "127.0.0.1:PORT": serve /metrics, /healthz, /readyz there; None: [http] enabled = false.
     http_listen: str | None = None
@@ -114,6 +115,7 @@ class DaemonConfig:
             f"max_objects_in_flight = {self.max_objects_in_flight}",
             f"max_object_bytes = {self.max_object_bytes}",
             f"decode_workers = {self.decode_workers}",
+            f'decode_in = "{self.decode_in}"',
             "",
             "[shutdown]",
             f"deadline_secs = {self.deadline_secs}",

@@ -61,12 +61,17 @@ MakeDaemon = Callable[..., DaemonHarness]
 # --------------------------------------------------------------------------- AWS arrangement
 
 
-@pytest.fixture
-def daemons(tmp_path: Path, proxy: FaultProxy) -> Iterator[MakeDaemon]:
-    """``daemons(queue_urls=[...], **DaemonConfig fields)`` -> a harness; all killed at teardown."""
+@pytest.fixture(params=["threads", "processes"])
+def daemons(
+    tmp_path: Path, proxy: FaultProxy, request: pytest.FixtureRequest
+) -> Iterator[MakeDaemon]:
+    """``daemons(queue_urls=[...], **DaemonConfig fields)`` -> a harness; all killed at teardown.
+
+    Every scenario runs with decode threads and with decode worker processes."""
     made: list[DaemonHarness] = []
 
     def make(**kwargs: Any) -> DaemonHarness:
+        kwargs.setdefault("decode_in", request.param)
         kwargs.setdefault("endpoint_url", proxy.endpoint_url)
         kwargs.setdefault("visibility_timeout_secs", VISIBILITY)
         kwargs.setdefault("heartbeat_fraction", 0.25)

@@ -320,7 +320,8 @@ def test_sd_notify_ready_watchdog_reload_stopping(aws: Boto3Clients, daemons: Ma
     notify_queue(aws, arn)
     watchdog_usec = 2_000_000  # WatchdogSec=2: a ping every second
     with NotifySocket() as notify:
-        harness = daemons(queue_urls=[url], http_listen=None)
+        # decode worker processes: they must not inherit $NOTIFY_SOCKET (checked below)
+        harness = daemons(queue_urls=[url], http_listen=None, decode_in="processes")
         run = harness.start(
             env={**notify.env, "WATCHDOG_USEC": str(watchdog_usec)},
             wrapper=WATCHDOG_PID_WRAPPER,  # WATCHDOG_PID = the daemon's pid, as systemd sets it

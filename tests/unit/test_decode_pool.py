@@ -41,9 +41,22 @@ async def run(pool: DecodePool, data: bytes, key: str = "k") -> Any:
     return await pool.process(data, source=S3Source(bucket="b", key=key), name=key, key=None)
 
 
+def mode(decode_in: str, rules: str = "") -> Config:
+    return parse_config(f'{rules}[limits]\ndecode_in = "{decode_in}"\n', file="test.toml")
+
+
+@pytest.fixture(params=["processes", "threads"])
+async def pool(request: pytest.FixtureRequest) -> Any:
+    """Both kinds of decode workers: each test here holds for both."""
+    pool = DecodePool(mode(request.param), workers=2)
+    assert pool.mode == request.param
+    yield pool
+    pool.shutdown()
+
+
 @pytest.fixture
-async def pool() -> Any:
-    pool = DecodePool(Config(), workers=2)
+async def process_pool() -> Any:
+    pool = DecodePool(mode("processes"), workers=2)
     yield pool
     pool.shutdown()
 
@@ -58,8 +71,9 @@ async def test_many_objects_each_get_their_own_outcome(pool: DecodePool) -> None
 
 
 async def test_a_backlog_shares_frames_and_an_object_alone_goes_alone(
-    pool: DecodePool, monkeypatch: pytest.MonkeyPatch
+    process_pool: DecodePool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    pool = process_pool
     from trailguard import decode_pool
 
     frames: list[int] = []
@@ -97,7 +111,8 @@ async def test_a_decode_error_comes_back_as_itself(pool: DecodePool) -> None:
     assert len((await run(pool, blob(record(1)))).detections) == 1
 
 
-async def test_a_killed_worker_is_replaced(pool: DecodePool) -> None:
+async def test_a_killed_worker_is_replaced(process_pool: DecodePool) -> None:
+    pool = process_pool
     await run(pool, blob(record(1)))
     victim = pool._workers[0].process
     assert victim.pid is not None
@@ -121,9 +136,7 @@ async def test_a_killed_worker_is_replaced(pool: DecodePool) -> None:
 async def test_reconfigure_applies_to_new_objects(pool: DecodePool) -> None:
     assert len((await run(pool, blob(record(1)))).detections) == 1
     old = [w.process for w in pool._workers]
-    quiet = parse_config(
-        '[[rules]]\nid = "iam-delete-role-policy"\nenabled = false\n', file="test.toml"
-    )
+    quiet = mode(pool.mode, '[[rules]]\nid = "iam-delete-role-policy"\nenabled = false\n')
     pool.reconfigure(quiet)
     assert (await run(pool, blob(record(2)))).detections == []
     for process in old:
@@ -131,14 +144,25 @@ async def test_reconfigure_applies_to_new_objects(pool: DecodePool) -> None:
         assert not process.is_alive()
 
 
-async def test_after_shutdown_objects_are_refused() -> None:
-    pool = DecodePool(Config(), workers=1)
+@pytest.mark.parametrize("decode_in", ["processes", "threads"])
+async def test_after_shutdown_objects_are_refused(decode_in: str) -> None:
+    pool = DecodePool(mode(decode_in), workers=1)
     await run(pool, blob(record(1)))
-    process = pool._workers[0].process
+    processes = [worker.process for worker in pool._workers]
     pool.shutdown()
-    assert not process.is_alive()
+    assert not any(process.is_alive() for process in processes)
     with pytest.raises(DecodePoolBroken):
         await run(pool, blob(record(2)))
+
+
+def test_auto_is_threads_when_decoding_is_gil_free() -> None:
+    from trailguard.detect.decode import gil_free
+
+    pool = DecodePool(Config(), workers=2)
+    try:
+        assert pool.mode == ("threads" if gil_free() else "processes")
+    finally:
+        pool.shutdown()
 
 
 async def test_thread_mode() -> None:

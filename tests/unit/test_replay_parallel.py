@@ -41,14 +41,18 @@ async def replay(root: Path, out: Path, pool: Any) -> ReplaySummary:
         return await LocalReplay(detector, writer).run([str(root)], pool=pool)
 
 
-@pytest.mark.parametrize("workers", [2, -1])  # processes; the pool's thread mode
+@pytest.mark.parametrize(
+    ("decode_in", "workers"), [("processes", 2), ("threads", 2), ("threads", -1)]
+)
 async def test_parallel_replay_is_the_sequential_replay(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, decode_in: str, workers: int
 ) -> None:
     root = folder(tmp_path)
     monkeypatch.setattr(replay_mod, "PARALLEL_MIN_BYTES", 1)
     config = msgspec.structs.replace(
-        Config(), history=msgspec.structs.replace(Config().history, enabled=False)
+        Config(),
+        history=msgspec.structs.replace(Config().history, enabled=False),
+        limits=msgspec.structs.replace(Config().limits, decode_in=decode_in),
     )
     made: list[DecodePool] = []
 
@@ -59,6 +63,7 @@ async def test_parallel_replay_is_the_sequential_replay(
     one = await replay(root, tmp_path / "one.jsonl", None)
     many = await replay(root, tmp_path / "many.jsonl", make)
     assert len(made) == 1
+    assert made[0].mode == decode_in
     assert many == one
     assert (tmp_path / "many.jsonl").read_bytes() == (tmp_path / "one.jsonl").read_bytes()
     assert one.files == 28

@@ -38,7 +38,9 @@
  *                                       or a str: why the document was declined.
  */
 #define PY_SSIZE_T_CLEAN
+#define _GNU_SOURCE
 #include <Python.h>
+#include <dlfcn.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -827,7 +829,133 @@ scan(scan_t *s, int simd)
         s->why = "more than one JSON value";
 }
 
+/* -- gunzip without the GIL ------------------------------------------------------------------ */
+
+/* libdeflate, the decompressor trailguard uses, is bundled in the `deflate` package, whose Python
+ * functions hold the GIL while they inflate: decoding could not use threads.  Its library exports
+ * libdeflate's public C API (libdeflate.h, stable since 1.0), so gunzip() below calls the same
+ * code with the GIL released.  bind_libdeflate() takes the path of the package's extension (it is
+ * already loaded: dlopen only finds it); without the symbols, trailguard uses `deflate`'s
+ * Python functions as before. */
+typedef void *(*alloc_fn)(void);
+typedef void (*free_fn)(void *);
+typedef int (*gzip_fn)(void *, const void *, size_t, void *, size_t, size_t *, size_t *);
+static alloc_fn ld_alloc;
+static free_fn ld_free;
+static gzip_fn ld_gzip;
+
+static PyObject *
+bind_libdeflate(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    const char *path = PyUnicode_AsUTF8(arg);
+    if (path == NULL)
+        return NULL;
+    void *lib = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
+    if (lib == NULL)
+        lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (lib == NULL)
+        Py_RETURN_FALSE;
+    alloc_fn a = (alloc_fn)dlsym(lib, "libdeflate_alloc_decompressor");
+    free_fn f = (free_fn)dlsym(lib, "libdeflate_free_decompressor");
+    gzip_fn g = (gzip_fn)dlsym(lib, "libdeflate_gzip_decompress_ex");
+    if (a == NULL || f == NULL || g == NULL)
+        Py_RETURN_FALSE; /* the handle stays open: the module holds the library anyway */
+    ld_alloc = a, ld_free = f, ld_gzip = g;
+    Py_RETURN_TRUE;
+}
+
+/* gunzip(buffer, size) -> bytes or None: one gzip member that inflates to exactly `size` bytes
+ * and ends exactly at the end of `buffer`; None for anything else (several members, trailing
+ * bytes, a size that lies, bad data), which the caller's zlib path then judges and words. */
+static PyObject *
+gunzip(PyObject *module, PyObject *args)
+{
+    (void)module;
+    Py_buffer view;
+    Py_ssize_t size;
+    if (!PyArg_ParseTuple(args, "y*n:gunzip", &view, &size))
+        return NULL;
+    if (ld_gzip == NULL || size < 0) {
+        PyBuffer_Release(&view);
+        if (ld_gzip == NULL)
+            PyErr_SetString(PyExc_RuntimeError, "libdeflate is not bound");
+        else
+            PyErr_SetString(PyExc_ValueError, "negative size");
+        return NULL;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, size);
+    if (out == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    int rc = -1;
+    size_t used = 0, made = 0;
+    char *target = PyBytes_AS_STRING(out);
+    Py_BEGIN_ALLOW_THREADS
+    void *d = ld_alloc();
+    if (d != NULL) {
+        rc = ld_gzip(d, view.buf, (size_t)view.len, target, (size_t)size, &used, &made);
+        ld_free(d);
+    }
+    Py_END_ALLOW_THREADS
+    int whole = rc == 0 && used == (size_t)view.len && made == (size_t)size;
+    PyBuffer_Release(&view);
+    if (!whole) {
+        Py_DECREF(out);
+        if (rc == -1 && !PyErr_Occurred())
+            return PyErr_NoMemory();
+        Py_RETURN_NONE;
+    }
+    return out;
+}
+
 /* -- Python ----------------------------------------------------------------------------------- */
+
+/* The names tuple as a C table (PyMem; the bytes stay owned by the tuple). */
+static name_t *
+names_table(PyObject *names, Py_ssize_t *count)
+{
+    Py_ssize_t nnames = PyTuple_GET_SIZE(names);
+    name_t *table = PyMem_Malloc((size_t)(nnames ? nnames : 1) * sizeof(name_t));
+    if (table == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < nnames; i++) {
+        PyObject *name = PyTuple_GET_ITEM(names, i);
+        if (!PyBytes_Check(name)) {
+            PyMem_Free(table);
+            PyErr_SetString(PyExc_TypeError, "names must be a tuple of bytes");
+            return NULL;
+        }
+        table[i].ptr = PyBytes_AS_STRING(name);
+        table[i].len = PyBytes_GET_SIZE(name);
+    }
+    *count = nnames;
+    return table;
+}
+
+static scan_t *
+new_scan(const uint8_t *buf, Py_ssize_t n, const name_t *names, Py_ssize_t nnames)
+{
+    scan_t *s = PyMem_RawCalloc(1, sizeof(scan_t));
+    if (s == NULL)
+        return NULL;
+    s->buf = buf;
+    s->n = n;
+    s->names = names;
+    s->nnames = nnames;
+    s->doc_open = s->array_open = s->array_close = s->doc_close = -1;
+    return s;
+}
+
+static void
+free_scan(scan_t *s)
+{
+    PyMem_RawFree(s->cand);
+    PyMem_RawFree(s);
+}
 
 static PyObject *
 scan_records(PyObject *module, PyObject *args, PyObject *kwargs)
@@ -840,34 +968,14 @@ scan_records(PyObject *module, PyObject *args, PyObject *kwargs)
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*O!|p:records", keywords, &view,
                                      &PyTuple_Type, &names, &simd))
         return NULL;
-    Py_ssize_t nnames = PyTuple_GET_SIZE(names);
-    name_t *table = PyMem_Malloc((size_t)(nnames ? nnames : 1) * sizeof(name_t));
-    if (table == NULL) {
-        PyBuffer_Release(&view);
-        return PyErr_NoMemory();
-    }
-    for (Py_ssize_t i = 0; i < nnames; i++) {
-        PyObject *name = PyTuple_GET_ITEM(names, i);
-        if (!PyBytes_Check(name)) {
-            PyMem_Free(table);
-            PyBuffer_Release(&view);
-            PyErr_SetString(PyExc_TypeError, "names must be a tuple of bytes");
-            return NULL;
-        }
-        table[i].ptr = PyBytes_AS_STRING(name);
-        table[i].len = PyBytes_GET_SIZE(name);
-    }
-    scan_t *s = PyMem_Calloc(1, sizeof(scan_t));
+    Py_ssize_t nnames = 0;
+    name_t *table = names_table(names, &nnames);
+    scan_t *s = table ? new_scan((const uint8_t *)view.buf, view.len, table, nnames) : NULL;
     if (s == NULL) {
         PyMem_Free(table);
         PyBuffer_Release(&view);
-        return PyErr_NoMemory();
+        return table ? PyErr_NoMemory() : NULL;
     }
-    s->buf = (const uint8_t *)view.buf;
-    s->n = view.len;
-    s->names = table;
-    s->nnames = nnames;
-    s->doc_open = s->array_open = s->array_close = s->doc_close = -1;
     Py_BEGIN_ALLOW_THREADS
     scan(s, simd);
     Py_END_ALLOW_THREADS
@@ -890,14 +998,118 @@ scan_records(PyObject *module, PyObject *args, PyObject *kwargs)
         if (found != NULL)
             result = Py_BuildValue("(nnnN)", s->count, s->first_start, s->first_end, found);
     }
-    PyMem_RawFree(s->cand);
-    PyMem_Free(s);
+    free_scan(s);
     PyMem_Free(table);
     PyBuffer_Release(&view);
     return result;
 }
 
+/* Each thread inflates into its own buffer, kept between calls (no 1.2 MB allocation, page
+ * faults and free per file); one bigger than KEEP_BYTES is let go after use. */
+#define KEEP_BYTES (32 << 20)
+static __thread uint8_t *tl_text;
+static __thread size_t tl_size;
+
+/* gunzip_records(buffer, size, names) -> None when the gzip is not one member of exactly
+ * `size` bytes (the caller's zlib path judges); (why, text) when the scan declines (the caller's
+ * msgspec path takes the text); else (count, first record, [index, record, ...]) with the
+ * records as bytes.  Inflating and scanning run without the GIL: threads use every core. */
+static PyObject *
+gunzip_records(PyObject *module, PyObject *args)
+{
+    (void)module;
+    Py_buffer view;
+    Py_ssize_t size;
+    PyObject *names;
+    if (!PyArg_ParseTuple(args, "y*nO!:gunzip_records", &view, &size, &PyTuple_Type, &names))
+        return NULL;
+    if (ld_gzip == NULL || size <= 0) {
+        PyBuffer_Release(&view);
+        if (ld_gzip == NULL) {
+            PyErr_SetString(PyExc_RuntimeError, "libdeflate is not bound");
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t nnames = 0;
+    name_t *table = names_table(names, &nnames);
+    if (table == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    int rc = -1;
+    size_t used = 0, made = 0;
+    scan_t *s = NULL;
+    Py_BEGIN_ALLOW_THREADS
+    if (tl_size < (size_t)size) {
+        uint8_t *grown = realloc(tl_text, (size_t)size);
+        if (grown != NULL)
+            tl_text = grown, tl_size = (size_t)size;
+    }
+    void *d = tl_size >= (size_t)size ? ld_alloc() : NULL;
+    if (d != NULL) {
+        rc = ld_gzip(d, view.buf, (size_t)view.len, tl_text, (size_t)size, &used, &made);
+        ld_free(d);
+    }
+    if (rc == 0 && used == (size_t)view.len && made == (size_t)size) {
+        s = new_scan(tl_text, size, table, nnames);
+        if (s != NULL)
+            scan(s, 1);
+    }
+    else if (rc != -1)
+        rc = 1; /* inflated, but not one member of exactly `size` bytes */
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    PyObject *result = NULL;
+    if (rc == -1 || (rc == 0 && s == NULL)) {
+        PyErr_NoMemory();
+    }
+    else if (rc != 0) {
+        result = Py_None;
+        Py_INCREF(result);
+    }
+    else if (s->why != NULL) {
+        result = Py_BuildValue("(Ny#)", PyUnicode_FromFormat("%s at byte %zd", s->why, s->why_at),
+                               (const char *)tl_text, size);
+    }
+    else {
+        PyObject *found = PyList_New(s->ncand / 3 * 2);
+        for (Py_ssize_t i = 0, j = 0; found != NULL && i < s->ncand; i += 3, j += 2) {
+            PyObject *index = PyLong_FromSsize_t(s->cand[i]);
+            PyObject *text = PyBytes_FromStringAndSize((const char *)tl_text + s->cand[i + 1],
+                                                       s->cand[i + 2] - s->cand[i + 1]);
+            if (index == NULL || text == NULL) {
+                Py_XDECREF(index);
+                Py_XDECREF(text);
+                Py_CLEAR(found);
+                break;
+            }
+            PyList_SET_ITEM(found, j, index);
+            PyList_SET_ITEM(found, j + 1, text);
+        }
+        if (found != NULL) {
+            const char *first = (const char *)tl_text + (s->count ? s->first_start : 0);
+            Py_ssize_t first_size = s->count ? s->first_end - s->first_start : 0;
+            result = Py_BuildValue("(ny#N)", s->count, first, first_size, found);
+        }
+    }
+    if (s != NULL)
+        free_scan(s);
+    PyMem_Free(table);
+    if (tl_size > KEEP_BYTES) {
+        free(tl_text);
+        tl_text = NULL, tl_size = 0;
+    }
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"bind_libdeflate", bind_libdeflate, METH_O,
+     "bind_libdeflate(path) -> bool: find libdeflate's C API in that (loaded) library."},
+    {"gunzip_records", gunzip_records, METH_VARARGS,
+     "gunzip_records(buffer, size, names): inflate and scan without the GIL (see _scan.c)."},
+    {"gunzip", gunzip, METH_VARARGS,
+     "gunzip(buffer, size) -> bytes or None, without the GIL (see _scan.c)."},
     {"records", (PyCFunction)(void (*)(void))scan_records, METH_VARARGS | METH_KEYWORDS,
      "records(buffer, names, simd=True) -> (count, first_start, first_end, [index, start, end, "
      "...]) or a str saying why the document was declined."},

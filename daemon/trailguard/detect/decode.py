@@ -116,7 +116,7 @@ class _Scanner:
     def describe(self) -> str:
         """For the startup log line and ``--version``: which decoder runs, and why."""
         if self.enabled:
-            return "c-avx2"
+            return "c-avx2, libdeflate without the GIL" if _LIBDEFLATE else "c-avx2"
         if _scan is None:
             return "msgspec (C scanner not built)"
         if not _scan.SIMD:
@@ -125,6 +125,24 @@ class _Scanner:
 
 
 SCANNER: Final = _Scanner()
+
+
+def _bind_libdeflate() -> bool:
+    """Let _scan call the `deflate` package's libdeflate without the GIL (see _scan.c)."""
+    if _scan is None:
+        return False
+    library = getattr(getattr(deflate, "_deflate", None), "__file__", None)
+    return bool(library) and bool(_scan.bind_libdeflate(str(library)))
+
+
+_LIBDEFLATE: Final = _bind_libdeflate()
+
+
+def gil_free() -> bool:
+    """Whether a gzip'd S3 delivery is inflated and scanned without the GIL (the C scanner on,
+    libdeflate bound to it), so that decoding in threads uses every core."""
+    return SCANNER.enabled and _LIBDEFLATE
+
 
 #: Refuse to inflate more than this (bytes) unless told otherwise: a gzip bomb must not take the
 #: daemon's memory.  CloudTrail files are at most 50 MB compressed and compress ~10x.
@@ -477,6 +495,13 @@ def decompress(
     if size >= 18:  # header (10) + empty deflate block (2) + trailer (8)
         isize = int.from_bytes(blob[-4:], "little")
         if 0 < isize <= max_size and isize <= size * _DEFLATE_MAX_RATIO:
+            if SCANNER.enabled and _LIBDEFLATE and _scan is not None:
+                # the same libdeflate, without the GIL (see _scan.c): exactly one member that
+                # ends at the end of the input, or None and zlib judges
+                whole: bytes | None = _scan.gunzip(blob, isize)
+                if whole is not None:
+                    return whole
+                return _gunzip_zlib(blob, source=source, max_size=max_size)
             try:
                 out = deflate.gzip_decompress(blob, isize)
             except deflate.DeflateError:
@@ -722,7 +747,25 @@ def decode_file(
         )
         if streamed is not None:
             return streamed
-    text = decompress(data, source=source, max_size=max_size)
+    scanned_already = False
+    text: bytes | bytearray | memoryview | None = None
+    if compressed and SCANNER.enabled and _LIBDEFLATE and _scan is not None and len(data) >= 18:
+        # inflate and scan in one call without the GIL (see _scan.c), into a buffer each
+        # thread keeps: only the record count and the few doubtful records come back
+        isize = int.from_bytes(data[-4:], "little")
+        if 0 < isize <= max_size and isize <= len(data) * _DEFLATE_MAX_RATIO:
+            found = _scan.gunzip_records(data, isize, prefilter.name_bytes)
+            if found is not None and isinstance(found[0], int):
+                count, first, doubtful = found
+                result = _Decoder(prefilter, source, compressed, isize, 0).from_scan(
+                    count, first, list(zip(doubtful[0::2], doubtful[1::2], strict=True))
+                )
+                if result is not None:
+                    return result
+            elif found is not None:
+                text, scanned_already = found[1], True  # declined: the msgspec path decides
+    if text is None:
+        text = decompress(data, source=source, max_size=max_size)
     size = len(text)
     if size == 0:
         raise DecodeError(source, "empty file: the gzip data decompresses to 0 bytes")
@@ -733,6 +776,7 @@ def decode_file(
     first = text[match.start()]
     view = memoryview(text)[bom:] if bom else text
     decoder = _Decoder(prefilter, source, compressed, size, bom)
+    decoder.scanned_already = scanned_already
     if first == 0x7B:  # {
         return decoder.object_document(view)
     if first == 0x5B:  # [
@@ -763,7 +807,16 @@ def _skipped(reason: str, compressed: bool, size: int) -> DecodedFile:
 class _Decoder:
     """State for decoding one file; methods are the shapes."""
 
-    __slots__ = ("compressed", "locator", "name_bytes", "names", "offset", "size", "source")
+    __slots__ = (
+        "compressed",
+        "locator",
+        "name_bytes",
+        "names",
+        "offset",
+        "scanned_already",
+        "size",
+        "source",
+    )
 
     def __init__(
         self, prefilter: Prefilter, source: str, compressed: bool, size: int, offset: int
@@ -775,6 +828,7 @@ class _Decoder:
         self.compressed = compressed
         self.size = size
         self.offset = offset  # bytes before ``view`` in the text (a BOM), for error positions
+        self.scanned_already = False  # the C scanner declined this text once: not again
 
     def why(self, exc: BaseException) -> str:
         return _why_json(exc, offset=self.offset, compressed=self.compressed)
@@ -871,28 +925,39 @@ class _Decoder:
         fast path would send to the careful path (an odd first record, a probe that fails)
         returns None, so both paths give the same result.
         """
-        if _scan is None or not SCANNER.enabled:
+        if _scan is None or not SCANNER.enabled or self.scanned_already:
             return None
         found = _scan.records(view, self.name_bytes)
         if isinstance(found, str):
             return None
         count, first_start, first_end, spans = found
+        text = memoryview(view)
+        return self.from_scan(
+            count,
+            text[first_start:first_end],
+            [(spans[at], text[spans[at + 1] : spans[at + 2]]) for at in range(0, len(spans), 3)],
+        )
+
+    def from_scan(
+        self, count: int, first: Buffer, doubtful: Sequence[tuple[int, Buffer]]
+    ) -> DecodedFile | None:
+        """The scanner's answer (the record count, the first record, the records that may be
+        candidates) made a DecodedFile: each doubtful record probed, and decoded in full when
+        its decoded eventName is one of the names.  None where the msgspec fast path would take
+        the careful path (an odd first record, a probe that fails): both give the same result.
+        """
         if count == 0:
             return self.done("records", 0, [], [])
-        text = memoryview(view)
         try:
-            first = _DEC_PROBE.decode(text[first_start:first_end])
+            head = _DEC_PROBE.decode(first)
             picked = [
                 (index, raw)
-                for index, raw in (
-                    (spans[at], text[spans[at + 1] : spans[at + 2]])
-                    for at in range(0, len(spans), 3)
-                )
+                for index, raw in doubtful
                 if _DEC_PROBE.decode(raw).event_name in self.names
             ]
         except _ITEM_FAILURES:
             return None
-        if first.event_name is None or (first.event_source or "").startswith("aws:"):
+        if head.event_name is None or (head.event_source or "").startswith("aws:"):
             return None
         bad = _Bad()
         candidates = [

@@ -34,6 +34,8 @@ log = get_logger(__name__)
 #: Worker processes start in ~0.3 s (a forkserver, then trailguard's imports in each): below
 #: this much compressed input (~400 S3 deliveries, ~0.6 s of one core) one process is faster.
 PARALLEL_MIN_BYTES = 64 << 20
+#: Decode threads (``decode_in``: see decode_pool.py) start at once: worth it from a few files.
+PARALLEL_MIN_BYTES_THREADS = 1 << 20
 
 LOG_SUFFIXES = (".json", ".jsonl", ".ndjson", ".gz")
 SKIP_NAME = "not a log file name"
@@ -243,14 +245,18 @@ class LocalReplay:
         *,
         progress: TextIO | None = None,
         pool: Callable[[], DecodePool] | None = None,
+        min_bytes: int | None = None,
     ) -> ReplaySummary:
         """Replay every file under ``paths``; a progress bar goes to ``progress`` if given.
 
-        ``pool`` makes the worker processes when the input is big enough to repay starting
-        them (:data:`PARALLEL_MIN_BYTES`); the result is the same either way.
+        ``pool`` makes the decode workers when the input is big enough to repay starting them
+        (``min_bytes``, by default :data:`PARALLEL_MIN_BYTES`); the result is the same either
+        way.
         """
+        if min_bytes is None:
+            min_bytes = PARALLEL_MIN_BYTES
         files = list(iter_files(paths, self.summary))
-        parallel = pool is not None and _total_size(files) >= PARALLEL_MIN_BYTES
+        parallel = pool is not None and _total_size(files, min_bytes) >= min_bytes
         bar = None
         if progress is not None:
             from tqdm import tqdm  # imported only when a terminal shows it
@@ -285,11 +291,11 @@ class LocalReplay:
         return self.summary
 
 
-def _total_size(files: Iterable[Path]) -> int:
+def _total_size(files: Iterable[Path], enough: int) -> int:
     total = 0
     for path in files:
         with contextlib.suppress(OSError):  # reported when it is read
             total += path.stat().st_size
-        if total >= PARALLEL_MIN_BYTES:
+        if total >= enough:
             break
     return total
