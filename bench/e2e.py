@@ -112,6 +112,14 @@ class Harness:
         return total_cpu([])
 
 
+def _decode_in(config: Any) -> str:
+    """What the daemon's pool runs ("threads" or "processes"), as DecodePool decides it."""
+    from trailguard.detect.decode import gil_free
+
+    mode = str(config.limits.decode_in)
+    return mode if mode != "auto" else ("threads" if gil_free() else "processes")
+
+
 async def steady(h: Harness, keys: list[str], rate: float, seconds: float) -> dict[str, Any]:
     count = int(rate * seconds)
     cpu0, rec0 = h.usage()
@@ -204,6 +212,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "object_kb_gzip": statistics.mean(sizes) / 1e3,
             "records_per_object": E2E_SET.records,
             "decode_workers": h.daemon.config.limits.decode_worker_count(),
+            "decode_in": _decode_in(h.daemon.config),
             "max_objects_in_flight": h.daemon.config.limits.max_objects_in_flight,
         }
         result["steady"] = await steady(h, keys, args.rate, args.seconds)

