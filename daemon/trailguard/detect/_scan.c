@@ -6,7 +6,7 @@
  * of decompression (issue 6: >= 0.5 of libdeflate's speed).  The fastest libraries reachable
  * from Python build something per value: msgspec (1.3 ms per 1.2 MB file here, skipping all but
  * two fields) and pysimdjson (1.0 ms: it copies every string into its tape) are both slower than
- * the gunzip itself (0.87 ms).  No library offers "validate, count the array's elements and show
+ * the gunzip itself (0.6-0.87 ms).  No library offers "validate, count the array's elements and show
  * me one key's value per element" without building values.  This scanner does that in one pass
  * of 64-byte blocks (AVX2 where the CPU has it, the same masks byte by byte elsewhere) in the
  * style of simdjson's first stage: bit masks of quotes, backslashes, whitespace and operators;
@@ -23,8 +23,10 @@
  *   - nesting: brackets matched by type, depth <= MAX_DEPTH;
  *   - every record has a top-level "eventName" key with a string value.
  * Not checked: the grammar between tokens inside a record (the order of keys, colons and
- * commas): a record like {"a" "b",,"eventName":"X"} is counted, not rejected.  Records that matter are decoded
- * in full by msgspec afterwards, so they are checked completely.
+ * commas): a record like {"a" "b",,"eventName":"X"} is counted, not rejected.  Records that
+ * matter are decoded in full by msgspec afterwards, so they are checked completely.  Also
+ * checked, as msgspec's probe of every record would: a top-level eventSource is a string or
+ * null.
  *
  * Which records are returned as candidates -- conservatively, so that a crafted file cannot
  * hide a record from the exact check the caller makes after decoding it:
@@ -36,6 +38,9 @@
  *
  * records(buffer, names, simd=True) -> (count, first_start, first_end, [index, start, end, ...])
  *                                       or a str: why the document was declined.
+ * gunzip_records(gzip, size, names)  -> the same for a gzip file, inflated (libdeflate) into a
+ *                                       buffer each thread keeps, all without the GIL.
+ * gunzip(gzip, size)                 -> bytes or None: libdeflate without the GIL.
  */
 #define PY_SSIZE_T_CLEAN
 #define _GNU_SOURCE
