@@ -112,14 +112,6 @@ class Harness:
         return total_cpu([])
 
 
-def _decode_in(config: Any) -> str:
-    """What the daemon's pool runs ("threads" or "processes"), as DecodePool decides it."""
-    from trailguard.detect.decode import gil_free
-
-    mode = str(config.limits.decode_in)
-    return mode if mode != "auto" else ("threads" if gil_free() else "processes")
-
-
 async def steady(h: Harness, keys: list[str], rate: float, seconds: float) -> dict[str, Any]:
     count = int(rate * seconds)
     cpu0, rec0 = h.usage()
@@ -208,11 +200,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         for key in keys[:20]:  # warm-up: workers started, caches filled
             h.queue.send(h.body(key))
         await h.wait(20)
+        from trailguard.decode_pool import decode_mode
+
         result: dict[str, Any] = {
             "object_kb_gzip": statistics.mean(sizes) / 1e3,
             "records_per_object": E2E_SET.records,
             "decode_workers": h.daemon.config.limits.decode_worker_count(),
-            "decode_in": _decode_in(h.daemon.config),
+            "decode_in": decode_mode(h.daemon.config),
             "max_objects_in_flight": h.daemon.config.limits.max_objects_in_flight,
         }
         result["steady"] = await steady(h, keys, args.rate, args.seconds)

@@ -331,11 +331,10 @@ def _replay_pool(
 
 def _replay_min_bytes(config: Config) -> int:
     """How much input repays starting the decode workers: threads start at once."""
-    from trailguard.detect.decode import gil_free
+    from trailguard.decode_pool import decode_mode
     from trailguard.ingest.replay import PARALLEL_MIN_BYTES, PARALLEL_MIN_BYTES_THREADS
 
-    mode = config.limits.decode_in
-    threads = mode == "threads" or (mode == "auto" and gil_free())
+    threads = decode_mode(config) == "threads"
     return PARALLEL_MIN_BYTES_THREADS if threads else PARALLEL_MIN_BYTES
 
 

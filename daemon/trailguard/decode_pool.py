@@ -70,16 +70,24 @@ def _exit_with(parent_pid: int) -> None:
     threading.Thread(target=watch, name="trailguard-parent-watch", daemon=True).start()
 
 
-def _init_worker(config: Config, parent_pid: int | None = None) -> None:
+def _init_worker(config: Config, parent_pid: int) -> None:
     global _detector  # one Detector per worker process, by design
     # Signals are the parent's business: Ctrl-C reaches the whole process group and systemd
     # signals the whole cgroup, but in-flight objects must finish during the drain.  Workers
     # exit when the parent shuts the pool down, or when the parent is gone (even SIGKILLed).
-    if parent_pid is not None and parent_pid != os.getpid():  # a worker process, not a thread
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        _exit_with(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _exit_with(parent_pid)
     _detector = Detector.from_config(config)
+
+
+def decode_mode(config: Config) -> str:
+    """Where a pool built from ``config`` decodes: "threads" or "processes" (``[limits]
+    decode_in``; "auto" is threads when decoding runs without the GIL)."""
+    mode = config.limits.decode_in
+    if mode == "auto":
+        return "threads" if gil_free() else "processes"
+    return mode
 
 
 def _process_in_thread(
@@ -399,8 +407,7 @@ class DecodePool:
 
     def __init__(self, config: Config, workers: int = 0) -> None:
         count = workers if workers > 0 else (os.cpu_count() or 1)
-        mode = config.limits.decode_in
-        self.threads = workers < 0 or mode == "threads" or (mode == "auto" and gil_free())
+        self.threads = workers < 0 or decode_mode(config) == "threads"
         self.workers = 1 if workers < 0 else count
         self._config = config
         self._closed = False

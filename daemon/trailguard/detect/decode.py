@@ -492,29 +492,36 @@ def decompress(
         return data
     blob = data.tobytes() if isinstance(data, memoryview) else data
     size = len(blob)
-    if size >= 18:  # header (10) + empty deflate block (2) + trailer (8)
-        isize = int.from_bytes(blob[-4:], "little")
-        if 0 < isize <= max_size and isize <= size * _DEFLATE_MAX_RATIO:
-            if SCANNER.enabled and _LIBDEFLATE and _scan is not None:
-                # the same libdeflate, without the GIL (see _scan.c): exactly one member that
-                # ends at the end of the input, or None and zlib judges
-                whole: bytes | None = _scan.gunzip(blob, isize)
-                if whole is not None:
-                    return whole
-                return _gunzip_zlib(blob, source=source, max_size=max_size)
-            try:
-                out = deflate.gzip_decompress(blob, isize)
-            except deflate.DeflateError:
-                pass  # let zlib say precisely what is wrong, or handle several members
-            else:
-                # libdeflate stops after the first member and checks it against that member's
-                # own trailer.  Accept the result only if no earlier 4 bytes equal the size
-                # trailer: then the first member's trailer is the end of the input, nothing
-                # (a second member, garbage) was left unread.  A chance earlier hit only costs
-                # the slower zlib path.
-                if len(out) == isize and blob.find(blob[-4:], 10) == size - 4:
-                    return out
+    isize = _trailer_size(blob, max_size)
+    if isize is not None and gil_free() and _scan is not None:
+        # the same libdeflate, without the GIL (see _scan.c): exactly one member that ends at
+        # the end of the input, or None and zlib judges
+        whole: bytes | None = _scan.gunzip(blob, isize)
+        if whole is not None:
+            return whole
+    elif isize is not None:
+        try:
+            out = deflate.gzip_decompress(blob, isize)
+        except deflate.DeflateError:
+            pass  # let zlib say precisely what is wrong, or handle several members
+        else:
+            # libdeflate stops after the first member and checks it against that member's own
+            # trailer.  Accept the result only if no earlier 4 bytes equal the size trailer:
+            # then the first member's trailer is the end of the input, nothing (a second
+            # member, garbage) was left unread.  A chance earlier hit only costs the slower
+            # zlib path.
+            if len(out) == isize and blob.find(blob[-4:], 10) == size - 4:
+                return out
     return _gunzip_zlib(blob, source=source, max_size=max_size)
+
+
+def _trailer_size(blob: bytes | bytearray | memoryview, max_size: int) -> int | None:
+    """The size a gzip file says it inflates to (its ISIZE trailer), when that is plausible:
+    not 0, at most ``max_size``, at most ``_DEFLATE_MAX_RATIO`` times the input; else None."""
+    if len(blob) < 18:  # header (10) + empty deflate block (2) + trailer (8)
+        return None
+    isize = int.from_bytes(blob[-4:], "little")
+    return isize if 0 < isize <= max_size and isize <= len(blob) * _DEFLATE_MAX_RATIO else None
 
 
 def _gunzip_zlib(blob: bytes | bytearray, *, source: str, max_size: int) -> bytearray:
@@ -749,21 +756,20 @@ def decode_file(
             return streamed
     scanned_already = False
     text: bytes | bytearray | memoryview | None = None
-    if compressed and SCANNER.enabled and _LIBDEFLATE and _scan is not None and len(data) >= 18:
+    isize = _trailer_size(data, max_size) if compressed and gil_free() else None
+    if isize is not None and _scan is not None:
         # inflate and scan in one call without the GIL (see _scan.c), into a buffer each
         # thread keeps: only the record count and the few doubtful records come back
-        isize = int.from_bytes(data[-4:], "little")
-        if 0 < isize <= max_size and isize <= len(data) * _DEFLATE_MAX_RATIO:
-            found = _scan.gunzip_records(data, isize, prefilter.name_bytes)
-            if found is not None and isinstance(found[0], int):
-                count, first, doubtful = found
-                result = _Decoder(prefilter, source, compressed, isize, 0).from_scan(
-                    count, first, list(zip(doubtful[0::2], doubtful[1::2], strict=True))
-                )
-                if result is not None:
-                    return result
-            elif found is not None:
-                text, scanned_already = found[1], True  # declined: the msgspec path decides
+        found = _scan.gunzip_records(data, isize, prefilter.name_bytes)
+        if found is not None and isinstance(found[0], int):
+            count, first, doubtful = found
+            result = _Decoder(prefilter, source, compressed, isize, 0).from_scan(
+                count, first, list(zip(doubtful[0::2], doubtful[1::2], strict=True))
+            )
+            if result is not None:
+                return result
+        elif found is not None:
+            text, scanned_already = found[1], True  # declined: the msgspec path decides
     if text is None:
         text = decompress(data, source=source, max_size=max_size)
     size = len(text)

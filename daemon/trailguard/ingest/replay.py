@@ -134,7 +134,7 @@ class LocalReplay:
         try:
             return name, path.read_bytes()
         except OSError as exc:
-            self.fail(name, f"cannot read: {exc.strerror or exc}")
+            self.fail(name, _cannot_read(exc))
             return name, None
 
     async def replay_file(self, path: Path) -> None:
@@ -153,9 +153,9 @@ class LocalReplay:
     async def replay_parallel(
         self, files: Iterable[Path], pool: DecodePool, tick: Callable[[], None]
     ) -> None:
-        """Decode in the pool's worker processes, which read the files themselves, a few files
-        ahead per worker; account for them in file order, so the output is the same as
-        :meth:`replay_file` one by one."""
+        """Decode in the pool's workers (threads or processes), which read the files
+        themselves, a few files ahead per worker; account for them in file order, so the output
+        is the same as :meth:`replay_file` one by one."""
         from trailguard.decode_pool import DecodePoolBroken
 
         ahead: deque[tuple[str, asyncio.Future[FileOutcome]]] = deque()
@@ -166,7 +166,7 @@ class LocalReplay:
             try:
                 outcome = await task
             except OSError as exc:
-                self.fail(name, f"cannot read: {exc.strerror or exc}")
+                self.fail(name, _cannot_read(exc))
             except DecodeError as exc:
                 self.fail(name, exc.reason)
             except DecodePoolBroken as exc:
@@ -289,6 +289,10 @@ class LocalReplay:
             if bar is not None:
                 bar.close()
         return self.summary
+
+
+def _cannot_read(exc: OSError) -> str:
+    return f"cannot read: {exc.strerror or exc}"
 
 
 def _total_size(files: Iterable[Path], enough: int) -> int:
