@@ -173,3 +173,93 @@ async def test_thread_mode() -> None:
         assert msgspec.json.encode(outcome.detections[0].source) == b'{"bucket":"b","key":"k"}'
     finally:
         pool.shutdown()
+
+
+# -- decode threads: a backlog's outcomes go to the event loop together, and only then ----------
+
+
+class _Gate:
+    """A FIFO as a local "file": the decode thread that reads it blocks until the test writes
+    the object into it, so a backlog can queue up behind it deterministically."""
+
+    def __init__(self, tmp_path: Any) -> None:
+        self.path = str(tmp_path / "gate.json.gz")
+        os.mkfifo(self.path)
+
+    async def open(self, data: bytes) -> None:
+        def write() -> None:
+            with open(self.path, "wb") as fifo:
+                fifo.write(data)
+
+        await asyncio.wait_for(asyncio.to_thread(write), 10)
+
+    def run(self, pool: DecodePool) -> Any:
+        source = S3Source(bucket="b", key="gate")
+        return asyncio.ensure_future(
+            pool.process_path(self.path, source=source, name="gate", key=None)
+        )
+
+
+@pytest.fixture
+async def one_thread() -> Any:
+    pool = DecodePool(mode("threads"), workers=1)
+    assert pool._threads is not None
+    yield pool
+    pool.shutdown()
+
+
+async def test_a_backlog_wakes_the_loop_once_per_several_objects(
+    one_thread: DecodePool, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trailguard import decode_pool
+
+    handed: list[int] = []
+    hand_over = decode_pool._Threads._hand_over
+
+    def spy(self: Any, held: list[Any]) -> None:
+        handed.append(len(held))
+        hand_over(self, held)
+
+    monkeypatch.setattr(decode_pool._Threads, "_hand_over", spy)
+    gate = _Gate(tmp_path)
+    first = gate.run(one_thread)  # the only thread blocks on the FIFO ...
+    backlog = [asyncio.ensure_future(run(one_thread, blob(record(i)), f"k{i}")) for i in range(20)]
+    await asyncio.sleep(0.05)
+    assert not first.done()
+    await gate.open(blob(record(99)))  # ... and then finds 20 objects queued behind it
+    outcomes = await asyncio.wait_for(asyncio.gather(first, *backlog), 10)
+    assert [o.detections[0].source.key for o in outcomes] == ["gate"] + [f"k{i}" for i in range(20)]
+    # 21 outcomes handed over at most _HOLD at a time: a handful of wake-ups, not 21
+    handed = [n for n in handed if n]
+    assert sum(handed) == 21
+    assert max(handed) <= decode_pool._HOLD
+    assert len(handed) <= 5, handed
+
+
+async def test_an_outcome_does_not_wait_for_an_object_that_may_be_slow(
+    one_thread: DecodePool, tmp_path: Any
+) -> None:
+    gate = _Gate(tmp_path)
+    small = asyncio.ensure_future(run(one_thread, blob(record(1)), "small"))
+    blocked = gate.run(one_thread)  # a FIFO is never "small": the first outcome goes at once
+    assert len((await asyncio.wait_for(small, 10)).detections) == 1
+    assert not blocked.done()
+    await gate.open(blob(record(2)))
+    assert (await asyncio.wait_for(blocked, 10)).detections[0].source.key == "gate"
+
+
+async def test_shutdown_finishes_the_object_in_hand_and_cancels_the_queued(
+    one_thread: DecodePool, tmp_path: Any
+) -> None:
+    gate = _Gate(tmp_path)
+    in_hand = gate.run(one_thread)
+    queued = [asyncio.ensure_future(run(one_thread, blob(record(i)))) for i in range(3)]
+    await asyncio.sleep(0.05)
+    stopping = asyncio.ensure_future(asyncio.to_thread(one_thread.shutdown))
+    await asyncio.sleep(0.05)
+    assert not stopping.done()  # it waits for the object in hand
+    await gate.open(blob(record(7)))
+    await asyncio.wait_for(stopping, 10)
+    assert len((await in_hand).detections) == 1
+    results = await asyncio.gather(*queued, return_exceptions=True)
+    assert all(isinstance(r, asyncio.CancelledError) for r in results), results
