@@ -263,3 +263,34 @@ async def test_shutdown_finishes_the_object_in_hand_and_cancels_the_queued(
     assert len((await in_hand).detections) == 1
     results = await asyncio.gather(*queued, return_exceptions=True)
     assert all(isinstance(r, asyncio.CancelledError) for r in results), results
+
+
+async def test_a_backlog_of_good_bad_and_cancelled_objects_each_get_their_own_answer(
+    one_thread: DecodePool, tmp_path: Any
+) -> None:
+    gate = _Gate(tmp_path)
+    first = gate.run(one_thread)
+    source = S3Source(bucket="b", key="p")
+    good = [asyncio.ensure_future(run(one_thread, blob(record(i)), f"k{i}")) for i in range(4)]
+    corrupt = asyncio.ensure_future(run(one_thread, b"\x1f\x8b not gzip"))
+    missing = asyncio.ensure_future(
+        one_thread.process_path(str(tmp_path / "nope.gz"), source=source, name="p", key=None)
+    )
+    folder = asyncio.ensure_future(
+        one_thread.process_path(str(tmp_path), source=source, name="d", key=None)
+    )
+    dropped = asyncio.ensure_future(run(one_thread, blob(record(9)), "dropped"))
+    late = asyncio.ensure_future(run(one_thread, blob(record(10)), "late"))
+    await asyncio.sleep(0.05)
+    dropped.cancel()  # its caller gives up while it queues behind the gate
+    await gate.open(blob(record(99)))
+    done = await asyncio.wait_for(
+        asyncio.gather(first, *good, corrupt, missing, folder, late, return_exceptions=True), 10
+    )
+    outcomes = [o for o in done if not isinstance(o, BaseException)]
+    keys = [o.detections[0].source.key for o in outcomes]
+    assert keys == ["gate", "k0", "k1", "k2", "k3", "late"]
+    assert isinstance(done[5], DecodeError)
+    assert isinstance(done[6], FileNotFoundError)
+    assert isinstance(done[7], IsADirectoryError)
+    assert dropped.cancelled()
