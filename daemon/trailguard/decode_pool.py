@@ -122,9 +122,9 @@ class _Threads:
     """The decode threads of one configuration: a queue in, outcomes handed to the event loop.
 
     Hand-written rather than ``loop.run_in_executor`` because that costs the event loop's
-    thread more than a third of a core's worth of decoding on 2 cores: ThreadPoolExecutor
-    wraps each object in a concurrent Future (with a Condition) that asyncio chains to a
-    Future of its own, and it wakes the loop once per object.  Here:
+    thread ~90 us per object, ~7 % of decoding a 1 MB file, taken from the cores that decode:
+    ThreadPoolExecutor wraps each object in a concurrent Future (with a Condition) that
+    asyncio chains to a Future of its own, and it wakes the loop once per object.  Here:
 
     - a thread hands over plain tuples, and wakes the loop only if no wake-up is on its way;
     - under a backlog (every other thread has an object queued too), a thread keeps its
