@@ -91,9 +91,21 @@ def decode_mode(config: Config) -> str:
     return mode
 
 
-def _process(data: bytes | memoryview, source: Source, name: str, key: str | None) -> FileOutcome:
-    assert _detector is not None, "decode worker not initialised"
-    return _detector.process_file(data, source=source, name=name, key=key)
+def _outcome(
+    detector: Detector,
+    data: bytes | memoryview,
+    path: str | None,
+    source: Source,
+    name: str,
+    key: str | None,
+) -> tuple[bool, object]:
+    """(True, the object's FileOutcome) or (False, what decoding it raised): in a decode thread
+    or a worker process alike, the caller gets the exception as itself."""
+    try:
+        data = _read(path) if path is not None else data
+        return True, detector.process_file(data, source=source, name=name, key=key)
+    except Exception as exc:  # noqa: BLE001 - handed to the caller, not swallowed
+        return False, exc
 
 
 def _read(path: str) -> bytes:
@@ -162,18 +174,7 @@ class _Threads:
             loop, future, data, path, source, name, key = job
             del job
             if not future.cancelled():  # (its caller may have given up while it queued)
-                try:
-                    outcome: object = detector.process_file(
-                        _read(path) if path is not None else data,
-                        source=source,
-                        name=name,
-                        key=key,
-                    )
-                    ok = True
-                except Exception as exc:  # noqa: BLE001 - the caller gets it as itself
-                    outcome, ok = exc, False
-                held.append((loop, future, ok, outcome))
-                del outcome
+                held.append((loop, future, *_outcome(detector, data, path, source, name, key)))
             del data
             job = self._next(held)
         self._hand_over(held)
@@ -337,13 +338,14 @@ def _entries(frame: memoryview) -> list[tuple[memoryview, memoryview]]:
 
 def _reply(entry: tuple[memoryview, memoryview]) -> tuple[bool, object]:
     meta, data = entry
+    assert _detector is not None, "decode worker not initialised"
     try:
         # pickle between the daemon and its own workers, over private pipes (as
         # ProcessPoolExecutor does): the bytes never come from outside
         source, name, key, path = pickle.loads(meta)  # noqa: S301
-        return True, _process(_read(path) if path is not None else data, source, name, key)
     except Exception as exc:  # noqa: BLE001 - the caller gets it, as from run_in_executor
         return False, exc
+    return _outcome(_detector, data, path, source, name, key)
 
 
 def _picklable(reply: tuple[bool, object]) -> tuple[bool, object]:

@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from trailguard import decode_pool
 from trailguard.config import Config, parse_config
 from trailguard.decode_pool import DecodePool, DecodePoolBroken
 from trailguard.detect.detection import S3Source
@@ -39,6 +40,19 @@ def blob(*records: dict[str, Any]) -> bytes:
 
 async def run(pool: DecodePool, data: bytes, key: str = "k") -> Any:
     return await pool.process(data, source=S3Source(bucket="b", key=key), name=key, key=None)
+
+
+def sizes_passed_to(monkeypatch: pytest.MonkeyPatch, owner: type, method: str) -> list[int]:
+    """Spy on ``owner.method(self, items)``: the len() of each call's items, in order."""
+    sizes: list[int] = []
+    real = getattr(owner, method)
+
+    def spy(self: Any, items: list[Any]) -> None:
+        sizes.append(len(items))
+        real(self, items)
+
+    monkeypatch.setattr(owner, method, spy)
+    return sizes
 
 
 def mode(decode_in: str, rules: str = "") -> Config:
@@ -74,16 +88,7 @@ async def test_a_backlog_shares_frames_and_an_object_alone_goes_alone(
     process_pool: DecodePool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pool = process_pool
-    from trailguard import decode_pool
-
-    frames: list[int] = []
-    send = decode_pool._Worker.send
-
-    def spy(self: Any, batch: list[Any]) -> None:
-        frames.append(len(batch))
-        send(self, batch)
-
-    monkeypatch.setattr(decode_pool._Worker, "send", spy)
+    frames = sizes_passed_to(monkeypatch, decode_pool._Worker, "send")
     alone = await run(pool, blob(record(1)))
     assert frames == [1]
     assert len(alone.detections) == 1
@@ -211,16 +216,7 @@ async def one_thread() -> Any:
 async def test_a_backlog_wakes_the_loop_once_per_several_objects(
     one_thread: DecodePool, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from trailguard import decode_pool
-
-    handed: list[int] = []
-    hand_over = decode_pool._Threads._hand_over
-
-    def spy(self: Any, held: list[Any]) -> None:
-        handed.append(len(held))
-        hand_over(self, held)
-
-    monkeypatch.setattr(decode_pool._Threads, "_hand_over", spy)
+    handed = sizes_passed_to(monkeypatch, decode_pool._Threads, "_hand_over")
     gate = _Gate(tmp_path)
     first = gate.run(one_thread)  # the only thread blocks on the FIFO ...
     backlog = [asyncio.ensure_future(run(one_thread, blob(record(i)), f"k{i}")) for i in range(20)]

@@ -604,6 +604,20 @@ typedef struct {
     uint64_t scalar;  /* 1: the previous block ended inside a scalar */
 } carry_t;
 
+/* The bits of `candidates` (opening quotes in the block at `at`) whose byte six on is `letter`. */
+ALWAYS_INLINE uint64_t
+six_on(const uint8_t *at, uint64_t candidates, uint8_t letter)
+{
+    uint64_t found = 0;
+    while (candidates) {
+        int i = __builtin_ctzll(candidates);
+        candidates &= candidates - 1;
+        if (at[i + 6] == letter)
+            found |= (uint64_t)1 << i;
+    }
+    return found;
+}
+
 /* One 64-byte block at `base`; `PREFIX_XOR` is the prefix XOR of the block's flavour. */
 #define BLOCK(PREFIX_XOR)                                                                        \
     uint64_t escaped = 0;                                                                        \
@@ -638,19 +652,8 @@ typedef struct {
     uint64_t opening = quotes & instr;                                                           \
     uint64_t named = opening & ((m->quote >> 10) | (m->quote_next << 54));                       \
     uint64_t sourced = opening & ((m->quote >> 12) | (m->quote_next << 52));                     \
-    uint64_t keys = 0;                                                                           \
-    while (named) {                                                                              \
-        int i = __builtin_ctzll(named);                                                          \
-        named &= named - 1;                                                                      \
-        if (s->buf[base + i + 6] == 'N')                                                         \
-            keys |= (uint64_t)1 << i;                                                            \
-    }                                                                                            \
-    while (sourced) {                                                                            \
-        int i = __builtin_ctzll(sourced);                                                        \
-        sourced &= sourced - 1;                                                                  \
-        if (s->buf[base + i + 6] == 'S')                                                         \
-            keys |= (uint64_t)1 << i;                                                            \
-    }                                                                                            \
+    uint64_t keys =                                                                              \
+        six_on(s->buf + base, named, 'N') | six_on(s->buf + base, sourced, 'S');                 \
     /* the positions of the brackets, keys and escaped letters, in order, for walk() */          \
     FLATTEN((m->bracket & outside) | keys | letters);                                           \
     return 0;
