@@ -579,11 +579,25 @@ def machine() -> dict[str, Any]:
     }
 
 
+def _positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="trailguard benchmark")
     parser.add_argument("--quick", action="store_true", help="40 files, fewer repetitions")
     parser.add_argument(
-        "--reps", type=int, default=11, help="repetitions of each contender (the naive loop: 4)"
+        "--reps",
+        type=_positive,
+        default=11,
+        help="repetitions of each contender (the naive loop: 4)",
     )
     parser.add_argument(
         "--json", type=Path, help=f"where to write the figures (default: {RESULTS}/<version>.json)"
