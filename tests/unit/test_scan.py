@@ -181,6 +181,11 @@ def test_escapes_that_cannot_spell_a_letter_are_no_reason() -> None:
         b'{"Records":[{"eventName":"abc","n":nulll}]}',
         b'{"Records":[{"eventName":"abc","n":True}]}',
         b'{"Records":[{"eventName":"abc","n":@}]}',
+        b'{"Records":[{"eventName":"abc","n":u}]}',  # a u outside strings is no \\u escape
+        b'{"Records":[{"eventName":"abc","n":undefined}]}',
+        b'{"Records":[{"eventName":"abc","n":\\u0041}]}',  # an escape outside a string
+        b'{"Records":[{"eventName":"abc","n":[1,u]}]}',
+        b'{"Records":[{"eventName":"abc","n":[true,nul]}]}',  # a bad scalar after a good one
         b'{"Records":[{"eventName":"abc","n":\xc3\xa9}]}',
         b'{"Records":[{"eventName":"abc","n":1}\x0c]}',  # form feed is no JSON whitespace
         b'{"Records":[{"eventName":"abc","n":1}\x1a]}',
@@ -215,6 +220,11 @@ def test_every_offset_from_a_block_boundary(pad: int) -> None:
     declined(doc(rec("GetObject", f',"f":"{filler}\x05"')))
     declined(doc(rec("GetObject")) + b' "' + filler.encode())
     declined(doc(rec("GetObject", f',"f":"{filler}\\x"')))
+    # scalars, good and bad, at that offset
+    scalars = ',"n":[1,-20,true,false,null,3.5e2,{"o":0}]'
+    assert accepted(doc(rec("GetObject", f',"f":"{filler}"{scalars}'))) == (1, [])
+    for bad in ("01", "u", "nul", "1.", "tru"):
+        declined(doc(rec("GetObject", f',"f":"{filler}","n":[1,{bad}]')))
 
 
 # -- agreement with the msgspec path --------------------------------------------------------------
