@@ -20,7 +20,7 @@ The fast path, and why it looks the way it does.  CPU per realistic file of 1000
   (one ``bytes.find``, ~0.09 ms); otherwise (several members, trailing bytes, an ISIZE that
   lies) a bounded, chunked ``zlib.decompressobj`` loop does the work and names the error.
 * ``{"Records": [...]}`` (every S3 delivery): the C scanner ``_scan.c`` when built and the CPU
-  has AVX2 (:data:`SCANNER`), ~0.45 ms: one pass that checks the text and counts the records
+  has AVX2 (:data:`SCANNER`), ~0.4 ms: one pass that checks the text and counts the records
   and returns the records that may be candidates (a name byte for byte, or any escape or
   duplicate key that could spell one); each is probed, then decoded in full, by msgspec
   (:meth:`_Decoder.scanned`).  What it declines goes to the msgspec passes below, which decide.
