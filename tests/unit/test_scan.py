@@ -100,6 +100,23 @@ def test_counts_and_finds_the_named_records() -> None:
     assert accepted(text) == (5, [1, 3])
 
 
+@pytest.mark.parametrize("length", [1, 2, 62, 63, 64, 70, 200])
+def test_names_of_every_length(length: int) -> None:
+    """Only the values of a length some name has are compared (a 64-bit mask, the last bit for
+    63 bytes and more): the names themselves are still found, others of their length are not."""
+    from trailguard.detect import _scan
+
+    name = ("N" * length).encode()
+    other = ("M" * length).encode()
+    text = doc(rec(name.decode()), rec(other.decode()), rec("X" * (length + 1)), rec())
+    found = _scan.records(text, (name,))
+    assert not isinstance(found, str)
+    assert (found[0], found[3][0::3]) == (4, [0])
+    assert _scan.records(text, (name,), simd=False) == found
+    # and a name longer than 63 bytes does not make every long value one
+    assert _scan.records(text, (("L" * 90).encode(),))[3] == []
+
+
 def test_empty_records_and_whitespace_everywhere() -> None:
     assert accepted(b'{"Records":[]}') == (0, [])
     assert accepted(b' \n{ "Records" :\t[ ] }\r\n') == (0, [])
