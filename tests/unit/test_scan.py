@@ -40,12 +40,14 @@ def scanner() -> Iterator[None]:
     yield from use_decoder("scanner")
 
 
-def scan(text: bytes) -> tuple[int, int, int, list[int]] | str:
+def scan(
+    text: bytes, names: tuple[bytes, ...] = NAME_BYTES
+) -> tuple[int, int, int, list[int]] | str:
     """The scanner's answer, checked to be the same with the AVX2 and the portable masks."""
     from trailguard.detect import _scan
 
-    fast = _scan.records(text, NAME_BYTES)
-    slow = _scan.records(text, NAME_BYTES, simd=False)
+    fast = _scan.records(text, names)
+    slow = _scan.records(text, names, simd=False)
     assert fast == slow
     return fast
 
@@ -104,17 +106,14 @@ def test_counts_and_finds_the_named_records() -> None:
 def test_names_of_every_length(length: int) -> None:
     """Only the values of a length some name has are compared (a 64-bit mask, the last bit for
     63 bytes and more): the names themselves are still found, others of their length are not."""
-    from trailguard.detect import _scan
-
     name = ("N" * length).encode()
     other = ("M" * length).encode()
     text = doc(rec(name.decode()), rec(other.decode()), rec("X" * (length + 1)), rec())
-    found = _scan.records(text, (name,))
+    found = scan(text, (name,))
     assert not isinstance(found, str)
     assert (found[0], found[3][0::3]) == (4, [0])
-    assert _scan.records(text, (name,), simd=False) == found
     # and a name longer than 63 bytes does not make every long value one
-    assert _scan.records(text, (("L" * 90).encode(),))[3] == []
+    assert scan(text, (("L" * 90).encode(),))[3] == []
 
 
 def test_empty_records_and_whitespace_everywhere() -> None:

@@ -597,23 +597,8 @@ on_key(scan_t *s, Py_ssize_t at)
     if (j < 0)
         return j < -2 ? -1 : fail(s, "an eventName that is not a string", at);
     Py_ssize_t k = j + 1;
-#ifdef TG_X86_64
-    /* the closing quote (or a backslash), 16 bytes at a time (SSE2: every x86-64 has it) */
-    for (; k + 16 <= n; k += 16) {
-        __m128i x = _mm_loadu_si128((const __m128i *)(b + k));
-        unsigned hit = (unsigned)_mm_movemask_epi8(_mm_or_si128(
-            _mm_cmpeq_epi8(x, _mm_set1_epi8('"')), _mm_cmpeq_epi8(x, _mm_set1_epi8('\\'))));
-        if (hit) {
-            k += __builtin_ctz(hit);
-            goto closed;
-        }
-    }
-#endif
     while (k < n && b[k] != '"' && b[k] != '\\')
         k++;
-#ifdef TG_X86_64
-closed:
-#endif
     if (k >= n)
         return fail(s, "unterminated string", j);
     s->rec_names++;
