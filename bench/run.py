@@ -64,7 +64,7 @@ from bench.procstat import helper_pids, own_peak_rss_mb, total_cpu, total_peak_r
 from trailguard import __version__
 from trailguard.config import Config
 from trailguard.decode_pool import DecodePool
-from trailguard.detect.decode import SCANNER, decode_file, decompress
+from trailguard.detect.decode import SCANNER, DecodeLimits, decode_file, decompress
 from trailguard.detect.detection import S3Source, encode_detection
 from trailguard.detect.process import Detector
 
@@ -316,7 +316,8 @@ def probe(kind: str, set_name: str) -> dict[str, float]:
             )
             records = outcome.decoded.records
         else:  # the whole object in memory, as before streaming
-            decoded = decode_file(data, detector.prefilter, source="big", stream_over=1 << 40)
+            whole = DecodeLimits(stream_over=1 << 40, max_candidate_bytes=1 << 40)
+            decoded = decode_file(data, detector.prefilter, source="big", limits=whole)
             records = decoded.records
         return {
             "peak_rss_mb": own_peak_rss_mb(),

@@ -33,6 +33,7 @@ from typing import Annotated, Any, Final, Literal, TypeVar
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
+from trailguard.detect.records import DecodeLimits
 from trailguard.detect.rules import (
     DEFAULT_RULES,
     IAM_EVENT_SOURCE,
@@ -282,11 +283,32 @@ class LimitsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
 
     max_objects_in_flight: Annotated[int, Meta(ge=1, le=1024)] = 8
     max_object_bytes: Annotated[int, Meta(gt=0)] = 52428800
+    #: refuse an object that inflates to more than this (a gzip bomb): a 50 MB CloudTrail
+    #: object, S3's largest delivery, honestly reaches ~10-20x
+    max_inflated_bytes: Annotated[int, Meta(ge=1 << 20)] = 1 << 30
+    #: JSON up to this size is decoded in memory; a bigger file as it inflates, in 1 MiB pieces
+    #: (the bound on a decode worker's memory: see README "Memory")
+    stream_over_bytes: Annotated[int, Meta(ge=1 << 20, le=1 << 30)] = 64 << 20
+    #: a record bigger than this is a bad record (CloudTrail omits request parameters over
+    #: 100 KB; its records stay far below)
+    max_record_bytes: Annotated[int, Meta(ge=64 << 10, le=256 << 20)] = 4 << 20
+    #: refuse an object whose candidate records (the ones decoded in full) total more than this
+    #: many bytes of JSON: it bounds what one object may hold in memory once decoded
+    max_candidate_bytes: Annotated[int, Meta(ge=1 << 20, le=1 << 30)] = 32 << 20
     decode_workers: Annotated[int, Meta(ge=0, le=256)] = 0
     #: "auto": threads when decoding runs without the GIL (trailguard's C scanner), else
     #: processes; "processes" isolates decoding from the daemon (a crash, memory) at ~0.4 ms of
     #: CPU per object
     decode_in: Literal["auto", "threads", "processes"] = "auto"
+
+    def decode_limits(self) -> DecodeLimits:
+        """The limits one decode works under."""
+        return DecodeLimits(
+            max_inflated_bytes=self.max_inflated_bytes,
+            stream_over=self.stream_over_bytes,
+            max_record_bytes=self.max_record_bytes,
+            max_candidate_bytes=self.max_candidate_bytes,
+        )
 
     def decode_worker_count(self) -> int:
         """``decode_workers``, with 0 meaning the CPUs this process may run on."""

@@ -14,20 +14,20 @@
  * the scalars outside strings and the rare interesting positions.  Nothing is allocated per
  * record.
  *
- * What it checks (any failure returns a reason string and the caller takes the msgspec path,
- * which gives the operator-facing error, so the two can never disagree about a bad file):
+ * What it checks -- everything trailguard's rule for records (detect/frame.py) looks at, so that
+ * a document it accepts is one with no bad record at all; any failure returns a reason string
+ * and the caller hands the text to the routes that judge each record alone (the scanner never
+ * decides that a record is bad, so the two can never disagree):
  *   - the shape: ws* { ws* "Records" ws* : ws* [ (objects separated by commas) ] ws* } ws*;
- *   - lexical JSON: strings closed, no raw control characters in them, only valid escapes
- *     (\uXXXX with four hex digits), every scalar outside strings is true, false, null or a
- *     JSON number, no other byte outside strings but whitespace and { } [ ] : ,
+ *   - the whole JSON grammar: every token outside strings (brackets, colons, commas, strings,
+ *     scalars) is walked through a state machine, so keys, values and separators come in the
+ *     order JSON allows; strings closed, no raw control characters in them, only valid escapes
+ *     (\uXXXX with four hex digits; a UTF-16 surrogate only as a high-low pair), every scalar
+ *     true, false, null or a JSON number;
  *   - UTF-8: the whole text (msgspec checks only the strings it decodes);
- *   - nesting: brackets matched by type, depth <= MAX_DEPTH;
- *   - every record has a top-level "eventName" key with a string value.
- * Not checked: the grammar between tokens inside a record (the order of keys, colons and
- * commas): a record like {"a" "b",,"eventName":"X"} is counted, not rejected.  Records that
- * matter are decoded in full by msgspec afterwards, so they are checked completely.  Also
- * checked, as msgspec's probe of every record would: a top-level eventSource is a string or
- * null.
+ *   - nesting: brackets matched by type, depth <= MAX_DEPTH (deeper: declined);
+ *   - every record has a top-level "eventName" key with a string value, and a top-level
+ *     eventSource, if any, is a string or null and not an event notification's ("aws:...").
  *
  * Which records are returned as candidates -- conservatively, so that a crafted file cannot
  * hide a record from the exact check the caller makes after decoding it:
@@ -59,16 +59,17 @@
 /* Positions flattened before a walk: at most 64 per block, plus the few written past the count. */
 #define EVENTS_WALK_AT 4096
 #define EVENTS_SIZE (EVENTS_WALK_AT + 64 + 8 + 64 * 2)
-#define PAD 16 /* bytes read past a block: the next 16 (the ends of nine-byte strings) */
+
+/* What may come next in the current container (the walk's state). */
+enum { S_VALUE, S_ARR_FIRST, S_OBJ_FIRST, S_KEY, S_COLON, S_AFTER };
 
 typedef struct {
-    uint64_t quote, backslash, bracket;
-    uint64_t sep;  /* whitespace and the operators { } [ ] : , */
+    uint64_t quote, backslash;
+    uint64_t op;   /* the operators { } [ ] : , */
+    uint64_t sep;  /* whitespace and the operators */
     uint64_t ctrl; /* bytes below 0x20 */
     uint64_t ws;   /* whitespace: only set when ctrl is not 0 */
     uint64_t high; /* bytes of 0x80 and above (UTF-8 sequences) */
-    uint64_t quote_next; /* quotes in the 16 bytes after the block (bits 0-15) */
-    uint64_t ns;         /* the letters N and S, the block's and the next 16 bytes' (>> 6) */
 } masks_t;
 
 typedef struct {
@@ -84,14 +85,14 @@ typedef struct {
     uint64_t lengths; /* bit l: a name of l bytes (bit 63: of 63 or more) */
     int unterminated; /* the text ended inside a string */
     Py_ssize_t utf8_done; /* UTF-8 checked up to here */
-    /* nesting */
+    Py_ssize_t low_at; /* where the low half of the last high surrogate escape has its u */
+    /* nesting and grammar */
     int depth;
+    int state;
     uint8_t stack[MAX_DEPTH + 1];
-    int mismatch; /* a closing bracket of the other kind, seen on the fast path */
     Py_ssize_t events[EVENTS_SIZE]; /* flattened positions waiting for walk() */
     Py_ssize_t nevents;
     Py_ssize_t doc_open, array_open, array_close, doc_close;
-    Py_ssize_t prev_end; /* the previous record's closing brace, or the array's [ */
     /* the current record */
     Py_ssize_t rec_start;
     int rec_names;
@@ -152,7 +153,7 @@ prefix_xor(uint64_t x)
 ALWAYS_INLINE void
 masks_portable(const uint8_t *p, masks_t *m)
 {
-    masks_t r = {0, 0, 0, 0, 0, 0, 0, 0, 0};
+    masks_t r = {0, 0, 0, 0, 0, 0, 0};
     uint64_t op = 0;
     for (int i = 0; i < 64; i++) {
         uint8_t c = p[i];
@@ -163,22 +164,15 @@ masks_portable(const uint8_t *p, masks_t *m)
             r.backslash |= bit;
         if (is_ws(c))
             r.ws |= bit;
-        if (c == '{' || c == '[' || c == '}' || c == ']')
-            r.bracket |= bit, op |= bit;
-        if (c == ':' || c == ',')
+        if (c == '{' || c == '[' || c == '}' || c == ']' || c == ':' || c == ',')
             op |= bit;
         if (c < 0x20)
             r.ctrl |= bit;
         if (c >= 0x80)
             r.high |= bit;
     }
+    r.op = op;
     r.sep = r.ws | op;
-    for (int i = 0; i < 16; i++)
-        if (p[64 + i] == '"')
-            r.quote_next |= (uint64_t)1 << i;
-    for (int i = 6; i < 64 + 6; i++)
-        if (p[i] == 'N' || p[i] == 'S')
-            r.ns |= (uint64_t)1 << (i - 6);
     *m = r;
 }
 
@@ -202,7 +196,7 @@ masks_avx2(const uint8_t *p, masks_t *m)
 {
     /* Classification by nibble lookup, as simdjson does: whitespace by the low nibble; the
      * operators after OR 0x20, which folds [ ] onto { } (a control byte folded onto : or , is
-     * caught by the control-character test); brackets are the operators above 0x40. */
+     * caught by the control-character test). */
     const __m256i ws_table = _mm256_setr_epi8(
         ' ', 100, 100, 100, 17, 100, 113, 2, 100, '\t', '\n', 112, 100, '\r', 100, 100,
         ' ', 100, 100, 100, 17, 100, 113, 2, 100, '\t', '\n', 112, 100, '\r', 100, 100);
@@ -212,7 +206,6 @@ masks_avx2(const uint8_t *p, masks_t *m)
     const __m256i quote = _mm256_set1_epi8('"');
     const __m256i backslash = _mm256_set1_epi8('\\');
     const __m256i lower = _mm256_set1_epi8(0x20);
-    const __m256i above = _mm256_set1_epi8(0x40);
     const __m256i ctrl_max = _mm256_set1_epi8(0x1f);
     __m256i x0 = _mm256_loadu_si256((const __m256i *)p);
     __m256i x1 = _mm256_loadu_si256((const __m256i *)(p + 32));
@@ -225,10 +218,8 @@ masks_avx2(const uint8_t *p, masks_t *m)
                ((uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(x1, quote)) << 32);
     m->sep = (uint32_t)_mm256_movemask_epi8(_mm256_or_si256(op0, ws0)) |
              ((uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_or_si256(op1, ws1)) << 32);
-    m->bracket =
-        (uint32_t)_mm256_movemask_epi8(_mm256_and_si256(op0, _mm256_cmpgt_epi8(x0, above))) |
-        ((uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_and_si256(op1, _mm256_cmpgt_epi8(x1, above)))
-         << 32);
+    m->op = (uint32_t)_mm256_movemask_epi8(op0) |
+            ((uint64_t)(uint32_t)_mm256_movemask_epi8(op1) << 32);
     /* Backslashes and control bytes are rare: one test each, the masks only when present. */
     __m256i bs0 = _mm256_cmpeq_epi8(x0, backslash), bs1 = _mm256_cmpeq_epi8(x1, backslash);
     __m256i bs = _mm256_or_si256(bs0, bs1);
@@ -254,20 +245,6 @@ masks_avx2(const uint8_t *p, masks_t *m)
                   ? 0
                   : (uint32_t)_mm256_movemask_epi8(x0) |
                         ((uint64_t)(uint32_t)_mm256_movemask_epi8(x1) << 32);
-    __m128i next = _mm_loadu_si128((const __m128i *)(p + 64));
-    m->quote_next = (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(next, _mm_set1_epi8('"')));
-    /* N or S six bytes on (the sixth letter of eventName, eventSource): a byte is one of them
-     * when it equals the table's entry for its low nibble (E: N, 3: S; 0: 1, which no byte with
-     * a low nibble of 0 equals); a mask instead of a branch per nine- or eleven-byte string
-     * (measured: scan -3 %) */
-    const __m256i ns_table = _mm256_setr_epi8(1, 0, 0, 'S', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 'N', 0,
-                                              1, 0, 0, 'S', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 'N', 0);
-    __m256i y0 = _mm256_loadu_si256((const __m256i *)(p + 6));
-    __m256i y1 = _mm256_loadu_si256((const __m256i *)(p + 38));
-    __m256i n0 = _mm256_cmpeq_epi8(y0, _mm256_shuffle_epi8(ns_table, y0));
-    __m256i n1 = _mm256_cmpeq_epi8(y1, _mm256_shuffle_epi8(ns_table, y1));
-    m->ns = (uint32_t)_mm256_movemask_epi8(n0) |
-            ((uint64_t)(uint32_t)_mm256_movemask_epi8(n1) << 32);
 }
 
 AVX2 ALWAYS_INLINE uint64_t
@@ -383,8 +360,23 @@ escaped_bytes(uint64_t backslash, uint64_t *carry)
     return escaped;
 }
 
+static int
+hex4(const uint8_t *p)
+{
+    int code = 0;
+    for (int k = 0; k < 4; k++) {
+        int h = hex_value(p[k]);
+        if (h < 0)
+            return -1;
+        code = code * 16 + h;
+    }
+    return code;
+}
+
 /* Check the escaped bytes of a block; return the bits of \u escapes that spell an ASCII letter
- * (their 'u'), or fail. */
+ * (their 'u'), or fail.  A UTF-16 surrogate escape must be a high half followed at once by a
+ * low half (as JSON decoders that build text require): the high half checks the escape after
+ * it and notes where its u is, so that the low half knows it was expected. */
 static int
 check_escapes(scan_t *s, Py_ssize_t base, uint64_t escaped, uint64_t *letters)
 {
@@ -406,17 +398,21 @@ check_escapes(scan_t *s, Py_ssize_t base, uint64_t escaped, uint64_t *letters)
         case 't':
             break;
         case 'u': {
-            if (s->n - at < 5)
+            int code = s->n - at < 5 ? -1 : hex4(b + at + 1);
+            if (code < 0)
                 return fail(s, "invalid \\u escape", at);
-            int code = 0;
-            for (int k = 1; k <= 4; k++) {
-                int h = hex_value(b[at + k]);
-                if (h < 0)
-                    return fail(s, "invalid \\u escape", at);
-                code = code * 16 + h;
-            }
             if ((code >= 'A' && code <= 'Z') || (code >= 'a' && code <= 'z'))
                 *letters |= (uint64_t)1 << i;
+            else if (code >= 0xD800 && code <= 0xDBFF) {
+                int low = s->n - at < 11 || b[at + 5] != '\\' || b[at + 6] != 'u'
+                              ? -1
+                              : hex4(b + at + 7);
+                if (low < 0xDC00 || low > 0xDFFF)
+                    return fail(s, "a UTF-16 high surrogate escape without its low half", at);
+                s->low_at = at + 6;
+            }
+            else if (code >= 0xDC00 && code <= 0xDFFF && at != s->low_at)
+                return fail(s, "a lone UTF-16 low surrogate escape", at);
             break;
         }
         default:
@@ -509,28 +505,17 @@ on_open(scan_t *s, Py_ssize_t at)
     if (s->depth == 2) {
         if (c != '{')
             return fail(s, "the Records array holds something other than objects", at);
-        int first = s->prev_end == s->array_open;
-        if (check_gap(s, s->prev_end + 1, at, !first) < 0)
-            return -1;
         s->rec_start = at;
         s->rec_names = 0;
         s->rec_flag = 0;
     }
-    if (s->depth >= MAX_DEPTH)
-        return fail(s, "nested too deeply", at);
-    s->stack[s->depth++] = c;
     return 0;
 }
 
+/* After the closing bracket at `at` took the depth down to 2 or less (checked by the walk). */
 static int
 on_close(scan_t *s, Py_ssize_t at)
 {
-    uint8_t c = s->buf[at];
-    if (s->depth == 0)
-        return fail(s, "unbalanced brackets", at);
-    uint8_t open = s->stack[--s->depth];
-    if ((open == '{') != (c == '}'))
-        return fail(s, "mismatched brackets", at);
     if (s->depth == 2) {
         if (s->rec_names == 0)
             return fail(s, "a record without a plain top-level eventName", s->rec_start);
@@ -541,18 +526,11 @@ on_close(scan_t *s, Py_ssize_t at)
         }
         if (s->rec_flag && add_candidate(s, index, s->rec_start, at + 1) < 0)
             return -1;
-        s->prev_end = at;
     }
-    else if (s->depth == 1) {
+    else if (s->depth == 1)
         s->array_close = at;
-        if (check_gap(s, s->prev_end + 1, at, 0) < 0)
-            return -1;
-    }
-    else if (s->depth == 0) {
+    else if (s->depth == 0)
         s->doc_close = at;
-        if (check_gap(s, s->array_close + 1, at, 0) < 0)
-            return fail(s, "the document holds more than the Records array", at);
-    }
     return 0;
 }
 
@@ -587,7 +565,13 @@ on_key(scan_t *s, Py_ssize_t at)
     Py_ssize_t n = s->n;
     if (n - at >= 13 && memcmp(b + at, "\"eventSource\"", 13) == 0) {
         Py_ssize_t j = value_at(s, at + 13);
-        return j < -2 ? -1 : 0;
+        if (j < -2)
+            return -1;
+        /* an S3/SQS/SNS event notification ("aws:s3", ...) is not a CloudTrail record: the
+         * reference judges it (a plain prefix; an escaped one makes the record doubtful) */
+        if (j >= 0 && n - j > 5 && memcmp(b + j + 1, "aws:", 4) == 0)
+            return fail(s, "an eventSource of an AWS event notification", j);
+        return 0;
     }
     if (n - at < 11 || memcmp(b + at, "\"eventName\"", 11) != 0)
         return 0;
@@ -647,17 +631,12 @@ typedef struct {
     uint64_t scalar = outside & ~m->sep;                                                         \
     uint64_t starts = scalar & ~((scalar << 1) | c->scalar);                                     \
     c->scalar = scalar >> 63;                                                                    \
-    /* strings of nine or eleven bytes with an N or an S at +6 ("eventName", "eventSource";       \
-     * on_key checks them, and a nine-byte one with an S is only an extra event) */              \
-    uint64_t opening = quotes & instr;                                                           \
-    uint64_t named = opening & ((m->quote >> 10) | (m->quote_next << 54));                       \
-    uint64_t sourced = opening & ((m->quote >> 12) | (m->quote_next << 52));                     \
-    uint64_t keys = (named | sourced) & m->ns;                                                   \
-    /* the positions of the brackets, keys, escaped letters and scalars, in order, for walk()    \
+    /* the positions of every token outside strings (operators, the opening quote of each      \
+     * string, the first byte of each scalar) and of the escaped letters, in order, for walk()  \
      * (scalars checked there, not here: a branch per scalar in this loop, which has 0 to a few \
      * per block, costs more mispredicted branches than the walk's, whose pattern repeats       \
      * record after record; measured: the scan -8 %) */                                         \
-    FLATTEN((m->bracket & outside) | keys | letters | starts);                                  \
+    FLATTEN((m->op & outside) | (quotes & instr) | letters | starts);                            \
     return 0;
 
 /* Append the positions of the set bits of `bits` (block at `base`) to s->events. */
@@ -709,50 +688,100 @@ block_avx2(scan_t *s, carry_t *c, Py_ssize_t base, const masks_t *m)
 }
 #endif
 
-/* The second stage: the positions flattened by the blocks, in order -- brackets (nesting,
- * records), keys (eventName, eventSource), escaped letters and the starts of scalars (true,
- * false, null, numbers).  One long loop, so the branch predictor learns it: a bracket inside a
- * record is a few instructions and no branch on its kind; record boundaries, keys and scalars
- * take the calls. */
+/* The second stage: the positions flattened by the blocks, in order -- every token outside
+ * strings and the escaped letters inside them -- through JSON's grammar as a state machine
+ * (what may come next in the current container), with the bracket stack.  One long loop, so
+ * the branch predictor learns its pattern, which repeats record after record; record
+ * boundaries (depth 2), the shape around them (depth 0 and 1), keys of a record (depth 3) and
+ * scalars take the calls. */
 static int
 walk(scan_t *s)
 {
     const uint8_t *b = s->buf;
     uint8_t *stack = s->stack;
     const Py_ssize_t *events = s->events;
-    int depth = s->depth, mismatch = 0;
-    for (Py_ssize_t i = 0, n = s->nevents; i < n; i++) {
+    const Py_ssize_t n = s->n;
+    int depth = s->depth, state = s->state;
+    for (Py_ssize_t i = 0, count = s->nevents; i < count; i++) {
         Py_ssize_t at = events[i];
         uint8_t c = b[at];
-        if (__builtin_expect((c | 0x20) == '{', 1) || (c | 0x20) == '}') { /* a bracket */
-            int opening = (c >> 1) & 1;                   /* { [ have bit 1 set, } ] do not */
-            if (__builtin_expect(depth > 2 + !opening && depth < MAX_DEPTH, 1)) {
-                uint8_t top = stack[depth - 1];
-                stack[depth] = c; /* for a closing bracket: a slot above the top, unused */
-                mismatch |= !opening & ((top == '{') != (c == '}'));
-                depth += 2 * opening - 1;
-                continue;
+        switch (c) {
+        case '"':
+            if (state == S_OBJ_FIRST || state == S_KEY) {
+                /* a key; at a record's top level, maybe eventName or eventSource (the sixth
+                 * letter is N or S) */
+                if (depth == 3 && at + 12 < n && (b[at + 6] == 'N' || b[at + 6] == 'S') &&
+                    on_key(s, at) < 0)
+                    return -1;
+                state = S_COLON;
             }
-            s->depth = depth;
-            if ((opening ? on_open(s, at) : on_close(s, at)) < 0)
+            else if (state <= S_ARR_FIRST && depth >= 3)
+                state = S_AFTER;
+            else
+                return fail(s, depth == 2 ? "the Records array holds something other than objects"
+                                          : "invalid JSON: a string where none may be",
+                            at);
+            break;
+        case ':':
+            if (state != S_COLON)
+                return fail(s, "invalid JSON: a colon where none may be", at);
+            state = S_VALUE;
+            break;
+        case ',':
+            if (state != S_AFTER || depth == 0)
+                return fail(s, "invalid JSON: a comma where none may be", at);
+            if (depth == 1)
+                return fail(s, "the document holds more than the Records array", at);
+            state = stack[depth - 1] == '{' ? S_KEY : S_VALUE;
+            break;
+        case '{':
+        case '[':
+            if (state > S_ARR_FIRST)
+                return fail(s, "invalid JSON: a value where none may be", at);
+            if (depth >= MAX_DEPTH)
+                return fail(s, "nested too deeply", at);
+            if (depth <= 2) {
+                s->depth = depth;
+                if (on_open(s, at) < 0)
+                    return -1;
+            }
+            stack[depth++] = c;
+            state = c == '{' ? S_OBJ_FIRST : S_ARR_FIRST;
+            break;
+        case '}':
+        case ']':
+            if (depth == 0 || (stack[depth - 1] == '{') != (c == '}'))
+                return fail(s, "mismatched brackets", at);
+            if (state != S_AFTER && state != (c == '}' ? S_OBJ_FIRST : S_ARR_FIRST))
+                return fail(s, "invalid JSON: a closing bracket where none may be", at);
+            depth--;
+            state = S_AFTER;
+            if (depth <= 2) {
+                s->depth = depth;
+                if (on_close(s, at) < 0)
+                    return -1;
+            }
+            break;
+        default:
+            if (c == 'u' && b[at - 1] == '\\') {
+                /* a \u escape of a letter (a scalar starting with u has no backslash before
+                 * it: one outside a string would have started the scalar) */
+                if (depth >= 3)
+                    s->rec_flag = 1; /* it could spell the key */
+                break;
+            }
+            /* the start of a scalar outside strings */
+            if (state > S_ARR_FIRST || depth < 3)
+                return fail(s, depth == 2 ? "the Records array holds something other than objects"
+                                          : "invalid JSON: a value where none may be",
+                            at);
+            if (check_scalar(s, at) < 0)
                 return -1;
-            depth = s->depth;
+            state = S_AFTER;
         }
-        else if (c == '"') {
-            if (depth == 3 && on_key(s, at) < 0)
-                return -1;
-        }
-        else if (c == 'u' && b[at - 1] == '\\') {
-            /* a \u escape of a letter (a scalar starting with u has no backslash before it:
-             * one outside a string would have started the scalar) */
-            if (depth >= 3)
-                s->rec_flag = 1; /* it could spell the key */
-        }
-        else if (check_scalar(s, at) < 0) /* the start of a scalar outside strings */
-            return -1;
     }
     s->depth = depth;
-    s->mismatch |= mismatch;
+    s->state = state;
     s->nevents = 0;
     return 0;
 }
@@ -783,7 +812,6 @@ check_head(scan_t *s)
     if (i >= n || b[i] != '[')
         return fail(s, "Records is not an array", i);
     s->array_open = i;
-    s->prev_end = i;
     return 0;
 }
 
@@ -795,7 +823,7 @@ check_head(scan_t *s)
         masks_t m;                                                                               \
         carry_t c = {0, 0, 0};                                                                   \
         Py_ssize_t base = 0, n = s->n;                                                           \
-        for (; base + 64 + PAD <= n; base += 64) {                                               \
+        for (; base + 64 <= n; base += 64) {                                                     \
             MASKS(s->buf + base, &m);                                                            \
             if (BLOCK_FN(s, &c, base, &m) < 0)                                                   \
                 return;                                                                          \
@@ -803,7 +831,7 @@ check_head(scan_t *s)
                 return;                                                                          \
         }                                                                                        \
         /* The tail, padded with spaces: no event, and an open string stays open. */             \
-        uint8_t tail[64 * 2 + PAD];                                                              \
+        uint8_t tail[64 * 2];                                                                    \
         memset(tail, ' ', sizeof tail);                                                          \
         memcpy(tail, s->buf + base, (size_t)(n - base));                                         \
         for (Py_ssize_t off = 0; base + off < n; off += 64) {                                    \
@@ -839,8 +867,6 @@ scan(scan_t *s, int simd)
         return;
     if (s->unterminated)
         fail(s, "unterminated string", s->n);
-    else if (s->mismatch)
-        fail(s, "mismatched brackets", s->n);
     else if (s->depth != 0 || s->doc_close < 0)
         fail(s, "unbalanced brackets (truncated?)", s->n);
     else if (check_gap(s, s->doc_close + 1, s->n, 0) < 0)

@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from trailguard.detect.decode import DecodedFile, Prefilter, decode_file
+from trailguard.detect.decode import (
+    DEFAULT_LIMITS,
+    DecodedFile,
+    DecodeLimits,
+    Prefilter,
+    decode_file,
+)
 from trailguard.detect.detection import Detection, Source, build_detection
 from trailguard.detect.history import HISTORY_EVENT_NAMES, PolicyFact, facts_from_record
 from trailguard.detect.record import Record
@@ -35,17 +41,24 @@ class FileOutcome(msgspec.Struct, frozen=True, kw_only=True):
 class Detector:
     """Rules plus the byte prefilter derived from them (and from the history's event names)."""
 
-    __slots__ = ("history", "prefilter", "rules")
+    __slots__ = ("history", "limits", "prefilter", "rules")
 
-    def __init__(self, rules: RuleSet, *, history: bool = False) -> None:
+    def __init__(
+        self, rules: RuleSet, *, history: bool = False, limits: DecodeLimits = DEFAULT_LIMITS
+    ) -> None:
         self.rules = rules
         self.history = history
+        self.limits = limits
         names = rules.event_names | HISTORY_EVENT_NAMES if history else rules.event_names
         self.prefilter = Prefilter(names)
 
     @classmethod
     def from_config(cls, config: Config) -> Detector:
-        return cls(RuleSet.from_config(config), history=config.history.enabled)
+        return cls(
+            RuleSet.from_config(config),
+            history=config.history.enabled,
+            limits=config.limits.decode_limits(),
+        )
 
     def facts(self, record: Record) -> list[PolicyFact]:
         return facts_from_record(record) if self.history else []
@@ -65,7 +78,7 @@ class Detector:
         decoder recognise digest and Insight files by CloudTrail's layout.
         Raises :class:`trailguard.errors.DecodeError` for a file-level problem.
         """
-        decoded = decode_file(data, self.prefilter, source=name, key=key)
+        decoded = decode_file(data, self.prefilter, source=name, key=key, limits=self.limits)
         detections: list[Detection] = []
         facts: list[PolicyFact] = []
         for record in decoded.candidates:

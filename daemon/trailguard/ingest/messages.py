@@ -254,7 +254,7 @@ class MessageHandler:
         seconds = time.perf_counter() - started
         self.stats.records += decoded.records
         self.stats.bytes_compressed += len(data)
-        self._metrics.records(decoded.records, invalid=len(decoded.bad_records))
+        self._metrics.records(decoded.records, invalid=decoded.bad_record_count)
         account, region = key_account_region(ref.key)
         result: ObjectOutcome = (
             _SKIPPED.get(decoded.skipped, "skipped_other") if decoded.skipped else "ok"
@@ -269,7 +269,7 @@ class MessageHandler:
             candidates=len(decoded.candidates),
             detections=len(outcome.detections),
             facts=len(outcome.facts),
-            bad_records=len(decoded.bad_records),
+            bad_records=decoded.bad_record_count,
             bytes=len(data),
             duration_secs=round(seconds, 4),
         )

@@ -45,7 +45,9 @@ from urllib.parse import unquote_plus
 
 import msgspec
 
+from trailguard.detect.frame import MAX_DECODE_DEPTH, depth_of
 from trailguard.detect.record import Record
+from trailguard.detect.records import utf8_ok
 
 __all__ = ["Kind", "ObjectRef", "ParsedBody", "parse_body"]
 
@@ -155,13 +157,24 @@ def _parse(body: str | bytes) -> ParsedBody:
 def _decode_json(text: str | bytes, what: str, format: str = "unknown") -> dict[str, Any]:
     if not (text.strip() if isinstance(text, str) else bytes(text).strip()):
         raise _Rejected(f"{what} is empty", format)
+    # trailguard's own checks first, so that the verdict never depends on what a JSON library
+    # tolerates: UTF-8 (msgspec does not look inside strings it skips), and a nesting depth
+    # decided here rather than by a recursion limit that depends on the caller's stack
     try:
-        doc = msgspec.json.decode(text)
+        raw = text.encode() if isinstance(text, str) else bytes(text)
+    except UnicodeEncodeError as exc:  # a str holding a lone surrogate
+        raise _Rejected(f"{what} is not valid UTF-8", format) from exc
+    if not utf8_ok(raw):
+        raise _Rejected(f"{what} is not valid UTF-8", format)
+    if depth_of(raw) > MAX_DECODE_DEPTH:
+        raise _Rejected(
+            f"{what} is nested too deeply (more than {MAX_DECODE_DEPTH} levels)", format
+        )
+    try:
+        doc = msgspec.json.decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise _Rejected(f"{what} is not valid JSON: {exc}", format) from exc
-    except UnicodeError as exc:
-        raise _Rejected(f"{what} is not valid UTF-8", format) from exc
-    except RecursionError as exc:
+    except RecursionError as exc:  # pragma: no cover - the depth was checked above
         raise _Rejected(f"{what} is nested too deeply", format) from exc
     if not isinstance(doc, dict):
         raise _Rejected(f"{what} is a JSON {_json_type(doc)}, not an object", format)

@@ -210,11 +210,11 @@ class LocalReplay:
             summary.skipped[decoded.skipped] += 1
             log.debug("replay.file_skipped", file=name, reason=decoded.skipped)
         if decoded.bad_records:
-            summary.bad_records += len(decoded.bad_records)
+            summary.bad_records += decoded.bad_record_count
             log.warning(
                 "replay.records_malformed",
                 file=name,
-                count=len(decoded.bad_records),
+                count=decoded.bad_record_count,
                 first=decoded.bad_records[0],
             )
         fresh = self._dedup(outcome.detections)
