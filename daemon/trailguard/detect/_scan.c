@@ -37,10 +37,12 @@
  *   - any \u escape of an ASCII letter inside the record (it could spell the key itself:
  *     "event\u004eame"; real CloudTrail writers never escape letters).
  *
- * records(buffer, names, simd=True) -> (count, first_start, first_end, [index, start, end, ...])
- *                                       or a str: why the document was declined.
- * gunzip_records(gzip, size, names)  -> the same for a gzip file, inflated (libdeflate) into a
- *                                       buffer each thread keeps, all without the GIL.
+ * records(buffer, names, simd=True, max_record=-1)
+ *     -> (count, first_start, first_end, [index, start, end, ...]) or a str: why the document
+ *        was declined (a record over max_record bytes among the reasons).
+ * gunzip_records(gzip, size, names, max_record=-1)
+ *     -> the same for a gzip file, inflated (libdeflate) into a buffer each thread keeps, all
+ *        without the GIL.
  * gunzip(gzip, size)                 -> bytes or None: libdeflate without the GIL.
  */
 #define PY_SSIZE_T_CLEAN
@@ -83,6 +85,7 @@ typedef struct {
     const name_t *names;
     Py_ssize_t nnames;
     uint64_t lengths; /* bit l: a name of l bytes (bit 63: of 63 or more) */
+    Py_ssize_t max_record; /* a bigger record is declined (the reference calls it bad); -1: none */
     int unterminated; /* the text ended inside a string */
     Py_ssize_t utf8_done; /* UTF-8 checked up to here */
     Py_ssize_t low_at; /* where the low half of the last high surrogate escape has its u */
@@ -519,6 +522,8 @@ on_close(scan_t *s, Py_ssize_t at)
     if (s->depth == 2) {
         if (s->rec_names == 0)
             return fail(s, "a record without a plain top-level eventName", s->rec_start);
+        if (s->max_record >= 0 && at + 1 - s->rec_start > s->max_record)
+            return fail(s, "a record larger than max_record_bytes", s->rec_start);
         Py_ssize_t index = s->count++;
         if (index == 0) {
             s->first_start = s->rec_start;
@@ -981,7 +986,8 @@ names_table(PyObject *names, Py_ssize_t *count)
 }
 
 static scan_t *
-new_scan(const uint8_t *buf, Py_ssize_t n, const name_t *names, Py_ssize_t nnames)
+new_scan(const uint8_t *buf, Py_ssize_t n, const name_t *names, Py_ssize_t nnames,
+         Py_ssize_t max_record)
 {
     scan_t *s = PyMem_RawCalloc(1, sizeof(scan_t));
     if (s == NULL)
@@ -993,6 +999,7 @@ new_scan(const uint8_t *buf, Py_ssize_t n, const name_t *names, Py_ssize_t nname
     for (Py_ssize_t i = 0; i < nnames; i++)
         s->lengths |= (uint64_t)1 << (names[i].len < 63 ? names[i].len : 63);
     s->doc_open = s->array_open = s->array_close = s->doc_close = -1;
+    s->max_record = max_record;
     return s;
 }
 
@@ -1006,17 +1013,19 @@ free_scan(scan_t *s)
 static PyObject *
 scan_records(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    static char *keywords[] = {"buffer", "names", "simd", NULL};
+    static char *keywords[] = {"buffer", "names", "simd", "max_record", NULL};
     Py_buffer view;
     PyObject *names;
     int simd = 1;
+    Py_ssize_t max_record = -1;
     (void)module;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*O!|p:records", keywords, &view,
-                                     &PyTuple_Type, &names, &simd))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*O!|pn:records", keywords, &view,
+                                     &PyTuple_Type, &names, &simd, &max_record))
         return NULL;
     Py_ssize_t nnames = 0;
     name_t *table = names_table(names, &nnames);
-    scan_t *s = table ? new_scan((const uint8_t *)view.buf, view.len, table, nnames) : NULL;
+    scan_t *s =
+        table ? new_scan((const uint8_t *)view.buf, view.len, table, nnames, max_record) : NULL;
     if (s == NULL) {
         PyMem_Free(table);
         PyBuffer_Release(&view);
@@ -1067,7 +1076,9 @@ gunzip_records(PyObject *module, PyObject *args)
     Py_buffer view;
     Py_ssize_t size;
     PyObject *names;
-    if (!PyArg_ParseTuple(args, "y*nO!:gunzip_records", &view, &size, &PyTuple_Type, &names))
+    Py_ssize_t max_record = -1;
+    if (!PyArg_ParseTuple(args, "y*nO!|n:gunzip_records", &view, &size, &PyTuple_Type, &names,
+                          &max_record))
         return NULL;
     if (ld_gzip == NULL || size <= 0) {
         PyBuffer_Release(&view);
@@ -1098,7 +1109,7 @@ gunzip_records(PyObject *module, PyObject *args)
         ld_free(d);
     }
     if (rc == 0 && used == (size_t)view.len && made == (size_t)size) {
-        s = new_scan(tl_text, size, table, nnames);
+        s = new_scan(tl_text, size, table, nnames, max_record);
         if (s != NULL)
             scan(s, 1);
     }
@@ -1153,12 +1164,13 @@ static PyMethodDef methods[] = {
     {"bind_libdeflate", bind_libdeflate, METH_O,
      "bind_libdeflate(path) -> bool: find libdeflate's C API in that (loaded) library."},
     {"gunzip_records", gunzip_records, METH_VARARGS,
-     "gunzip_records(buffer, size, names): inflate and scan without the GIL (see _scan.c)."},
+     "gunzip_records(buffer, size, names, max_record=-1): inflate and scan without the GIL "
+     "(see _scan.c)."},
     {"gunzip", gunzip, METH_VARARGS,
      "gunzip(buffer, size) -> bytes or None, without the GIL (see _scan.c)."},
     {"records", (PyCFunction)(void (*)(void))scan_records, METH_VARARGS | METH_KEYWORDS,
-     "records(buffer, names, simd=True) -> (count, first_start, first_end, [index, start, end, "
-     "...]) or a str saying why the document was declined."},
+     "records(buffer, names, simd=True, max_record=-1) -> (count, first_start, first_end, "
+     "[index, start, end, ...]) or a str saying why the document was declined."},
     {NULL, NULL, 0, NULL},
 };
 

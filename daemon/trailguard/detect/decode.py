@@ -103,7 +103,7 @@ def decode_file(
         isize = trailer_size(blob, min(limits.stream_over, limits.max_inflated_bytes))
         if scan is not None and isize is not None and gil_free():
             # inflate and scan in one call without the GIL, into a buffer each thread keeps
-            found = scan.gunzip_records(blob, isize, prefilter.name_bytes)
+            found = scan.gunzip_records(blob, isize, prefilter.name_bytes, limits.max_record_bytes)
             if found is not None and isinstance(found[0], int):
                 count, first, doubtful = found
                 pairs = list(zip(doubtful[0::2], doubtful[1::2], strict=True))
@@ -141,7 +141,9 @@ def _scanned_text(
     compressed: bool,
 ) -> DecodedFile | None:
     """``{"Records": [...]}`` text by the C scanner; None when it declines."""
-    found = scan.records(text, prefilter.name_bytes)  # type: ignore[attr-defined]
+    found = scan.records(  # type: ignore[attr-defined]
+        text, prefilter.name_bytes, max_record=limits.max_record_bytes
+    )
     if isinstance(found, str):
         return None
     count, first_start, first_end, spans = found

@@ -149,7 +149,7 @@ class PieceDecoder:
                     del buf[: head.end()]
                     self.offset = head.end()
                     return self.parts(buf, more, done, "array", 1)
-            return self.document(buf, more, done, text if rest is None else None)
+            return self.document(buf, more, done, reopen)
         except _NotOneValue as exc:
             if not self.json_lines_likely(*reopen()):
                 raise exc.error from None
@@ -204,6 +204,14 @@ class PieceDecoder:
             return False
         if not probes:
             return bool(first and not text.tobytes().strip(_WS))
+        if len(text) > self.limits.max_record_bytes:
+            # a record may be too big, which the rule makes a bad record: the walk judges
+            try:
+                raws = _DEC_RAWS.decode(data)
+            except (msgspec.DecodeError, RecursionError):
+                return False
+            if any(len(raw) > self.limits.max_record_bytes for raw in raws):
+                return False
         names = list(map(_NAME, probes))
         if None in names:
             return False  # a record without an eventName: the walk judges it
@@ -314,7 +322,11 @@ class PieceDecoder:
     # -- other shapes ---------------------------------------------------------------------------
 
     def document(
-        self, buf: bytearray, more: Iterator[bytes], done: bool, whole: Piece | None
+        self,
+        buf: bytearray,
+        more: Iterator[bytes],
+        done: bool,
+        reopen: Callable[[], tuple[Piece, Iterator[bytes] | None]],
     ) -> DecodedFile:
         """Any JSON document: the walk finds its records array (or none)."""
         walker = Walker(max_record=self.limits.max_record_bytes)
@@ -340,21 +352,21 @@ class PieceDecoder:
         if not _DIGEST_KEYS.isdisjoint(keys):
             return skipped("digest", self.compressed, self.size)
         if not _RECORD_KEYS.isdisjoint(keys):
-            return self.single_record(whole)
+            return self.single_record(*reopen())
         shown = ", ".join(sorted(keys)[:8]) or "none"
         raise self.fail(
             "not a CloudTrail log: the JSON object has no Records, Events or record fields "
             f"(keys: {shown})"
         )
 
-    def single_record(self, whole: Piece | None) -> DecodedFile:
+    def single_record(self, text: Piece, rest: Iterator[bytes] | None) -> DecodedFile:
         """A document that is one record (``aws cloudtrail`` output for one event, a test)."""
-        if whole is None or self.size > self.limits.max_record_bytes:
+        if self.size > self.limits.max_record_bytes:
             raise self.fail(
                 "not a CloudTrail log: one record larger than "
                 f"{self.limits.max_record_bytes} bytes (limits.max_record_bytes)"
             )
-        text = bytes(whole)
+        text = b"".join(_pieces(text, self.limits.stream_piece, rest))
         if text.startswith(_BOM):
             text = text[len(_BOM) :]
         walker = Walker(element_mode=True, max_record=self.limits.max_record_bytes)
@@ -372,11 +384,10 @@ class PieceDecoder:
         lines = 0
         found = False
         for line in self.lines(text, rest):
-            if line is None or not line.strip(_WS):
-                lines += line is None
+            if line is not None and not line.strip(_WS):
                 continue
             lines += 1
-            if not found and line.lstrip(_WS)[:1] == b"{":
+            if not found and line is not None and line.lstrip(_WS)[:1] == b"{":
                 walker = Walker(element_mode=True, max_record=self.limits.max_record_bytes)
                 try:
                     elements = walker.feed(line, True)
@@ -413,8 +424,8 @@ class PieceDecoder:
             end = newline if newline >= 0 else len(buf)
             if skipping:
                 skipping = False
-            else:
-                yield bytes(buf[:end])
+            else:  # however the line arrived, a long one is too long
+                yield bytes(buf[:end]) if end <= self.limits.max_record_bytes else None
             del buf[: end + 1]
             if newline < 0:
                 return
