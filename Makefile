@@ -7,12 +7,15 @@ PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test lint typecheck pytest bench clean
+.PHONY: help venv demo test lint typecheck pytest bench fuzz clean
+FUZZ_SECONDS ?= 1800
+FUZZ_SEED ?= 1
 
 help:
 	@echo "make demo   - the real daemon against an embedded AWS emulator (Ctrl-C to stop)"
 	@echo "make test   - the whole suite: ruff, mypy --strict, pytest"
 	@echo "make bench  - throughput benchmark against the naive gzip+json loop"
+	@echo "make fuzz   - the C scanner under ASan+UBSan, every decode path compared (FUZZ_SECONDS=1800)"
 	@echo "make clean  - remove the virtual environment and caches"
 
 $(STAMP): pyproject.toml setup.py daemon/trailguard/detect/_scan.c scripts/venv.sh
@@ -38,6 +41,9 @@ test: lint typecheck pytest
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+
+fuzz: $(STAMP)
+	$(BIN)/python -m tests.fuzz.campaign --seconds $(FUZZ_SECONDS) --seed $(FUZZ_SEED)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis bench/.cache
