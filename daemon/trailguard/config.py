@@ -131,6 +131,9 @@ _ARN_PARTITION = re.compile(r"[a-z*?-]+")
 _ARN_SERVICE = re.compile(r"[a-z0-9*?-]+")
 _ARN_REGION = re.compile(r"[a-z0-9*?-]*")
 _ARN_ACCOUNT = re.compile(r"|[0-9]{12}|aws|[0-9*?]*[*?][0-9*?]*")
+# An S3 bucket name as notifications carry it (legacy us-east-1 names included: upper case, '_',
+# up to 255 characters), as ingest/notifications.py accepts it.
+_BUCKET = re.compile(r"[A-Za-z0-9._-]{1,255}")
 
 
 def _check_url(key: str, value: str, *, need_path: bool) -> None:
@@ -229,11 +232,22 @@ class SqsSourceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     visibility_timeout_secs: Annotated[int, Meta(ge=2, le=43200)] = 300
     heartbeat_fraction: Annotated[float, Meta(ge=0.1, le=0.9)] = 0.5
     pollers: Annotated[int, Meta(ge=1, le=16)] = 1
+    #: The buckets this queue's notifications may name; empty = any.  A message naming another
+    #: bucket is not fetched: it is rejected and left to the queue's redrive policy.
+    buckets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check_url("queue_url", self.queue_url, need_path=True)
         if self.name is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,80}", self.name):
             raise InvalidValue("name", f"{self.name!r}: use 1-80 letters, digits, '_', '.', '-'")
+        for index, bucket in enumerate(self.buckets):
+            if _BUCKET.fullmatch(bucket) is None:
+                raise InvalidValue(
+                    f"buckets[{index}]",
+                    f"{bucket!r} is not an S3 bucket name (letters, digits, '.', '_', '-'; "
+                    "up to 255 characters)",
+                )
+        _check_duplicates("buckets[{}]", iter(self.buckets), "bucket")
 
     @property
     def label(self) -> str:
@@ -289,6 +303,11 @@ class LimitsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
 
     max_objects_in_flight: Annotated[int, Meta(ge=1, le=1024)] = 8
     max_object_bytes: Annotated[int, Meta(gt=0)] = 52428800
+    #: The most objects one SQS message may name.  AWS's own notifications name one (an S3
+    #: event notification carries one record; CloudTrail's SNS message lists the files of one
+    #: delivery), so a body naming more is forged or broken: it is rejected whole -- nothing
+    #: fetched -- and left to the queue's redrive policy.
+    max_objects_per_message: Annotated[int, Meta(ge=1, le=10000)] = 100
     decode_workers: Annotated[int, Meta(ge=0, le=256)] = 0
     #: "auto": threads when decoding runs without the GIL (trailguard's C scanner), else
     #: processes; "processes" isolates decoding from the daemon (a crash, memory) at ~0.4 ms of

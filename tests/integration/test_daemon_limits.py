@@ -4,6 +4,13 @@ Real parts only, as in test_daemon.py (whose helpers this reuses): the daemon is
 talking to moto through the fault-injecting proxy, which records every request, so "no GET was
 made" is what the proxy saw.  Checked (issue 12 §3):
 
+* a body naming more objects than ``[limits] max_objects_per_message``, and one naming a bucket
+  its queue's ``buckets`` does not list (alone, or next to an allowed one), are rejected before
+  anything is fetched: no GET for any object they name, ``sqs.message_rejected`` with the queue,
+  message id, reason and bucket, ``trailguard_sqs_messages_rejected_total`` and
+  ``trailguard_sqs_messages_handled_total{outcome="rejected"}`` once per delivery, and in the
+  dead-letter queue after maxReceiveCount deliveries; a body at the bound and an ordinary S3
+  notification of the allowed bucket are processed meanwhile;
 * keys CloudTrail cannot write (``..`` segments, NUL, newline) are never fetched: the body is
   left to the redrive policy as unrecognised, and ``trailguard replay s3://`` skips such keys
   in a listing (``s3.key_refused``) instead of fetching them.
@@ -20,29 +27,35 @@ from urllib.parse import quote_plus
 import pytest
 
 from tests.conftest import ROOT
-from tests.factories import delivery_key
+from tests.factories import delivery_key, noise_record
 from tests.integration.conftest import Boto3Clients
 from tests.integration.daemon_harness import (
     DaemonConfig,
     DaemonHarness,
     free_port,
+    sample,
+    scrape,
     wait_until,
 )
 from tests.integration.proxy import FaultProxy
 from tests.integration.test_daemon import (
     BUCKET,
     VISIBILITY,
+    assert_once,
     depth,
     make_queue,
+    notify_queue,
     put_records,
     removal,
     run_cli,
     stop_ok,
+    wait_detections,
 )
 
 pytestmark = pytest.mark.integration
 
 MakeDaemon = Callable[..., DaemonHarness]
+OTHER_BUCKET = "someone-elses-bucket"
 
 
 @pytest.fixture
@@ -95,6 +108,96 @@ def send(aws: Boto3Clients, url: str, body: str) -> str:
 
 def gets(proxy: FaultProxy, key: str) -> int:
     return proxy.count(method="GET", path_contains=key)
+
+
+def test_over_bound_and_foreign_bucket_bodies_are_never_fetched_and_go_to_the_dlq(
+    aws: Boto3Clients, daemons: MakeDaemon, proxy: FaultProxy
+) -> None:
+    max_receive = 2
+    bound = 3
+    url, arn, dlq = make_queue(aws, "trail", max_receive=max_receive)
+    aws.s3.create_bucket(Bucket=OTHER_BUCKET)
+
+    # Every object exists and holds a removal: had any been fetched, a detection would show it.
+    # The bodies are written straight to the queue, as a forger would.
+    over = [delivery_key(suffix=f"OverBound{i:07d}") for i in range(bound + 1)]
+    at_bound = [delivery_key(suffix=f"AtBound{i:09d}") for i in range(bound)]
+    neighbour = delivery_key(suffix="NextToForeign01")
+    foreign = delivery_key(suffix="ForeignBucket01")
+    removals = {key: removal() for key in [*over, *at_bound, neighbour]}
+    for key, record in removals.items():
+        put_records(aws, key, [noise_record(1), record])
+    put_records(aws, foreign, [removal()], bucket=OTHER_BUCKET)
+    ids = {
+        "too_many_objects": send(aws, url, cloudtrail_sns(over)),
+        "bucket_not_allowed": send(aws, url, cloudtrail_sns([foreign], bucket=OTHER_BUCKET)),
+        "mixed": send(aws, url, s3_notification((BUCKET, neighbour), (OTHER_BUCKET, foreign))),
+    }
+    send(aws, url, cloudtrail_sns(at_bound))  # at the bound: processed
+    accepted = {removals[key]["eventID"] for key in at_bound}
+
+    harness = daemons(queue_urls=[url], buckets=(BUCKET,), max_objects_per_message=bound)
+    run = harness.start()
+    # The allowed bucket's ordinary S3 notifications flow meanwhile (a TestEvent first).
+    notify_queue(aws, arn)
+    ordinary = removal("DeleteRolePolicy")
+    put_records(aws, delivery_key(suffix="Ordinary0000001"), [ordinary])
+    accepted.add(ordinary["eventID"])
+    wait_detections(harness, accepted)
+    wait_until(
+        lambda: depth(aws, dlq)[0] == 3 and depth(aws, url) == (0, 0),
+        timeout=40,
+        what="the three rejected messages in the DLQ, the queue empty",
+        context=lambda: f"queue={depth(aws, url)} dlq={depth(aws, dlq)}\n{harness.describe()}",
+    )
+    assert harness.config.http_listen is not None
+    _, samples = scrape(f"http://{harness.config.http_listen}")
+    stop_ok(harness, run)
+
+    # Nothing a rejected body names was fetched, the allowed bucket's neighbour included.
+    for key in [*over, neighbour]:
+        assert gets(proxy, key) == 0, key
+    assert proxy.count(method="GET", path_contains=OTHER_BUCKET) == 0
+    for key in at_bound:
+        assert gets(proxy, key) == 1, key
+    assert_once(harness, accepted)
+
+    # Logged once per delivery, with where it came from.
+    events = run.events("sqs.message_rejected")
+    assert len(events) == 3 * max_receive, events
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for event in events:
+        assert event["queue"] == "trail"
+        assert event["level"] == "warning"
+        by_id.setdefault(event["message_id"], []).append(event)
+    assert set(by_id) == set(ids.values())
+    for case, message_id in ids.items():
+        seen = by_id[message_id]
+        assert sorted(e["receive_count"] for e in seen) == [1, 2]
+        first = seen[0]
+        if case == "too_many_objects":
+            assert first["reason"] == "too_many_objects"
+            assert (first["objects"], first["max_objects_per_message"]) == (bound + 1, bound)
+            assert first["bucket"] == BUCKET
+            assert first["format"] == "cloudtrail-sns"
+        else:
+            assert first["reason"] == "bucket_not_allowed"
+            assert first["bucket"] == OTHER_BUCKET
+            assert first["buckets_not_allowed"] == 1
+    assert not run.events("s3.object_failed")
+
+    # Counted once per delivery, by bounded reason.
+    q = {"queue": "trail"}
+    rejected = "trailguard_sqs_messages_rejected_total"
+    assert sample(samples, rejected, **q, reason="too_many_objects") == max_receive
+    assert sample(samples, rejected, **q, reason="bucket_not_allowed") == 2 * max_receive
+    handled = "trailguard_sqs_messages_handled_total"
+    assert sample(samples, handled, **q, outcome="rejected") == 3 * max_receive
+    assert sample(samples, handled, **q, outcome="left_for_redrive") == 0
+
+    # The dead-letter queue holds the three rejected messages.
+    dead = aws.sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10)["Messages"]
+    assert {m["MessageId"] for m in dead} == set(ids.values())
 
 
 TRAVERSAL = {

@@ -871,3 +871,51 @@ def test_the_deepest_real_config_is_accepted() -> None:
 def test_load_config_refuses_a_device_that_never_ends() -> None:
     with pytest.raises(ConfigError, match="larger than 1048576 bytes"):
         load_config("/dev/zero")
+
+
+# --------------------------------------------------------------------------------------------
+# What one message may name: [limits] max_objects_per_message, [[sources.sqs]] buckets
+# --------------------------------------------------------------------------------------------
+
+
+def test_objects_per_message_and_buckets_defaults() -> None:
+    config = parse_config(f'[[sources.sqs]]\nqueue_url = "{QUEUE}"\n', file=FILE)
+    assert config.limits.max_objects_per_message == 100
+    assert config.sources.sqs[0].buckets == ()  # any bucket
+
+
+def test_buckets_are_kept_in_order() -> None:
+    config = parse_config(
+        f'[[sources.sqs]]\nqueue_url = "{QUEUE}"\nbuckets = ["trail-a", "Legacy_Trail.B"]\n'
+        "[limits]\nmax_objects_per_message = 1\n",
+        file=FILE,
+    )
+    assert config.sources.sqs[0].buckets == ("trail-a", "Legacy_Trail.B")
+    assert config.limits.max_objects_per_message == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "key_path", "fragment"),
+    [
+        (
+            'buckets = ["trail", "../etc"]',
+            "sources.sqs[0].buckets[1]",
+            "'../etc' is not an S3 bucket name",
+        ),
+        ('buckets = ["s3://trail"]', "sources.sqs[0].buckets[0]", "is not an S3 bucket name"),
+        ('buckets = [""]', "sources.sqs[0].buckets[0]", "is not an S3 bucket name"),
+        (f'buckets = ["{"b" * 256}"]', "sources.sqs[0].buckets[0]", "is not an S3 bucket name"),
+        ('buckets = ["a", "b", "a"]', "sources.sqs[0].buckets[2]", "duplicate bucket 'a'"),
+        ('buckets = "trail"', "sources.sqs[0].buckets", "expected an array"),
+    ],
+)
+def test_bad_buckets(text: str, key_path: str, fragment: str) -> None:
+    caught = error(f'[[sources.sqs]]\nqueue_url = "{QUEUE}"\n{text}\n')
+    assert caught.key_path == key_path
+    assert fragment in caught.reason
+
+
+@pytest.mark.parametrize("value", ["0", "10001", "-1", '"100"'])
+def test_bad_max_objects_per_message(value: str) -> None:
+    caught = error(f"[limits]\nmax_objects_per_message = {value}\n")
+    assert caught.key_path == "limits.max_objects_per_message"
