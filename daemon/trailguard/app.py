@@ -324,6 +324,8 @@ class Daemon:
             max_object_bytes=self.config.limits.max_object_bytes,
             key_include=tuple(re.compile(p) for p in self.config.keys.include),
             key_exclude=tuple(re.compile(p) for p in self.config.keys.exclude),
+            max_objects_per_message=self.config.limits.max_objects_per_message,
+            buckets=frozenset(src.buckets),
         )
 
     async def _poll(self, queue: SqsQueue, src: SqsSourceConfig) -> None:

@@ -93,7 +93,14 @@ DEFAULT_KEY_PATTERN: Final = (
     r"(^|/)AWSLogs/(o-[a-z0-9]{10,32}/)?[0-9]{12}/CloudTrail/[a-z0-9-]+/"
     r"[0-9]{4}/[0-9]{2}/[0-9]{2}/[^/]+\.json(\.gz)?$"
 )
+#: A config file is read up to this size; a larger one is refused before it is parsed.
 MAX_CONFIG_BYTES: Final = 1 << 20
+#: How deeply a config may nest (arrays and inline tables in one another, parts of one dotted
+#: key or table header, levels of the parsed document).  trailguard's own keys need at most 5
+#: (``rules[0].suppress[0].actor_arn[0]``).  Deeper input is refused before tomllib sees it:
+#: tomllib recurses per level (100,000 nested arrays end in RecursionError) and its cost grows
+#: with the square of a dotted key's parts (100,000 parts exhaust memory).
+MAX_CONFIG_DEPTH: Final = 16
 
 _T = TypeVar("_T")
 
@@ -125,6 +132,9 @@ _ARN_PARTITION = re.compile(r"[a-z*?-]+")
 _ARN_SERVICE = re.compile(r"[a-z0-9*?-]+")
 _ARN_REGION = re.compile(r"[a-z0-9*?-]*")
 _ARN_ACCOUNT = re.compile(r"|[0-9]{12}|aws|[0-9*?]*[*?][0-9*?]*")
+# An S3 bucket name as notifications carry it (legacy us-east-1 names included: upper case, '_',
+# up to 255 characters), as ingest/notifications.py accepts it.
+_BUCKET = re.compile(r"[A-Za-z0-9._-]{1,255}")
 
 
 def _check_url(key: str, value: str, *, need_path: bool) -> None:
@@ -223,11 +233,22 @@ class SqsSourceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     visibility_timeout_secs: Annotated[int, Meta(ge=2, le=43200)] = 300
     heartbeat_fraction: Annotated[float, Meta(ge=0.1, le=0.9)] = 0.5
     pollers: Annotated[int, Meta(ge=1, le=16)] = 1
+    #: The buckets this queue's notifications may name; empty = any.  A message naming another
+    #: bucket is not fetched: it is rejected and left to the queue's redrive policy.
+    buckets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check_url("queue_url", self.queue_url, need_path=True)
         if self.name is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,80}", self.name):
             raise InvalidValue("name", f"{self.name!r}: use 1-80 letters, digits, '_', '.', '-'")
+        for index, bucket in enumerate(self.buckets):
+            if _BUCKET.fullmatch(bucket) is None:
+                raise InvalidValue(
+                    f"buckets[{index}]",
+                    f"{bucket!r} is not an S3 bucket name (letters, digits, '.', '_', '-'; "
+                    "up to 255 characters)",
+                )
+        _check_duplicates("buckets[{}]", iter(self.buckets), "bucket")
 
     @property
     def label(self) -> str:
@@ -295,6 +316,11 @@ class LimitsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     #: refuse an object whose candidate records (the ones decoded in full) total more than this
     #: many bytes of JSON: it bounds what one object may hold in memory once decoded
     max_candidate_bytes: Annotated[int, Meta(ge=1 << 20, le=1 << 30)] = 32 << 20
+    #: The most objects one SQS message may name.  AWS's own notifications name one (an S3
+    #: event notification carries one record; CloudTrail's SNS message lists the files of one
+    #: delivery), so a body naming more is forged or broken: it is rejected whole -- nothing
+    #: fetched -- and left to the queue's redrive policy.
+    max_objects_per_message: Annotated[int, Meta(ge=1, le=10000)] = 100
     decode_workers: Annotated[int, Meta(ge=0, le=256)] = 0
     #: "auto": threads when decoding runs without the GIL (trailguard's C scanner), else
     #: processes; "processes" isolates decoding from the daemon (a crash, memory) at ~0.4 ms of
@@ -905,7 +931,11 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
     except OSError as exc:
         raise ConfigError(file, f"cannot read: {exc.strerror or exc}") from exc
     if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(file, f"larger than {MAX_CONFIG_BYTES} bytes: not a config file")
+        raise ConfigError(
+            file,
+            f"larger than {MAX_CONFIG_BYTES} bytes (1 MiB, the most a config file may be): "
+            "not a config file",
+        )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -915,16 +945,98 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
 
 def parse_config(text: str, *, file: str) -> Config:
     """Validate TOML text; ``file`` names it in errors."""
+    _check_toml_nesting(text, file)
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, f"not valid TOML: {exc}") from None
+    except RecursionError:  # not expected after the check above; never a traceback
+        raise ConfigError(file, _TOO_DEEP) from None
+    _check_depth(raw, file)
     _reject_credentials(raw, file, "")
     try:
         return msgspec.convert(raw, Config)
     except msgspec.ValidationError as exc:
         key_path, message = _explain(exc, raw)
         raise ConfigError(file, message, key_path) from exc
+
+
+# --------------------------------------------------------------------------------------------
+# Hostile files: nesting that would exhaust the stack or the memory before validation
+# --------------------------------------------------------------------------------------------
+
+_TOO_DEEP: Final = f"nested more than {MAX_CONFIG_DEPTH} levels deep: not a trailguard config"
+# What the nesting check looks at: strings and comments (skipped whole), brackets, dots and the
+# characters that end a key.  Strings are skipped with possessive patterns: linear, whatever
+# is in them.
+_TOML_TOKEN: Final = re.compile(r"""\"\"\"|'''|["'#\[\]{}.=,\n]""")
+_STRING_REST: Final = {
+    '"': re.compile(r'(?:[^"\\\n]++|\\.)*+"'),
+    "'": re.compile(r"[^'\n]*+'"),
+    '"""': re.compile(r'(?:[^"\\]++|\\.|"(?!""))*+"""(?:""?)?+', re.DOTALL),
+    "'''": re.compile(r"(?:[^']++|'(?!''))*+'''(?:''?)?+"),
+}
+
+
+def _check_toml_nesting(text: str, file: str) -> None:
+    """Refuse TOML nested deeper than :data:`MAX_CONFIG_DEPTH` before tomllib parses it.
+
+    A lexical pass: outside strings and comments, it counts open ``[``/``{`` and the dots of
+    one key (reset by ``=``, ``,``, brackets and line ends; a number has at most one dot).  It
+    only refuses; anything it cannot follow (an unterminated string) is left to tomllib, whose
+    error is then the one reported.
+    """
+    depth = 0
+    dots = 0
+    pos = 0
+    while (found := _TOML_TOKEN.search(text, pos)) is not None:
+        lexeme = found.group()
+        pos = found.end()
+        if lexeme in _STRING_REST:
+            rest = _STRING_REST[lexeme].match(text, pos)
+            if rest is None:
+                return
+            pos = rest.end()
+        elif lexeme == "#":
+            end = text.find("\n", pos)
+            if end < 0:
+                return
+            pos = end
+        elif lexeme == ".":
+            dots += 1
+            if dots >= MAX_CONFIG_DEPTH:
+                line = text.count("\n", 0, found.start()) + 1
+                raise ConfigError(
+                    file,
+                    f"line {line}: a dotted key of more than {MAX_CONFIG_DEPTH} parts: "
+                    "not a trailguard config",
+                )
+        else:
+            dots = 0
+            if lexeme in "[{":
+                depth += 1
+                if depth > MAX_CONFIG_DEPTH:
+                    line = text.count("\n", 0, found.start()) + 1
+                    raise ConfigError(file, f"line {line}: {_TOO_DEEP}")
+            elif lexeme in "]}":
+                depth = max(0, depth - 1)
+
+
+def _check_depth(raw: dict[str, Any], file: str) -> None:
+    """The parsed document nests at most :data:`MAX_CONFIG_DEPTH` levels (without recursion:
+    everything after this -- the credential check, msgspec, error messages -- may recurse)."""
+    stack: list[tuple[object, str, int]] = [(raw, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if isinstance(value, dict):
+            items: list[tuple[str, object]] = [(_join(path, str(k)), v) for k, v in value.items()]
+        elif isinstance(value, list):
+            items = [(f"{path}[{i}]", v) for i, v in enumerate(value)]
+        else:
+            continue
+        if depth >= MAX_CONFIG_DEPTH and items:
+            raise ConfigError(file, _TOO_DEEP, path or None)
+        stack.extend((item, sub, depth + 1) for sub, item in items)
 
 
 _CREDENTIAL_KEYS: Final = frozenset(

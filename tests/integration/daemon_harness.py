@@ -81,6 +81,10 @@ class DaemonConfig:
     # "127.0.0.1:PORT": serve /metrics, /healthz, /readyz there; None: [http] enabled = false.
     http_listen: str | None = None
     ready_max_poll_age_secs: float = 120.0
+    # [[sources.sqs]] buckets (every queue) and [limits] max_objects_per_message; unset: left
+    # out of the file (the defaults: any bucket, 100 objects)
+    buckets: tuple[str, ...] | None = None
+    max_objects_per_message: int | None = None
     extra: str = ""
 
     def render(self, *, detections: Path, state: Path) -> str:
@@ -102,6 +106,7 @@ class DaemonConfig:
                 f"max_messages = {self.max_messages}",
                 f"visibility_timeout_secs = {self.visibility_timeout_secs}",
                 f"heartbeat_fraction = {self.heartbeat_fraction}",
+                *([] if self.buckets is None else [f"buckets = {json.dumps(list(self.buckets))}"]),
                 "",
             ]
         lines += [
@@ -116,6 +121,11 @@ class DaemonConfig:
             f"max_object_bytes = {self.max_object_bytes}",
             f"decode_workers = {self.decode_workers}",
             f'decode_in = "{self.decode_in}"',
+            *(
+                []
+                if self.max_objects_per_message is None
+                else [f"max_objects_per_message = {self.max_objects_per_message}"]
+            ),
             "",
             "[shutdown]",
             f"deadline_secs = {self.deadline_secs}",

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import CORPUS, ROOT
 from tests.factories import REMOVALS, delivery_key, encode_file, make_record, noise_record
 
@@ -128,6 +130,60 @@ def test_check_config(tmp_path: Path) -> None:
     assert "aws" in result.stderr
     missing = run("check-config", str(tmp_path / "missing.toml"))
     assert missing.returncode == 2
+
+
+DEEP = 100_000
+HOSTILE_CONFIGS = {
+    # tomllib would recurse 100,000 levels: RecursionError
+    "deep-arrays": ("x = " + "[" * DEEP + "]" * DEEP + "\n").encode(),
+    "deep-inline-tables": ("x = " + "{a=" * DEEP + "1" + "}" * DEEP + "\n").encode(),
+    # tomllib's cost grows with the square of a dotted key's parts: memory exhausted
+    "dotted-key": (".".join(["a"] * DEEP) + " = 1\n").encode(),
+    "table-header": ("[" + ".".join(["a"] * DEEP) + "]\n").encode(),
+    # each piece allowed, the document deep: refused before msgspec converts it
+    "deep-rules": ('[[rules]]\nid = "x"\nevent_names = ' + "[" * 15 + "]" * 15 + "\n").encode(),
+    "huge": b"# padding\n" * (300 << 10),
+    "invalid-utf8": b'[logging]\nlevel = "\xff\xfe"\n',
+    "nul-byte": b'[logging]\nlevel = "info\x00"\n',
+}
+HOSTILE_REASONS = {
+    "deep-arrays": "line 1: nested more than 16 levels deep",
+    "deep-inline-tables": "line 1: nested more than 16 levels deep",
+    "dotted-key": "line 1: a dotted key of more than 16 parts",
+    "table-header": "line 1: a dotted key of more than 16 parts",
+    "deep-rules": "rules[0].event_names" + "[0]" * 13 + ": nested more than 16 levels deep",
+    "huge": "larger than 1048576 bytes",
+    "invalid-utf8": "not UTF-8 text (invalid byte at offset 19)",
+    "nul-byte": "not valid TOML",
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_CONFIGS))
+def test_check_config_refuses_hostile_files_with_one_line(tmp_path: Path, case: str) -> None:
+    """A config error (exit 2, one line naming the file and what is wrong), never a traceback."""
+    path = _write(tmp_path / f"{case}.toml", HOSTILE_CONFIGS[case])
+    result = run("check-config", str(path))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert result.stderr.endswith("\n")
+    assert result.stderr.count("\n") == 1, result.stderr[-2000:]
+    assert result.stderr.startswith(f"trailguard: config error: {path}: "), result.stderr
+    assert HOSTILE_REASONS[case] in result.stderr
+
+
+@pytest.mark.parametrize("command", ["run", "replay"])
+def test_run_and_replay_refuse_a_deep_config_the_same_way(tmp_path: Path, command: str) -> None:
+    path = _write(tmp_path / "deep.toml", HOSTILE_CONFIGS["deep-arrays"])
+    args = ["--config", str(path)] + (
+        [str(CORPUS / "stratus-red-team")] if command == "replay" else []
+    )
+    result = run(command, *args)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert result.stderr == (
+        f"trailguard: config error: {path}: line 1: nested more than 16 levels deep: "
+        "not a trailguard config\n"
+    )
 
 
 def test_replay_with_config_records_policy_history(tmp_path: Path) -> None:

@@ -111,7 +111,7 @@ async def test_slack_format(hook: tuple[Hook, str]) -> None:
         await run_notify(notify_config(url, slack=True), session)
     [(_, body)] = state.requests
     assert list(body) == ["text"]
-    assert body["text"].startswith("*trailguard* [high] DeleteRolePolicy")
+    assert body["text"].startswith("*trailguard* `high` `DeleteRolePolicy` of `inline-guard`")
 
 
 @pytest.mark.parametrize(

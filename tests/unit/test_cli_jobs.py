@@ -9,6 +9,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from tests.factories import iam_user_identity
 from tests.remediation_support import T0, config_toml, detection, remediation_config
 from trailguard.cli import main
 from trailguard.remediate.jobs import Finding, Job, SqliteJobStore, audit
@@ -101,6 +102,42 @@ def test_show(jobs: dict[str, Job], config_file: Path, capsys: pytest.CaptureFix
     assert "[high] no_mfa user/mallory" in out
     code, out, _ = run(capsys, "jobs", "show", "--config", str(config_file), job.id, "--json")
     assert json.loads(out)["findings"][0]["code"] == "no_mfa"
+
+
+HOSTILE_ARN = "arn:aws:iam::123456789012:user/x\x1b]0;pwned\x07\nstate      succeeded"
+
+
+@pytest.fixture
+async def hostile_job(tmp_path: Path, config_file: Path) -> Job:
+    """A job planned from a forged record whose ARN, names and eventID hold escape sequences."""
+    enforce = remediation_config(config_toml(actions='"restore_inline_policy"'))
+    [job] = plan_jobs(
+        detection(
+            "DeleteUserPolicy",
+            {"userName": "bob\r\x1b[2J", "policyName": "p"},
+            event_id="evt-\x1b[31m",
+            user_identity=iam_user_identity(HOSTILE_ARN),
+        ),
+        enforce,
+        now=T0,
+    )
+    async with await SqliteJobStore.open(tmp_path / "state.sqlite3") as store:
+        await store.enqueue_many([job])
+    return job
+
+
+def test_values_from_the_record_cannot_write_to_the_terminal(
+    hostile_job: Job, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for argv in (["list"], ["show", hostile_job.id]):
+        code, out, _ = run(capsys, "jobs", *argv, "--config", str(config_file))
+        assert code == 0
+        assert "\x1b" not in out
+        assert "\r" not in out
+        assert all(line.isprintable() for line in out.splitlines())
+        assert "evt-\\x1b[31m" in out
+    assert "actor      arn:aws:iam::123456789012:user/x\\x1b]0;pwned\\x07\\nstate" in out
+    assert [line for line in out.splitlines() if line.startswith("state")] == ["state      pending"]
 
 
 def test_approve_then_approve_again(

@@ -786,3 +786,136 @@ def test_http_and_metrics_type_errors() -> None:
 
 def test_parse_listen_allows_port_zero_for_tests() -> None:
     assert parse_listen("127.0.0.1:0") == ("127.0.0.1", 0)
+
+
+# --------------------------------------------------------------------------------------------
+# Hostile files: refused with a config error, never a RecursionError or an exhausted memory
+# (the same files through the real CLI: tests/integration/test_replay_cli.py)
+# --------------------------------------------------------------------------------------------
+
+DEEP = 100_000
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("x = " + "[" * DEEP + "]" * DEEP, "line 1: nested more than 16 levels deep"),
+        ("x = " + "{a=" * DEEP + "1" + "}" * DEEP, "line 1: nested more than 16 levels deep"),
+        ("\n\nx = [[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]", "line 3: nested more than 16"),
+        # tomllib's cost grows with the square of a dotted key's parts: never reached
+        (".".join(["a"] * DEEP) + " = 1", "line 1: a dotted key of more than 16 parts"),
+        (".".join(['"a"'] * DEEP) + " = 1", "a dotted key of more than 16 parts"),
+        (" . ".join(["a"] * DEEP) + " = 1", "a dotted key of more than 16 parts"),
+        ("[" + ".".join(["a"] * DEEP) + "]", "a dotted key of more than 16 parts"),
+        ("[[" + ".".join(["a"] * DEEP) + "]]", "a dotted key of more than 16 parts"),
+        ("x = {y = {" + ".".join(["a"] * DEEP) + " = 1}}", "a dotted key of more than 16"),
+    ],
+    ids=[
+        "arrays",
+        "inline-tables",
+        "line-number",
+        "dotted-key",
+        "quoted-dotted-key",
+        "spaced-dotted-key",
+        "table-header",
+        "array-of-tables-header",
+        "dotted-key-in-inline-table",
+    ],
+)
+def test_deep_toml_is_a_config_error(text: str, fragment: str) -> None:
+    caught = error(text)
+    assert fragment in str(caught)
+    assert caught.key_path is None
+
+
+def test_depth_made_of_allowed_pieces_is_refused_with_its_key_path() -> None:
+    """15 dotted parts inside 15 inline tables: each piece allowed, the document 225 deep."""
+    part = ".".join(["a"] * 15)
+    caught = error("x = " + f"{{{part} = " * 15 + "1" + "}" * 15)
+    assert "nested more than 16 levels deep" in str(caught)
+    assert caught.key_path == "x" + ".a" * 15
+    # ... and in a key msgspec converts: the document, not msgspec, says no.
+    caught = error('[[rules]]\nid = "x"\nevent_names = ' + "[" * 15 + "]" * 15)
+    assert caught.key_path == "rules[0].event_names" + "[0]" * 13
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # brackets, dots and '#' inside strings and comments are not structure
+        'name = "' + "[{." * 100 + '"',
+        "name = '" + "[{." * 100 + "'",
+        'name = """\n' + "[{.\n" * 100 + '"""',
+        "name = '''\n" + "[{.\n" * 100 + "'''",
+        'name = """a\\"""' + "[" * 20 + '"""',  # an escaped quote does not end it
+        'name = """' + "[" * 20 + '""""',  # a quote just inside the closing delimiter
+        "# " + "[{." * 100 + "\nname = 'x'",
+        'name = "a#' + "[" * 20 + '"',
+    ],
+)
+def test_strings_and_comments_do_not_count_as_nesting(text: str) -> None:
+    config = parse_config(f"[[suppress]]\n{text}\naccount_id = ['123456789012']\n", file=FILE)
+    assert config.suppress[0].name is not None
+
+
+def test_the_deepest_real_config_is_accepted() -> None:
+    text = (
+        'rules = [{id = "iam-delete-role-policy", suppress = [{actor_arn = '
+        '["arn:aws:iam::123456789012:role/a.b.c"], source_ip = ["10.0.0.0/8"]}]}]\n'
+        "limits.max_object_bytes = 1000\n"
+    )
+    config = parse_config(text, file=FILE)
+    assert config.rules[0].suppress
+
+
+def test_load_config_refuses_a_device_that_never_ends() -> None:
+    with pytest.raises(ConfigError, match="larger than 1048576 bytes"):
+        load_config("/dev/zero")
+
+
+# --------------------------------------------------------------------------------------------
+# What one message may name: [limits] max_objects_per_message, [[sources.sqs]] buckets
+# --------------------------------------------------------------------------------------------
+
+
+def test_objects_per_message_and_buckets_defaults() -> None:
+    config = parse_config(f'[[sources.sqs]]\nqueue_url = "{QUEUE}"\n', file=FILE)
+    assert config.limits.max_objects_per_message == 100
+    assert config.sources.sqs[0].buckets == ()  # any bucket
+
+
+def test_buckets_are_kept_in_order() -> None:
+    config = parse_config(
+        f'[[sources.sqs]]\nqueue_url = "{QUEUE}"\nbuckets = ["trail-a", "Legacy_Trail.B"]\n'
+        "[limits]\nmax_objects_per_message = 1\n",
+        file=FILE,
+    )
+    assert config.sources.sqs[0].buckets == ("trail-a", "Legacy_Trail.B")
+    assert config.limits.max_objects_per_message == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "key_path", "fragment"),
+    [
+        (
+            'buckets = ["trail", "../etc"]',
+            "sources.sqs[0].buckets[1]",
+            "'../etc' is not an S3 bucket name",
+        ),
+        ('buckets = ["s3://trail"]', "sources.sqs[0].buckets[0]", "is not an S3 bucket name"),
+        ('buckets = [""]', "sources.sqs[0].buckets[0]", "is not an S3 bucket name"),
+        (f'buckets = ["{"b" * 256}"]', "sources.sqs[0].buckets[0]", "is not an S3 bucket name"),
+        ('buckets = ["a", "b", "a"]', "sources.sqs[0].buckets[2]", "duplicate bucket 'a'"),
+        ('buckets = "trail"', "sources.sqs[0].buckets", "expected an array"),
+    ],
+)
+def test_bad_buckets(text: str, key_path: str, fragment: str) -> None:
+    caught = error(f'[[sources.sqs]]\nqueue_url = "{QUEUE}"\n{text}\n')
+    assert caught.key_path == key_path
+    assert fragment in caught.reason
+
+
+@pytest.mark.parametrize("value", ["0", "10001", "-1", '"100"'])
+def test_bad_max_objects_per_message(value: str) -> None:
+    caught = error(f"[limits]\nmax_objects_per_message = {value}\n")
+    assert caught.key_path == "limits.max_objects_per_message"

@@ -29,6 +29,7 @@ from trailguard.telemetry.metrics import (
     MESSAGE_OUTCOMES,
     OBJECT_OUTCOMES,
     QUEUED_JOB_STATES,
+    REJECT_REASONS,
     Metrics,
 )
 
@@ -57,6 +58,7 @@ FORBIDDEN_LABELS = {
 ALLOWED_LABELS = {
     "queue",
     "outcome",
+    "reason",
     "event_name",
     "severity",
     "disposition",
@@ -193,6 +195,7 @@ def test_every_label_is_bounded(metrics: Metrics) -> None:
 def exercise(metrics: Metrics) -> None:
     metrics.message_received(QUEUE_URL, sent_timestamp_ms=int((NOW - 30) * 1000), now=NOW)
     metrics.message_handled("trail", "deleted")
+    metrics.message_rejected("trail", "bucket_not_allowed")
     metrics.visibility_extended("trail")
     metrics.poll_succeeded("trail", at=NOW)
     metrics.object_processed("ok", 1234, 0.5, account="123456789012", region="eu-west-1")
@@ -257,6 +260,28 @@ def test_queue_label_sets_start_at_zero(metrics: Metrics) -> None:
                 == 0
             )
     assert not samples(metrics, "trailguard_sqs_messages_received_total", queue="other")
+    found = samples(metrics, "trailguard_sqs_messages_rejected_total")
+    assert {(lbl["queue"], lbl["reason"]) for lbl, _ in found} == {
+        (q, r) for q in ("trail", "events") for r in ("too_many_objects", "bucket_not_allowed")
+    }
+    assert all(v == 0 for _, v in found)
+    assert "rejected" in MESSAGE_OUTCOMES
+
+
+def test_rejected_messages(metrics: Metrics) -> None:
+    metrics.message_rejected(QUEUE_URL, "too_many_objects")
+    metrics.message_rejected("trail", "too_many_objects")
+    metrics.message_rejected("events", "bucket_not_allowed")
+    metrics.message_rejected("trail", "whatever")  # type: ignore[arg-type]
+    metrics.message_handled("trail", "rejected")
+    assert REJECT_REASONS == ("too_many_objects", "bucket_not_allowed")
+    rejected = "trailguard_sqs_messages_rejected_total"
+    assert value(metrics, rejected, queue="trail", reason="too_many_objects") == 2
+    assert value(metrics, rejected, queue="trail", reason="bucket_not_allowed") == 0
+    assert value(metrics, rejected, queue="events", reason="bucket_not_allowed") == 1
+    assert not samples(metrics, rejected, reason="whatever")
+    handled = "trailguard_sqs_messages_handled_total"
+    assert value(metrics, handled, queue="trail", outcome="rejected") == 1
 
 
 def test_object_and_path_label_sets_start_at_zero(metrics: Metrics) -> None:

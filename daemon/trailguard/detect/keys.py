@@ -27,6 +27,25 @@ _LOG = re.compile(
 )
 
 
+def unsafe_key(key: str) -> str | None:
+    """Why trailguard will not touch an S3 key, or None.
+
+    S3 keys are opaque to S3, and CloudTrail writes only its layout above: a key with a control
+    character (NUL, newline, escape ...) or a ``.``/``..`` path segment is forged or misrouted.
+    trailguard never makes a file path of a key, but such a key could still forge a log line on
+    a terminal, or be normalised by an HTTP layer on the way into a GET of another key.
+    """
+    if any(_is_control(char) for char in key):
+        return "has a control character"
+    if any(part in (".", "..") for part in key.split("/")):
+        return "has a '.' or '..' path segment"
+    return None
+
+
+def _is_control(char: str) -> bool:
+    return char < " " or "\x7f" <= char <= "\x9f"
+
+
 def classify_key(key: str) -> KeyKind:
     """Classify an S3 key (already URL-decoded) or a local path by CloudTrail's layout."""
     if _DIGEST.search(key):

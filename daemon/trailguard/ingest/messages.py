@@ -14,7 +14,10 @@ Outcomes, by promise:
   none of the known shapes: counted, logged with bucket/key/reason or message id, and left
   invisible until its visibility timeout ends, so the queue's redrive policy moves it to the
   dead-letter queue after maxReceiveCount deliveries.  Detections from the message's other,
-  good objects are committed all the same (and deduplicated when it comes back).
+  good objects are committed all the same (and deduplicated when it comes back);
+* a body naming more than ``[limits] max_objects_per_message`` objects, or a bucket its queue
+  does not list in ``buckets``: rejected before anything is fetched (``sqs.message_rejected``,
+  ``trailguard_sqs_messages_rejected_total``) and left to the redrive policy the same way.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from trailguard.ingest.s3 import ObjectStore
 from trailguard.ingest.sqs import Message, SqsQueue
 from trailguard.outputs.sink import DetectionSink
 from trailguard.telemetry.logging import get_logger
-from trailguard.telemetry.metrics import MessageOutcome, Metrics, ObjectOutcome
+from trailguard.telemetry.metrics import MessageOutcome, Metrics, ObjectOutcome, RejectReason
 
 if TYPE_CHECKING:
     from trailguard.remediate.service import Remediation
@@ -88,6 +91,10 @@ class HandlerSettings:
     max_object_bytes: int
     key_include: Sequence[re.Pattern[str]] = ()
     key_exclude: Sequence[re.Pattern[str]] = ()
+    #: ``[limits] max_objects_per_message``: a body naming more is rejected whole.
+    max_objects_per_message: int = 100
+    #: The queue's ``buckets``; empty: any bucket.
+    buckets: frozenset[str] = frozenset()
 
 
 class MessageHandler:
@@ -147,7 +154,47 @@ class MessageHandler:
             )
             await queue.delete(message)
             return "deleted"
+        rejected = self._rejection(parsed.objects, settings)
+        if rejected is not None:
+            reason, fields = rejected
+            self._metrics.message_rejected(settings.queue_label, reason)
+            bound.warning(
+                "sqs.message_rejected",
+                reason=reason,
+                format=parsed.format,
+                receive_count=message.receive_count,
+                **fields,
+            )
+            return "rejected"
         return await self._handle_objects(queue, message, parsed.objects, settings)
+
+    # -- before anything is fetched ------------------------------------------------------------
+
+    @staticmethod
+    def _rejection(
+        refs: Sequence[ObjectRef], settings: HandlerSettings
+    ) -> tuple[RejectReason, dict[str, object]] | None:
+        """Why a body is refused whole -- nothing it names fetched -- with what to log, or None.
+
+        AWS's own notifications name one object (CloudTrail's SNS message, the files of one
+        delivery), from the buckets the queue is for; anything else is forged or misrouted, and
+        goes to the dead-letter queue where someone will look at it.
+        """
+        if settings.buckets:
+            foreign = sorted({ref.bucket for ref in refs} - settings.buckets)
+            if foreign:
+                return "bucket_not_allowed", {
+                    "bucket": foreign[0],
+                    "buckets_not_allowed": len(foreign),
+                    "objects": len(refs),
+                }
+        if len(refs) > settings.max_objects_per_message:
+            return "too_many_objects", {
+                "bucket": refs[0].bucket,
+                "objects": len(refs),
+                "max_objects_per_message": settings.max_objects_per_message,
+            }
+        return None
 
     # -- objects ------------------------------------------------------------------------------
 

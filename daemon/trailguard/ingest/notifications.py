@@ -35,6 +35,9 @@ with both ``Records`` and ``s3Bucket`` is rejected as ambiguous, not read twice)
 trailguard reads must have the documented type, and SNS envelopes are unwrapped once and only
 around S3 or CloudTrail notifications.  Fields trailguard does not read are ignored.  When a body
 is rejected, ``format`` still names the shape it was recognised as (``"unknown"`` when none).
+A body naming a key CloudTrail could not have written -- over S3's 1024 bytes, with a control
+character or a ``.``/``..`` path segment (:func:`~trailguard.detect.keys.unsafe_key`) -- is
+rejected whole: no :class:`ObjectRef` ever holds such a key.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from urllib.parse import unquote_plus
 import msgspec
 
 from trailguard.detect.frame import MAX_DECODE_DEPTH, depth_of
+from trailguard.detect.keys import unsafe_key
 from trailguard.detect.record import Record
 from trailguard.detect.records import utf8_ok
 
@@ -375,6 +379,8 @@ def _key(raw: str, where: str, fmt: str, encoded: bool) -> str:
         raise _Rejected(f"{where} is empty", fmt)
     if len(key.encode("utf-8")) > _MAX_KEY_BYTES:
         raise _Rejected(f"{where} is longer than {_MAX_KEY_BYTES} bytes", fmt)
+    if (unsafe := unsafe_key(key)) is not None:
+        raise _Rejected(f"{where} {unsafe}", fmt)
     return key
 
 

@@ -24,7 +24,7 @@ from trailguard.detect.process import Detector, FileOutcome
 from trailguard.errors import DecodeError
 from trailguard.outputs.jsonl import JsonlWriter
 from trailguard.state.history import PolicyHistoryStore
-from trailguard.telemetry.logging import get_logger
+from trailguard.telemetry.logging import get_logger, printable
 
 if TYPE_CHECKING:
     from trailguard.decode_pool import DecodePool
@@ -80,7 +80,8 @@ class ReplaySummary:
         for reason, n in sorted(self.skipped.items()):
             lines.append(f"skipped ({reason}): {n}")
         for path, reason in self.failed:
-            lines.append(f"FAILED {path}: {reason}")
+            # A file or key name may hold a newline or an escape sequence: one line each.
+            lines.append(f"FAILED {printable(path)}: {printable(reason)}")
         return "\n".join(lines)
 
 

@@ -14,8 +14,11 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from trailguard.aws import classify
-from trailguard.detect.keys import KeyKind, classify_key, key_date
+from trailguard.detect.keys import KeyKind, classify_key, key_date, unsafe_key
 from trailguard.errors import PermanentError
+from trailguard.telemetry.logging import get_logger
+
+log = get_logger(__name__)
 
 CHUNK_BYTES = 1 << 20
 
@@ -162,7 +165,9 @@ async def list_log_keys(
     With ``since``/``until`` (inclusive), only the ``YYYY/MM/DD/`` folders of those days are
     listed under each region folder, so a backfill of one day in a years-old organisation trail
     lists one day's keys per region; a window longer than a month lists the month folders that
-    exist instead of every day's.  Digest and Insight files are left out.
+    exist instead of every day's.  Digest and Insight files are left out, and so are keys
+    CloudTrail could not have written (:func:`~trailguard.detect.keys.unsafe_key`; logged as
+    ``s3.key_refused``).
     """
     paginator = client.get_paginator("list_objects_v2")
     prefixes: list[tuple[str, bool]] = []  # (prefix, filter keys by date)
@@ -185,6 +190,10 @@ async def list_log_keys(
                 for entry in page.get("Contents", []):
                     key = entry["Key"]
                     if classify_key(key) is not KeyKind.LOG:
+                        continue
+                    if (unsafe := unsafe_key(key)) is not None:
+                        # Someone else's object in the trail bucket: never fetched.
+                        log.warning("s3.key_refused", bucket=bucket, key=key, reason=unsafe)
                         continue
                     if by_date:
                         day = key_date(key)

@@ -161,6 +161,8 @@ def _write_json(value: object, out: TextIO) -> None:
 
 
 def _write_table(jobs: Sequence[Job], out: TextIO) -> None:
+    from trailguard.telemetry.logging import printable
+
     if not jobs:
         print("no jobs", file=out)
         return
@@ -178,13 +180,18 @@ def _write_table(jobs: Sequence[Job], out: TextIO) -> None:
                 job.error or job.reason or ("changed" if job.changed else ""),
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
+    # Names, ARNs and eventIDs come from the record: a newline or an escape sequence in one is
+    # shown escaped, never written to the operator's terminal.
+    shown = [tuple(printable(cell) for cell in row) for row in rows]
+    widths = [max(len(row[i]) for row in shown) for i in range(len(shown[0]) - 1)]
+    for row in shown:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         print("  ".join([*cells, row[-1]]).rstrip(), file=out)
 
 
 def _write_job(job: Job, out: TextIO) -> None:
+    from trailguard.telemetry.logging import printable
+
     event = job.detection
     lines = [
         f"job        {job.id}",
@@ -201,15 +208,15 @@ def _write_job(job: Job, out: TextIO) -> None:
     ]
     if job.error:
         lines.append(f"error      {job.error}")
-    print("\n".join(lines), file=out)
     if job.findings:
-        print("findings", file=out)
+        lines.append("findings")
         for finding in job.findings:
-            print(
-                f"  [{finding.severity}] {finding.code} {finding.subject}: {finding.detail}",
-                file=out,
+            lines.append(
+                f"  [{finding.severity}] {finding.code} {finding.subject}: {finding.detail}"
             )
     if job.audit:
-        print("audit", file=out)
+        lines.append("audit")
         for entry in job.audit:
-            print(f"  {entry.at}  {entry.step:<7} {entry.what}", file=out)
+            lines.append(f"  {entry.at}  {entry.step:<7} {entry.what}")
+    # Values from the record (names, ARNs, reasons quoting them): one line each, escaped.
+    print("\n".join(printable(line) for line in lines), file=out)

@@ -8,6 +8,7 @@ aiohttp's own exceptions print the URL, so they are caught here and re-raised wi
 from __future__ import annotations
 
 import json
+import re
 import urllib.parse
 from typing import TYPE_CHECKING, Any, Final
 
@@ -17,14 +18,16 @@ from trailguard import __version__
 from trailguard.aws import classify
 from trailguard.errors import PermanentError, TransientError
 from trailguard.remediate.jobs import Job
+from trailguard.remediate.mrkdwn import code, line, markup, message
 
 if TYPE_CHECKING:
     from types_aiobotocore_sns.client import SNSClient
 
-__all__ = ["WebhookSender", "notification", "slack_message", "url_host"]
+__all__ = ["WebhookSender", "notification", "slack_message", "sns_subject", "url_host"]
 
 _STAGE: Final = "notify"
 _MAX_SUBJECT: Final = 100  # SNS Subject limit
+_NOT_SUBJECT_TEXT: Final = re.compile(r"[^\x20-\x7e]")
 
 
 def url_host(url: str) -> str:
@@ -83,14 +86,41 @@ def summary_line(job: Job) -> str:
 
 
 def slack_message(job: Job) -> dict[str, Any]:
-    """A Slack-compatible incoming-webhook body (``text`` in mrkdwn)."""
+    """A Slack-compatible incoming-webhook body (``text`` in mrkdwn).
+
+    Every value in it comes from the record (and so from the caller, or whoever forged the
+    file): each one goes through :func:`mrkdwn.code`, never into the text directly.
+    """
     event = job.detection
-    lines = [
-        f"*trailguard* {summary_line(job)}",
-        f"event `{event.event_id}` at {event.event_time} (rule `{event.rule}`)",
-        f"source IP {event.actor.source_ip or '?'}, user agent `{event.actor.user_agent or '?'}`",
-    ]
-    return {"text": "\n".join(lines)}
+    actor = event.actor
+    target = event.target
+    what = code(target.policy_arn or target.policy_name)
+    summary = [markup("*trailguard*"), code(event.severity), code(event.event_name), markup("of")]
+    summary.append(what)
+    if target.kind != "policy" and target.name:
+        summary += [markup("on"), markup(target.kind or "principal"), code(target.name)]
+    summary += [markup("in account"), code(event.account_id), markup("by")]
+    summary.append(code(actor.arn or actor.type))
+    if event.outcome != "success":
+        summary += [markup("failed:"), code(event.error_code or "error")]
+    text = message(
+        line(*summary),
+        line(
+            markup("event"),
+            code(event.event_id),
+            markup("at"),
+            code(event.event_time),
+            markup("rule"),
+            code(event.rule),
+        ),
+        line(
+            markup("source IP"),
+            code(actor.source_ip),
+            markup("user agent"),
+            code(actor.user_agent),
+        ),
+    )
+    return {"text": text}
 
 
 class WebhookSender:
@@ -132,9 +162,19 @@ class WebhookSender:
         raise PermanentError(_STAGE, f"http_{status}", detail)
 
 
+def sns_subject(event_name: str | None, account_id: str | None) -> str:
+    """The SNS Subject: printable ASCII, no line break, at most 100 characters, as SNS requires.
+
+    Both values come from the record; one with a newline or a control character would make SNS
+    reject the publish (and the alert would never go out), so anything else shows as ``?``.
+    """
+    subject = f"trailguard: {event_name} in {account_id}"
+    return _NOT_SUBJECT_TEXT.sub("?", subject)[:_MAX_SUBJECT]
+
+
 async def publish_sns(client: SNSClient, topic_arn: str, job: Job, body: dict[str, Any]) -> str:
     """Publish the summary; returns the SNS MessageId."""
-    subject = f"trailguard: {body['event_name']} in {body['account_id']}"[:_MAX_SUBJECT]
+    subject = sns_subject(body["event_name"], body["account_id"])
     try:
         response = await client.publish(
             TopicArn=topic_arn,

@@ -13,7 +13,7 @@ import sys
 from typing import Any, Literal, TextIO
 
 import structlog
-from structlog.typing import FilteringBoundLogger
+from structlog.typing import EventDict, FilteringBoundLogger
 
 LogFormat = Literal["auto", "json", "console"]
 
@@ -37,6 +37,7 @@ def configure_logging(
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     if use_console:
+        processors.append(_printable_values)
         processors.append(structlog.dev.ConsoleRenderer(colors=out.isatty()))
     else:
         processors += [
@@ -49,6 +50,41 @@ def configure_logging(
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
+
+
+def printable(text: str) -> str:
+    """``text`` with each character that is not printable (newline, escape, NUL, bidi override,
+    zero-width ...) shown as its Python escape (``\\n``, ``\\x1b``, ``\\u202e``): one line,
+    nothing a terminal acts on.  Values from records, keys and message bodies are the caller's."""
+    if text.isprintable():
+        return text
+    return "".join(
+        char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
+        for char in text
+    )
+
+
+class _Quoted:
+    """A string ConsoleRenderer shows through ``repr``: quoted, every character that is not
+    printable escaped (structlog quotes only strings holding a space, quote, '=' or line end)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return repr(self.text)
+
+
+def _printable_values(_logger: object, _method: str, event_dict: EventDict) -> EventDict:
+    """Console lines only (JSON escapes by itself): a string value holding an escape sequence,
+    NUL, a bidi override ... is shown quoted and escaped, so it cannot act on the terminal or
+    forge a line.  Tracebacks (``exc_info``) are rendered by ConsoleRenderer after this."""
+    for key, value in event_dict.items():
+        if isinstance(value, str) and key != "event" and not value.isprintable():
+            event_dict[key] = _Quoted(value)
+    return event_dict
 
 
 def get_logger(name: str) -> FilteringBoundLogger:

@@ -66,12 +66,14 @@ __all__ = [
     "OBJECT_OUTCOMES",
     "OTHER",
     "QUEUED_JOB_STATES",
+    "REJECT_REASONS",
     "DeliveryPath",
     "JobAction",
     "JobState",
     "MessageOutcome",
     "Metrics",
     "ObjectOutcome",
+    "RejectReason",
 ]
 
 # _created series double the series count and Prometheus 2.x ingests them as separate gauges;
@@ -86,9 +88,17 @@ MessageOutcome = Literal[
     "released",  # transient failures outlived their retries (or shutdown): visible again soon
     "left_for_redrive",  # a permanent failure: left invisible for the queue's redrive policy
     "unrecognised",  # a body of no known shape: left for the redrive policy
+    "rejected",  # too many objects, or a bucket not allowed: nothing fetched, left for redrive
     "failed",  # handling raised: the message comes back after its visibility timeout
 ]
 MESSAGE_OUTCOMES: Final[tuple[MessageOutcome, ...]] = get_args(MessageOutcome)
+
+# Why a message was rejected before anything it names was fetched (left for the redrive policy).
+RejectReason = Literal[
+    "too_many_objects",  # more objects than [limits] max_objects_per_message
+    "bucket_not_allowed",  # a bucket not in its queue's [[sources.sqs]] buckets
+]
+REJECT_REASONS: Final[tuple[RejectReason, ...]] = get_args(RejectReason)
 
 ObjectOutcome = Literal[
     "ok",
@@ -229,8 +239,17 @@ class Metrics:
         self.sqs_handled = Counter(
             "trailguard_sqs_messages_handled_total",
             "SQS messages finished, by queue and outcome: deleted, test_event (deleted), released "
-            "(for redelivery), left_for_redrive, unrecognised (left for redrive), failed.",
+            "(for redelivery), left_for_redrive, unrecognised (left for redrive), rejected (left "
+            "for redrive, nothing fetched), failed.",
             ["queue", "outcome"],
+            registry=r,
+        )
+        self.sqs_rejected = Counter(
+            "trailguard_sqs_messages_rejected_total",
+            "SQS messages rejected before anything they name was fetched, by queue and reason: "
+            "too_many_objects ([limits] max_objects_per_message), bucket_not_allowed (the "
+            "queue's buckets). Left for the redrive policy.",
+            ["queue", "reason"],
             registry=r,
         )
         self.sqs_message_age = Histogram(
@@ -370,6 +389,8 @@ class Metrics:
             self.sqs_received.labels(queue)
             for message_outcome in MESSAGE_OUTCOMES:
                 self.sqs_handled.labels(queue, message_outcome)
+            for reason in REJECT_REASONS:
+                self.sqs_rejected.labels(queue, reason)
             self.sqs_message_age.labels(queue)
             self.sqs_visibility_extensions.labels(queue)
             self.sqs_last_poll.labels(queue).set(0)
@@ -458,6 +479,11 @@ class Metrics:
         if outcome not in MESSAGE_OUTCOMES:
             outcome = "failed"
         self.sqs_handled.labels(self._queue(queue), outcome).inc()
+
+    def message_rejected(self, queue: str, reason: RejectReason) -> None:
+        """A message was rejected before any fetch (it is also handled as ``rejected``)."""
+        if reason in REJECT_REASONS:
+            self.sqs_rejected.labels(self._queue(queue), reason).inc()
 
     def messages_in_flight(self, count: int) -> None:
         self.sqs_in_flight.set(count)
