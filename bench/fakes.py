@@ -13,6 +13,7 @@ import asyncio
 import collections
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from trailguard.errors import PermanentError
@@ -122,8 +123,17 @@ class FakeStore:
     def put(self, bucket: str, key: str, data: bytes) -> None:
         self.objects[(bucket, key)] = data
 
-    async def fetch(self, bucket: str, key: str, *, max_bytes: int) -> bytes:
+    async def fetch(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        max_bytes: int,
+        reserve: Callable[[int], Awaitable[None]] | None = None,
+    ) -> bytes:
         data = self.objects.get((bucket, key))
+        if reserve is not None and data is not None:
+            await reserve(len(data))
         if data is None:
             raise PermanentError("s3_get", "not_found", f"s3://{bucket}/{key}: no such key")
         if len(data) > max_bytes:

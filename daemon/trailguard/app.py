@@ -40,6 +40,7 @@ from trailguard.decode_pool import DecodePool
 from trailguard.detect.decode import SCANNER
 from trailguard.detect.process import Detector
 from trailguard.errors import ConfigError, IngestError, StartupError, TrailguardError
+from trailguard.ingest.budget import ByteBudget
 from trailguard.ingest.messages import HandlerSettings, IngestStats, MessageHandler
 from trailguard.ingest.s3 import ObjectStore, S3ObjectStore
 from trailguard.ingest.sqs import Message, SqsQueue
@@ -172,6 +173,7 @@ class Daemon:
                 pool=pool,
                 sink=self._sink,
                 object_slots=asyncio.Semaphore(config.limits.max_objects_in_flight),
+                budget=ByteBudget(config.limits.max_bytes_in_flight),
                 stats=self.stats,
                 metrics=self.metrics,
                 history=history,

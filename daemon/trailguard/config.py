@@ -304,6 +304,9 @@ class LimitsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
 
     max_objects_in_flight: Annotated[int, Meta(ge=1, le=1024)] = 8
     max_object_bytes: Annotated[int, Meta(gt=0)] = 52428800
+    #: bytes of objects held at once, fetched and not yet decoded (>= max_object_bytes): many
+    #: small objects in flight, few big ones (README "Memory")
+    max_bytes_in_flight: Annotated[int, Meta(gt=0)] = 128 << 20
     #: refuse an object that inflates to more than this (a gzip bomb): a 50 MB CloudTrail
     #: object, S3's largest delivery, honestly reaches ~10-20x
     max_inflated_bytes: Annotated[int, Meta(ge=1 << 20)] = 1 << 30
@@ -327,9 +330,24 @@ class LimitsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     #: CPU per object
     decode_in: Literal["auto", "threads", "processes"] = "auto"
 
+    def __post_init__(self) -> None:
+        if self.max_bytes_in_flight < self.max_object_bytes:
+            raise InvalidValue(
+                "max_bytes_in_flight",
+                f"{self.max_bytes_in_flight} is less than max_object_bytes "
+                f"({self.max_object_bytes}): the biggest object could never be fetched",
+            )
+        if self.max_record_bytes > self.stream_over_bytes:
+            raise InvalidValue(
+                "max_record_bytes",
+                f"{self.max_record_bytes} is more than stream_over_bytes "
+                f"({self.stream_over_bytes})",
+            )
+
     def decode_limits(self) -> DecodeLimits:
         """The limits one decode works under."""
         return DecodeLimits(
+            max_input_bytes=self.max_object_bytes,
             max_inflated_bytes=self.max_inflated_bytes,
             stream_over=self.stream_over_bytes,
             max_record_bytes=self.max_record_bytes,

@@ -93,7 +93,7 @@ def decode_mode(config: Config) -> str:
 
 def _outcome(
     detector: Detector,
-    data: bytes | memoryview,
+    data: bytes | bytearray | memoryview,
     path: str | None,
     source: Source,
     name: str,
@@ -102,23 +102,26 @@ def _outcome(
     """(True, the object's FileOutcome) or (False, what decoding it raised): in a decode thread
     or a worker process alike, the caller gets the exception as itself."""
     try:
-        data = _read(path) if path is not None else data
+        data = _read(path, detector.limits.max_input_bytes) if path is not None else data
         return True, detector.process_file(data, source=source, name=name, key=key)
     except Exception as exc:  # noqa: BLE001 - handed to the caller, not swallowed
         return False, exc
 
 
-def _read(path: str) -> bytes:
-    """A local file for :meth:`DecodePool.process_path`, read where it is decoded."""
+def _read(path: str, limit: int) -> bytes:
+    """A local file for :meth:`DecodePool.process_path`, read where it is decoded: at most one
+    byte past the limit (decode_file then refuses it by its size, as it does an S3 object)."""
     with open(path, "rb") as handle:
-        return handle.read()
+        return handle.read(limit + 1)
 
 
 _Future = asyncio.Future[tuple[bool, object]]
 
 
 # (the caller's loop, its future, the object's bytes or a local path, source, name, key)
-_Job = tuple[asyncio.AbstractEventLoop, _Future, bytes, str | None, Source, str, str | None]
+_Job = tuple[
+    asyncio.AbstractEventLoop, _Future, bytes | bytearray, str | None, Source, str, str | None
+]
 
 
 # A decode thread with a backlog behind it keeps up to _HOLD outcomes while it takes the next
@@ -356,7 +359,7 @@ def _picklable(reply: tuple[bool, object]) -> tuple[bool, object]:
     return reply
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes | bytearray) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
@@ -369,7 +372,7 @@ class _Frames(asyncio.Protocol):
         self._worker = worker
         self._buffer = bytearray()
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes | bytearray) -> None:
         buffer = self._buffer
         buffer += data
         while len(buffer) >= 4:
@@ -435,7 +438,7 @@ class _Worker:
         self._loop = loop
         self._reader, _ = await loop.connect_read_pipe(lambda: _Frames(self), self._results)
 
-    def send(self, batch: list[tuple[bytes, bytes | memoryview, _Future]]) -> None:
+    def send(self, batch: list[tuple[bytes, bytes | bytearray | memoryview, _Future]]) -> None:
         """One frame for ``batch`` (see :func:`_worker_main`), written with one writev as the
         pipe takes it; the objects' bytes are not copied here."""
         size = 4 + sum(12 + len(meta) + len(data) for meta, data, _ in batch)
@@ -555,7 +558,7 @@ class DecodePool:
         self._closed = False
         self._dispatching = False
         self._queue: collections.deque[
-            tuple[bytes, bytes | memoryview, asyncio.Future[tuple[bool, object]]]
+            tuple[bytes, bytes | bytearray | memoryview, asyncio.Future[tuple[bool, object]]]
         ] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected: asyncio.Task[None] | None = None
@@ -574,7 +577,7 @@ class DecodePool:
         return "threads" if self.threads else "processes"
 
     async def process(
-        self, data: bytes, *, source: Source, name: str, key: str | None
+        self, data: bytes | bytearray, *, source: Source, name: str, key: str | None
     ) -> FileOutcome:
         """Decode an object's bytes in a worker."""
         return await self._submit(data, None, source, name, key)
@@ -587,7 +590,7 @@ class DecodePool:
         return await self._submit(b"", path, source, name, key)
 
     async def _submit(
-        self, data: bytes, path: str | None, source: Source, name: str, key: str | None
+        self, data: bytes | bytearray, path: str | None, source: Source, name: str, key: str | None
     ) -> FileOutcome:
         loop = asyncio.get_running_loop()
         if self._closed:
@@ -641,7 +644,7 @@ class DecodePool:
             if worker is None:
                 return
             size = min(_BATCH, -(-len(queue) // free))
-            batch: list[tuple[bytes, bytes | memoryview, _Future]] = []
+            batch: list[tuple[bytes, bytes | bytearray | memoryview, _Future]] = []
             while queue and len(batch) < size:
                 entry = queue.popleft()
                 if not entry[2].done():  # the caller may have been cancelled meanwhile

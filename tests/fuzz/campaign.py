@@ -171,9 +171,9 @@ class Campaign:
         both = scan.gunzip_records(packed, len(text), self.names)
         assert both is not None, "gunzip_records refused a well-formed one-member gzip"
         if isinstance(fast, str):
-            assert isinstance(both[0], str), "declined differently"
-            assert both[1] == text, "declined with another text"
+            assert both == fast, f"declined differently: {both!r} != {fast!r}"
         else:
+            assert isinstance(both, tuple), f"gunzip_records declined: {both!r}"
             count, first_start, first_end, spans = fast
             assert both[0] == count, "gunzip_records counted differently"
             assert both[1] == text[first_start:first_end] if count else True

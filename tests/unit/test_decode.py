@@ -473,13 +473,17 @@ def test_truncated_json() -> None:
     assert fails(encode(MIXED, "array")[:-1]).startswith("truncated JSON: ")
 
 
-def test_deep_json_has_no_limit_but_a_deep_candidate_is_bad() -> None:
-    deep = b"[" * 100_000 + b"]" * 100_000
+def test_deep_json_is_fine_but_a_deep_candidate_is_bad() -> None:
+    deep = b"[" * 60_000 + b"]" * 60_000
     other = b'{"eventName":"GetObject","a":' + deep + b"}"
     removal = b'{"eventName":"DeletePolicy","a":' + deep + b"}"
     result = decode(b'{"Records":[' + other + b"," + removal + b"]}")
     assert (result.records, result.candidates) == (2, [])
     assert result.bad_records == ["record 1: nested too deeply to decode (more than 256 levels)"]
+    # the walk's own stack is bounded: past 65,536 open brackets the file is refused
+    assert fails(b'{"Records":[{"a":' + b"[" * 70_000) == (
+        "not a CloudTrail log: brackets nested more than 65536 levels deep (byte 65550)"
+    )
 
 
 @pytest.mark.parametrize(

@@ -1065,10 +1065,11 @@ scan_records(PyObject *module, PyObject *args, PyObject *kwargs)
 static __thread uint8_t *tl_text;
 static __thread size_t tl_size;
 
-/* gunzip_records(buffer, size, names) -> None when the gzip is not one member of exactly
- * `size` bytes (the caller's zlib path judges); (why, text) when the scan declines (the caller's
- * msgspec path takes the text); else (count, first record, [index, record, ...]) with the
- * records as bytes.  Inflating and scanning run without the GIL: threads use every core. */
+/* gunzip_records(buffer, size, names, max_record=-1) -> None when the gzip is not one member
+ * of exactly `size` bytes (the caller's zlib path judges); a str (why) when the scan declines
+ * (the caller inflates the text again for the other routes); else (count, first record,
+ * [index, record, ...]) with the records as bytes.  Inflating and scanning run without the
+ * GIL: threads use every core. */
 static PyObject *
 gunzip_records(PyObject *module, PyObject *args)
 {
@@ -1126,8 +1127,9 @@ gunzip_records(PyObject *module, PyObject *args)
         Py_INCREF(result);
     }
     else if (s->why != NULL) {
-        result = Py_BuildValue("(Ny#)", PyUnicode_FromFormat("%s at byte %zd", s->why, s->why_at),
-                               (const char *)tl_text, size);
+        /* declined: the reason only; the caller inflates again into a buffer of its own (a
+         * copy of the text here would double the memory of a big declined file) */
+        result = PyUnicode_FromFormat("%s at byte %zd", s->why, s->why_at);
     }
     else {
         PyObject *found = PyList_New(s->ncand / 3 * 2);

@@ -85,6 +85,13 @@ def decode_file(
         data = data.tobytes()
     if len(data) == 0:
         raise DecodeError(source, "empty file (0 bytes)")
+    if len(data) > limits.max_input_bytes:
+        raise DecodeError(
+            source,
+            f"{'more than ' if len(data) == limits.max_input_bytes + 1 else ''}{len(data)} bytes, "
+            f"over limits.max_object_bytes={limits.max_input_bytes} (CloudTrail writes at most "
+            "50 MB compressed)",
+        )
     compressed = bytes(data[:2]) == GZIP_MAGIC
     # (a substring test first: both layouts name "CloudTrail-Digest"/"-Insight", and the three
     # regex searches of classify_key cost ~25 us per file)
@@ -104,14 +111,13 @@ def decode_file(
         if scan is not None and isize is not None and gil_free():
             # inflate and scan in one call without the GIL, into a buffer each thread keeps
             found = scan.gunzip_records(blob, isize, prefilter.name_bytes, limits.max_record_bytes)
-            if found is not None and isinstance(found[0], int):
+            if isinstance(found, tuple):
                 count, first, doubtful = found
                 pairs = list(zip(doubtful[0::2], doubtful[1::2], strict=True))
                 result = _from_scan(prefilter, limits, source, count, first, pairs, isize, True)
                 if result is not None:
                     return result
-            elif found is not None:
-                text, scanned = found[1], True  # declined: the other routes decide
+            scanned = found is not None  # declined, or probed: not again
         if text is None:
             text, rest = inflate_bounded(blob, source=source, limits=limits)
         if rest is not None:

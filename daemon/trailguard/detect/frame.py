@@ -15,11 +15,12 @@ output) separated by exactly one comma, and the JSON around them (the envelope) 
 invalid JSON (token order, escapes, numbers, literals, control characters in strings), a
 ``\\u`` escape that is half of a UTF-16 surrogate pair, bytes that are not UTF-8, more than
 ``max_record`` bytes, not an object, an ``eventName`` or ``eventSource`` that is neither a
-string nor null, neither ``eventName`` nor ``eventTime``.  Nesting has no limit for validity
-(the walk below keeps its own stack); a record trailguard decodes in full (a candidate) nested
-deeper than :data:`MAX_DECODE_DEPTH` levels is bad, because a recursive decoder's limit would
-otherwise decide.  A key given twice counts with its last value, as JSON parsers do; every
-occurrence of ``eventName``/``eventSource`` must have the right type.
+string nor null, neither ``eventName`` nor ``eventTime``.  Nesting deeper than
+:data:`MAX_FRAME_DEPTH` fails the file (the walk keeps its own stack, and that bounds it); a
+record trailguard decodes in full (a candidate) nested deeper than :data:`MAX_DECODE_DEPTH`
+levels is bad, because a recursive decoder's limit would otherwise decide.  A key given twice
+counts with its last value, as JSON parsers do; every occurrence of ``eventName`` or
+``eventSource`` must have the right type.
 
 The walk is incremental (``feed`` as the bytes arrive) and never holds more than one record
 (at most ``max_record`` bytes) plus one token, so the streaming decoder can hand any hostile
@@ -37,6 +38,7 @@ import msgspec
 
 __all__ = [
     "MAX_DECODE_DEPTH",
+    "MAX_FRAME_DEPTH",
     "Element",
     "FrameError",
     "Walker",
@@ -47,6 +49,10 @@ __all__ = [
 #: A candidate record nested deeper than this is bad ("nested too deeply to decode"): msgspec
 #: decodes it recursively, and its limit depends on the Python stack it is called from.
 MAX_DECODE_DEPTH: Final = 256
+#: Brackets open at once, at most: deeper, the file is refused (the walk's own stack is what a
+#: file of nothing but "[" would otherwise make grow; no CloudTrail record nests past a few
+#: dozen levels).
+MAX_FRAME_DEPTH: Final = 65536
 #: The top-level keys of a record the decoder reads (and the lookup-events wrapper's one).
 RECORD_FIELDS: Final = frozenset({"eventName", "eventSource", "eventTime", "eventType"})
 _LOOKUP_FIELDS: Final = frozenset({"CloudTrailEvent"})
@@ -55,6 +61,7 @@ _MAX_TOKEN: Final = 1 << 20  # outside a record, a token (number, literal) may n
 _KEEP_KEY: Final = 8 * _MAX_KEY  # a key string being read is kept while it could still be short
 _ENDS_IN_STRING: Final = "truncated JSON: the data ends inside a string"
 _ENDS_EARLY: Final = "truncated JSON: the data ends before the JSON document does"
+_TOO_DEEP: Final = f"not a CloudTrail log: brackets nested more than {MAX_FRAME_DEPTH} levels deep"
 
 # parse states: what may come next in the current container
 _VALUE, _ARR_FIRST, _OBJ_FIRST, _KEY, _COLON, _AFTER, _END = range(7)
@@ -500,6 +507,8 @@ class Walker:
             if state not in (_VALUE, _ARR_FIRST):
                 return self._unexpected(i, c)
             self._value_start_at(i, c)
+            if len(stack) >= MAX_FRAME_DEPTH:
+                raise FrameError(_TOO_DEEP, self._base + i)
             stack.append(_Open(c))
             if self._elem is not None:
                 self._elem.depth = max(self._elem.depth, len(stack) - self._rec_depth)
@@ -612,6 +621,8 @@ class Walker:
             self.pos = i + 1
             return True
         if c == 0x7B or c == 0x5B:
+            if len(stack) >= MAX_FRAME_DEPTH:
+                raise FrameError(_TOO_DEEP, self._base + i)
             stack.append(_Open(c))
             elem = self._elem
             if elem is not None:

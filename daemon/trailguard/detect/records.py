@@ -39,6 +39,10 @@ _DEC_OPT_STR: Final = msgspec.json.Decoder(str | None)
 class DecodeLimits(msgspec.Struct, frozen=True, kw_only=True):
     """What bounds the memory and CPU one file may take (``[limits]`` in the config)."""
 
+    #: refuse a file bigger than this as it is stored (``limits.max_object_bytes``: CloudTrail
+    #: writes at most 50 MB compressed)
+    max_input_bytes: int = 50 << 20
+
     #: refuse a file that inflates to more than this (a gzip bomb); a 50 MB CloudTrail object
     #: (S3's largest delivery) inflates to ~10-20x
     max_inflated_bytes: int = 1 << 30
@@ -149,8 +153,9 @@ class Collector:
 
     def candidate(self, raw: bytes | bytearray | memoryview | msgspec.Raw, label: str) -> None:
         """Decode a record whose eventName is one of the names (by the rules: depth, types)."""
-        size = len(raw)
-        self._candidate_bytes += size
+        # each counts at least 1 KiB: a decoded record costs a few hundred bytes of Python
+        # objects however short its JSON (a flood of tiny ones must not slip under the bound)
+        self._candidate_bytes += max(len(raw), 1024)
         if self._candidate_bytes > self.limits.max_candidate_bytes:
             raise DecodeError(
                 self.source,

@@ -18,6 +18,7 @@ from trailguard.config import Config
 from trailguard.decode_pool import DecodePool
 from trailguard.detect.detection import S3Source
 from trailguard.errors import DecodeError, IngestError, UsageError
+from trailguard.ingest.budget import ByteBudget, Reservation
 from trailguard.ingest.replay import LocalReplay
 from trailguard.ingest.retry import retry_transient
 from trailguard.ingest.s3 import S3ObjectStore, list_log_keys
@@ -64,15 +65,19 @@ async def replay_s3(
 
             bar = tqdm(total=len(keys), unit="file", file=progress, dynamic_ncols=True)
         max_bytes = config.limits.max_object_bytes
-
-        async def fetch(bucket: str, key: str) -> bytes:
-            return await store.fetch(bucket, key, max_bytes=max_bytes)
+        budget = ByteBudget(config.limits.max_bytes_in_flight)
 
         async def one(bucket: str, key: str) -> None:
             name = f"s3://{bucket}/{key}"
             summary.files += 1
+            held = Reservation(budget)
+
+            async def fetch() -> bytes | bytearray:
+                held.release()  # what a failed attempt took goes back first
+                return await store.fetch(bucket, key, max_bytes=max_bytes, reserve=held.take)
+
             try:
-                data = await retry_transient(lambda: fetch(bucket, key), attempts=4, what=name)
+                data = await retry_transient(fetch, attempts=4, what=name)
                 outcome = await pool.process(
                     data, source=S3Source(bucket=bucket, key=key), name=name, key=key
                 )
@@ -82,6 +87,8 @@ async def replay_s3(
                 replay.fail(name, exc.reason)
             else:
                 await replay.account(name, outcome)
+            finally:
+                held.release()
             if bar is not None:
                 bar.set_postfix(
                     records=summary.records, detections=summary.detections_total, refresh=False

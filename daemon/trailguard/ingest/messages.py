@@ -36,6 +36,7 @@ from trailguard.detect.history import PolicyFact
 from trailguard.detect.keys import KeyKind, classify_key, key_account_region
 from trailguard.detect.process import Detector, FileOutcome
 from trailguard.errors import DecodeError, IngestError, PermanentError, TransientError
+from trailguard.ingest.budget import ByteBudget, Reservation
 from trailguard.ingest.notifications import ObjectRef, parse_body
 from trailguard.ingest.retry import retry_transient
 from trailguard.ingest.s3 import ObjectStore
@@ -106,6 +107,7 @@ class MessageHandler:
         pool: DecodePool,
         sink: DetectionSink,
         object_slots: asyncio.Semaphore,
+        budget: ByteBudget,
         stats: IngestStats,
         metrics: Metrics,
         history: PolicyHistoryStore | None = None,
@@ -116,6 +118,7 @@ class MessageHandler:
         self._store = store
         self._sink = sink
         self._slots = object_slots
+        self._budget = budget
         self._metrics = metrics
         self._history = history
         self._remediation = remediation
@@ -280,23 +283,33 @@ class MessageHandler:
         started = time.perf_counter()
         name = f"s3://{ref.bucket}/{ref.key}"
         async with self._slots:
-            with self._metrics.object_in_flight():
+            held = Reservation(self._budget)
+            try:
+                with self._metrics.object_in_flight():
 
-                async def fetch() -> bytes:
-                    return await self._store.fetch(
-                        ref.bucket, ref.key, max_bytes=settings.max_object_bytes
-                    )
+                    async def fetch() -> bytes | bytearray:
+                        held.release()  # what a failed attempt took goes back first
+                        return await self._store.fetch(
+                            ref.bucket,
+                            ref.key,
+                            max_bytes=settings.max_object_bytes,
+                            reserve=held.take,
+                        )
 
-                data = await retry_transient(fetch, attempts=FETCH_ATTEMPTS, what=name)
-                try:
-                    outcome = await self.pool.process(
-                        data,
-                        source=S3Source(bucket=ref.bucket, key=ref.key),
-                        name=name,
-                        key=ref.key,
-                    )
-                except DecodeError as exc:
-                    raise PermanentError("decode", "undecodable", exc.reason) from exc
+                    data = await retry_transient(fetch, attempts=FETCH_ATTEMPTS, what=name)
+                    self._metrics.bytes_in_flight(self._budget.in_use)
+                    try:
+                        outcome = await self.pool.process(
+                            data,
+                            source=S3Source(bucket=ref.bucket, key=ref.key),
+                            name=name,
+                            key=ref.key,
+                        )
+                    except DecodeError as exc:
+                        raise PermanentError("decode", "undecodable", exc.reason) from exc
+            finally:
+                held.release()
+                self._metrics.bytes_in_flight(self._budget.in_use)
         decoded = outcome.decoded
         seconds = time.perf_counter() - started
         self.stats.records += decoded.records

@@ -133,7 +133,8 @@ class LocalReplay:
         self.summary.files += 1
         name = str(path)
         try:
-            return name, path.read_bytes()
+            with path.open("rb") as handle:  # one byte past the limit: decode_file refuses it
+                return name, handle.read(self.detector.limits.max_input_bytes + 1)
         except OSError as exc:
             self.fail(name, _cannot_read(exc))
             return name, None

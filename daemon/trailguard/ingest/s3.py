@@ -1,8 +1,10 @@
 """Fetching CloudTrail objects from S3, and listing them for backfill.
 
-Objects are streamed in chunks into one buffer with a hard size limit (``limits.max_object_bytes``;
-CloudTrail writes at most 50 MB compressed), so a huge or hostile object fails early and
-permanently instead of exhausting memory.  The compressed bytes then go to the decode pool,
+Objects are streamed in chunks into one buffer of the announced size with a hard limit
+(``limits.max_object_bytes``; CloudTrail writes at most 50 MB compressed), so a huge or hostile
+object fails early and permanently instead of exhausting memory; the caller's byte budget
+(``limits.max_bytes_in_flight``, :mod:`trailguard.ingest.budget`) is reserved before the body is
+read.  The compressed bytes then go to the decode pool,
 which decompresses them (libdeflate) off the event loop.
 """
 
@@ -10,12 +12,12 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 from trailguard.aws import classify
 from trailguard.detect.keys import KeyKind, classify_key, key_date, unsafe_key
-from trailguard.errors import PermanentError
+from trailguard.errors import PermanentError, TransientError
 from trailguard.telemetry.logging import get_logger
 
 log = get_logger(__name__)
@@ -26,7 +28,17 @@ CHUNK_BYTES = 1 << 20
 class ObjectStore(Protocol):
     """Where CloudTrail objects come from (S3; a fake in benchmarks)."""
 
-    async def fetch(self, bucket: str, key: str, *, max_bytes: int) -> bytes: ...
+    async def fetch(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        max_bytes: int,
+        reserve: Callable[[int], Awaitable[None]] | None = None,
+    ) -> bytes | bytearray:
+        """The object's bytes (at most ``max_bytes``); ``reserve`` is awaited with its size (or
+        ``max_bytes`` when S3 does not say) before the body is read."""
+        ...
 
 
 class S3ObjectStore:
@@ -36,7 +48,14 @@ class S3ObjectStore:
         self._client = client
         self._chunk = chunk_bytes
 
-    async def fetch(self, bucket: str, key: str, *, max_bytes: int) -> bytes:
+    async def fetch(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        max_bytes: int,
+        reserve: Callable[[int], Awaitable[None]] | None = None,
+    ) -> bytes | bytearray:
         what = f"s3://{bucket}/{key}"
         try:
             response = await self._client.get_object(Bucket=bucket, Key=key)
@@ -48,17 +67,33 @@ class S3ObjectStore:
                     "too_large",
                     f"{what}: object is {length} bytes, over limits.max_object_bytes={max_bytes}",
                 )
-            buffer = bytearray()
+            known = length if isinstance(length, int) and length >= 0 else None
+            if reserve is not None:
+                await reserve(max_bytes if known is None else known)
+            # One buffer of the announced size, filled in place: no copy, no doubling on growth.
+            buffer = bytearray(known if known is not None else 0)
+            size = 0
             async with response["Body"] as body:
                 async for chunk in body.iter_chunks(self._chunk):
-                    buffer += chunk
-                    if len(buffer) > max_bytes:
+                    end = size + len(chunk)
+                    if end > max_bytes or (known is not None and end > known):
                         raise PermanentError(
                             "s3_get",
                             "too_large",
-                            f"{what}: object exceeds limits.max_object_bytes={max_bytes}",
+                            f"{what}: object exceeds limits.max_object_bytes={max_bytes}"
+                            if end > max_bytes
+                            else f"{what}: the body is longer than its ContentLength ({known})",
                         )
-            return bytes(buffer)
+                    if known is None:
+                        buffer += chunk
+                    else:
+                        buffer[size:end] = chunk
+                    size = end
+            if known is not None and size != known:
+                raise TransientError(
+                    "s3_get", "short_read", f"{what}: {size} of {known} bytes arrived"
+                )
+            return buffer
         except Exception as exc:  # CancelledError is a BaseException and passes through
             raise classify(exc, stage="s3_get", what=what) from exc
 

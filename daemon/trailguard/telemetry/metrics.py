@@ -301,6 +301,12 @@ class Metrics:
             "S3 objects being fetched or decoded now (bounded by limits.max_objects_in_flight).",
             registry=r,
         )
+        self.s3_bytes_in_flight = Gauge(
+            "trailguard_s3_object_bytes_in_flight_bytes",
+            "Bytes of S3 objects held now, fetched and not yet decoded (bounded by "
+            "limits.max_bytes_in_flight).",
+            registry=r,
+        )
         self.s3_by_account = Counter(
             "trailguard_s3_objects_by_account_total",
             "S3 log files processed, by the account and region in their key "
@@ -526,6 +532,10 @@ class Metrics:
     def object_in_flight(self) -> contextlib.AbstractContextManager[None]:
         """``with metrics.object_in_flight(): ...`` around fetching and decoding an object."""
         return _track(self.s3_in_flight)
+
+    def bytes_in_flight(self, held: int) -> None:
+        """The byte budget's use after an object took or gave back its share."""
+        self.s3_bytes_in_flight.set(held)
 
     def records(self, scanned: int, *, invalid: int = 0) -> None:
         """Records read from a file or event (``invalid``: how many of them were undecodable)."""
