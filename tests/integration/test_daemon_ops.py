@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import gzip
 import itertools
 import json
 import re
@@ -72,6 +73,7 @@ from tests.integration.test_daemon import (
     VISIBILITY,
     make_queue,
     notify_queue,
+    put,
     put_records,
     run_cli,
     stop_ok,
@@ -897,3 +899,35 @@ def test_remediation_puts_back_every_removed_policy(
     ), enforced
     assert iam_state(iam) == {**expected, "app-role/guard": None}  # the dry-run one stays
     stop_ok(harness, rerun)
+
+
+# --------------------------------------------------------------------------- hostile records
+
+
+def test_a_hostile_record_never_hides_the_removal_beside_it(
+    aws: Boto3Clients, daemons: MakeDaemon, proxy: FaultProxy
+) -> None:
+    """Issue 12: one record with bytes that are not UTF-8 (which msgspec 0.23 rejects with the
+    whole document) and one with a grammar error, delivered through S3 and SQS: the real
+    removal between them is detected, the two are counted and named, the message is deleted."""
+    url, arn, _ = make_queue(aws, "trail")
+    notify_queue(aws, arn)
+    harness = daemons(queue_urls=[url], extra=SUPPRESS_PIPELINE)
+    run = harness.start()
+    removal = make_record("DeleteUserPolicy")
+    before = json.dumps(noise_record(0), separators=(",", ":")).encode()
+    middle = json.dumps(removal, separators=(",", ":")).encode()
+    after = json.dumps(noise_record(2), separators=(",", ":")).encode()
+    before = before.replace(b'"eventName":"', b'"eventName":"\xff', 1)
+    after = after[:-1] + b',"a":1 2}'
+    text = b'{"Records":[' + before + b"," + middle + b"," + after + b"]}"
+    put(aws, delivery_key(suffix="HostileFile0001"), gzip.compress(text))
+    wait_detections(harness, {removal["eventID"]})
+    wait_empty(aws, url, harness)
+    _, samples = scrape(base_url(harness))
+    assert sample(samples, "trailguard_records_scanned_total") == 3
+    assert sample(samples, "trailguard_records_invalid_total") == 2
+    [event] = run.events("s3.records_invalid")
+    assert event["count"] == 2
+    assert event["first"][0] == "record 0: a string is not valid UTF-8"
+    assert event["first"][1].startswith("record 2: invalid JSON: unexpected '2'")

@@ -333,6 +333,15 @@ class MessageHandler:
             bytes=len(data),
             duration_secs=round(seconds, 4),
         )
+        if decoded.bad_record_count:
+            # which records, and why: each bad record is its own problem, never its neighbours'
+            log.warning(
+                "s3.records_invalid",
+                bucket=ref.bucket,
+                key=ref.key,
+                count=decoded.bad_record_count,
+                first=decoded.bad_records[:10],
+            )
         return outcome
 
     def _object_failed(self, ref: ObjectRef, error: IngestError) -> None:
