@@ -13,9 +13,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from trailguard import decode_pool
 from trailguard.config import Config, parse_config
-from trailguard.decode_pool import DecodePool, DecodePoolBroken
+from trailguard.decode_pool import DecodePool, DecodePoolBroken, processes, threads
 from trailguard.detect.detection import S3Source
 from trailguard.errors import DecodeError
 
@@ -88,7 +87,7 @@ async def test_a_backlog_shares_frames_and_an_object_alone_goes_alone(
     process_pool: DecodePool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pool = process_pool
-    frames = sizes_passed_to(monkeypatch, decode_pool._Worker, "send")
+    frames = sizes_passed_to(monkeypatch, processes._Worker, "send")
     alone = await run(pool, blob(record(1)))
     assert frames == [1]
     assert len(alone.detections) == 1
@@ -119,7 +118,7 @@ async def test_a_decode_error_comes_back_as_itself(pool: DecodePool) -> None:
 async def test_a_killed_worker_is_replaced(process_pool: DecodePool) -> None:
     pool = process_pool
     await run(pool, blob(record(1)))
-    victim = pool._workers[0].process
+    victim = workers_of(pool)[0].process
     assert victim.pid is not None
     os.kill(victim.pid, signal.SIGKILL)
     victim.join(5)
@@ -134,13 +133,13 @@ async def test_a_killed_worker_is_replaced(process_pool: DecodePool) -> None:
         if not broken:
             break
         assert time.monotonic() < deadline
-    assert victim not in [w.process for w in pool._workers]
-    assert all(w.process.is_alive() for w in pool._workers)
+    assert victim not in [w.process for w in workers_of(pool)]
+    assert all(w.process.is_alive() for w in workers_of(pool))
 
 
 async def test_reconfigure_applies_to_new_objects(pool: DecodePool) -> None:
     assert len((await run(pool, blob(record(1)))).detections) == 1
-    old = [w.process for w in pool._workers]
+    old = [w.process for w in workers_of(pool)]
     quiet = mode(pool.mode, '[[rules]]\nid = "iam-delete-role-policy"\nenabled = false\n')
     pool.reconfigure(quiet)
     assert (await run(pool, blob(record(2)))).detections == []
@@ -153,7 +152,7 @@ async def test_reconfigure_applies_to_new_objects(pool: DecodePool) -> None:
 async def test_after_shutdown_objects_are_refused(decode_in: str) -> None:
     pool = DecodePool(mode(decode_in), workers=1)
     await run(pool, blob(record(1)))
-    processes = [worker.process for worker in pool._workers]
+    processes = [worker.process for worker in workers_of(pool)]
     pool.shutdown()
     assert not any(process.is_alive() for process in processes)
     with pytest.raises(DecodePoolBroken):
@@ -205,10 +204,16 @@ class _Gate:
         )
 
 
+def workers_of(pool: DecodePool) -> list[processes._Worker]:
+    """The worker processes (none for decode threads)."""
+    engine = pool._engine
+    return engine._workers if isinstance(engine, processes.ProcessEngine) else []
+
+
 @pytest.fixture
 async def one_thread() -> Any:
     pool = DecodePool(mode("threads"), workers=1)
-    assert pool._threads is not None
+    assert isinstance(pool._engine, threads.ThreadEngine)
     yield pool
     pool.shutdown()
 
@@ -216,7 +221,7 @@ async def one_thread() -> Any:
 async def test_a_backlog_wakes_the_loop_once_per_several_objects(
     one_thread: DecodePool, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    handed = sizes_passed_to(monkeypatch, decode_pool._Threads, "_hand_over")
+    handed = sizes_passed_to(monkeypatch, threads.ThreadEngine, "_hand_over")
     gate = _Gate(tmp_path)
     first = gate.run(one_thread)  # the only thread blocks on the FIFO ...
     backlog = [asyncio.ensure_future(run(one_thread, blob(record(i)), f"k{i}")) for i in range(20)]
@@ -228,7 +233,7 @@ async def test_a_backlog_wakes_the_loop_once_per_several_objects(
     # 21 outcomes handed over at most _HOLD at a time: a handful of wake-ups, not 21
     handed = [n for n in handed if n]
     assert sum(handed) == 21
-    assert max(handed) <= decode_pool._HOLD
+    assert max(handed) <= threads._HOLD
     assert len(handed) <= 5, handed
 
 

@@ -34,7 +34,7 @@ log = get_logger(__name__)
 #: Worker processes start in ~0.3 s (a forkserver, then trailguard's imports in each): below
 #: this much compressed input (~400 S3 deliveries, ~0.6 s of one core) one process is faster.
 PARALLEL_MIN_BYTES = 64 << 20
-#: Decode threads (``decode_in``: see decode_pool.py) start at once: worth it from a few files.
+#: Decode threads (``decode_in``: see decode_pool/) start at once: worth it from a few files.
 PARALLEL_MIN_BYTES_THREADS = 1 << 20
 
 LOG_SUFFIXES = (".json", ".jsonl", ".ndjson", ".gz")

@@ -1,22 +1,12 @@
-"""Decoding off the event loop, on every core.
+"""The decode worker processes, driven from the event loop through their own pipes.
 
-Decompression and decoding are CPU-bound.  With trailguard's C scanner and libdeflate bound to
-it (:func:`trailguard.detect.decode.gil_free`), inflating and scanning a file run without the
-GIL -- ~95 % of its CPU -- so the pool is threads (``[limits] decode_in = "auto"``): no pipes, no
-pickling, no second copy of the modules in memory.  Otherwise (no compiler, no AVX2, or
-``decode_in = "processes"``) the work holds the GIL (msgspec, the `deflate` package) and runs in
-worker processes: the event loop only moves bytes, and heartbeats, polling and health stay live
-whatever the load.  Each worker process builds its own :class:`Detector` from the config once,
-at start-up; only the object's bytes go in and its (small) outcome comes back.
-
-The pool uses the ``forkserver`` start method: forking the daemon itself, with its running event
-loop and helper threads, is not safe.
-
-Each worker has two pipes of its own (objects in, outcomes out) that the event loop drives as
-asyncio transports: no helper thread in the daemon wakes up per object.  A worker exits at the
-end of its object pipe (the pool closed it), and it also watches the daemon's process: a worker
-busy with a big object, or the forkserver (which holds its own "alive" pipe), would otherwise
-outlive a SIGKILLed daemon.
+Used when decoding holds the GIL (no C scanner, or ``decode_in = "processes"`` to isolate it):
+the compressed bytes go out raw, the outcome comes back pickled, and no thread of the daemon
+wakes up in between (ProcessPoolExecutor's feeder and manager threads cost the daemon ~0.6 ms of
+CPU per object, as much as a fifth of decoding it).  A worker that dies is replaced; the objects
+it held fail with :class:`~trailguard.decode_pool.common.DecodePoolBroken`.  The pool uses the
+``forkserver`` start method: forking the daemon itself, with its running event loop and helper
+threads, is not safe.
 """
 
 from __future__ import annotations
@@ -29,10 +19,8 @@ import itertools
 import multiprocessing
 import os
 import pickle
-import queue
 import select
 import signal
-import stat
 import threading
 import time
 from collections.abc import Coroutine
@@ -40,9 +28,11 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from trailguard.config import Config
-from trailguard.detect.decode import gil_free
+from trailguard.decode_pool.common import DecodePoolBroken, Future, outcome
 from trailguard.detect.detection import Source
-from trailguard.detect.process import Detector, FileOutcome
+from trailguard.detect.process import Detector
+
+__all__ = ["ProcessEngine"]
 
 _detector: Detector | None = None
 
@@ -80,184 +70,6 @@ def _init_worker(config: Config, parent_pid: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _exit_with(parent_pid)
     _detector = Detector.from_config(config)
-
-
-def decode_mode(config: Config) -> str:
-    """Where a pool built from ``config`` decodes: "threads" or "processes" (``[limits]
-    decode_in``; "auto" is threads when decoding runs without the GIL)."""
-    mode = config.limits.decode_in
-    if mode == "auto":
-        return "threads" if gil_free() else "processes"
-    return mode
-
-
-def _outcome(
-    detector: Detector,
-    data: bytes | bytearray | memoryview,
-    path: str | None,
-    source: Source,
-    name: str,
-    key: str | None,
-) -> tuple[bool, object]:
-    """(True, the object's FileOutcome) or (False, what decoding it raised): in a decode thread
-    or a worker process alike, the caller gets the exception as itself."""
-    try:
-        data = _read(path, detector.limits.max_input_bytes) if path is not None else data
-        return True, detector.process_file(data, source=source, name=name, key=key)
-    except Exception as exc:  # noqa: BLE001 - handed to the caller, not swallowed
-        return False, exc
-
-
-def _read(path: str, limit: int) -> bytes:
-    """A local file for :meth:`DecodePool.process_path`, read where it is decoded: at most one
-    byte past the limit (decode_file then refuses it by its size, as it does an S3 object)."""
-    with open(path, "rb") as handle:
-        return handle.read(limit + 1)
-
-
-_Future = asyncio.Future[tuple[bool, object]]
-
-
-# (the caller's loop, its future, the object's bytes or a local path, source, name, key)
-_Job = tuple[
-    asyncio.AbstractEventLoop, _Future, bytes | bytearray, str | None, Source, str, str | None
-]
-
-
-# A decode thread with a backlog behind it keeps up to _HOLD outcomes while it takes the next
-# object, if that object is small (_HOLD_UNDER bytes): the event loop then wakes once per few
-# objects, not per object.  See _Threads.
-_HOLD = 8
-_HOLD_UNDER = 1 << 20
-
-_Done = tuple[asyncio.AbstractEventLoop, _Future, bool, object]
-
-
-class _Threads:
-    """The decode threads of one configuration: a queue in, outcomes handed to the event loop.
-
-    Hand-written rather than ``loop.run_in_executor`` because that costs the event loop's
-    thread ~90 us per object, ~7 % of decoding a 1 MB file, taken from the cores that decode:
-    ThreadPoolExecutor wraps each object in a concurrent Future (with a Condition) that
-    asyncio chains to a Future of its own, and it wakes the loop once per object.  Here:
-
-    - a thread hands over plain tuples, and wakes the loop only if no wake-up is on its way;
-    - under a backlog (every other thread has an object queued too), a thread keeps its
-      outcomes while it decodes its next object -- if that one is small -- and hands them over
-      together: one wake-up per several objects.  Nobody starves meanwhile (the queue is not
-      empty), and an outcome waits at most for one small object (~10 ms for 1 MB gzip).  With
-      no backlog, every outcome goes at once.
-
-    Together these cut the loop's CPU per object from ~90 to ~45 us (bench/README.md), CPU that
-    on 2 cores is taken from decoding.  The threads are daemon threads; :meth:`stop` ends and
-    joins them.
-    """
-
-    def __init__(self, detector: Detector, count: int) -> None:
-        self.detector = detector
-        self._count = count
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._done: dict[asyncio.AbstractEventLoop, list[tuple[_Future, bool, object]]] = {}
-        self._threads = [
-            threading.Thread(target=self._run, name=f"trailguard-decode-{i}", daemon=True)
-            for i in range(count)
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def submit(self, job: _Job) -> None:
-        self._jobs.put(job)
-
-    def _run(self) -> None:
-        detector = self.detector
-        held: list[_Done] = []
-        job = self._jobs.get()
-        while job is not None:
-            loop, future, data, path, source, name, key = job
-            del job
-            if not future.cancelled():  # (its caller may have given up while it queued)
-                held.append((loop, future, *_outcome(detector, data, path, source, name, key)))
-            del data
-            job = self._next(held)
-        self._hand_over(held)
-
-    def _next(self, held: list[_Done]) -> _Job | None:
-        """The next job; the outcomes ``held`` are handed over first unless they may wait for
-        it (see the class docstring)."""
-        if held:
-            try:
-                job = self._jobs.get_nowait()
-            except queue.Empty:
-                self._hand_over(held)
-            else:
-                if not (
-                    job is not None
-                    and len(held) < _HOLD
-                    and self._jobs.qsize() >= self._count - 1
-                    and _small(job)
-                ):
-                    self._hand_over(held)
-                return job
-        return self._jobs.get()
-
-    def _hand_over(self, held: list[_Done]) -> None:
-        """To each outcome's loop; a loop with a wake-up on its way already takes them then."""
-        wake: list[asyncio.AbstractEventLoop] = []
-        with self._lock:
-            for loop, future, ok, outcome in held:
-                waiting = self._done.get(loop)
-                if waiting is None:
-                    waiting = self._done[loop] = []
-                    wake.append(loop)
-                waiting.append((future, ok, outcome))
-        held.clear()
-        for loop in wake:
-            try:
-                loop.call_soon_threadsafe(self._wake, loop)
-            except RuntimeError:  # the loop is closed: nobody waits for these any more
-                with self._lock:
-                    self._done.pop(loop, None)
-
-    def _wake(self, loop: asyncio.AbstractEventLoop) -> None:
-        with self._lock:
-            done = self._done.pop(loop, [])
-        for future, ok, outcome in done:
-            if not future.done():
-                future.set_result((ok, outcome))
-
-    def stop(self, *, cancel: bool) -> None:
-        """End the threads once the queued objects are done (``cancel``: drop those first, and
-        cancel their callers' futures) and join them."""
-        if cancel:
-            while True:
-                try:
-                    job = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if job is not None:
-                    with contextlib.suppress(RuntimeError):  # its loop is closed already
-                        job[0].call_soon_threadsafe(job[1].cancel)
-        for _ in self._threads:
-            self._jobs.put(None)
-        for thread in self._threads:
-            thread.join()
-
-
-def _small(job: _Job) -> bool:
-    """Whether decoding ``job`` is quick enough for outcomes to wait for it."""
-    path = job[3]
-    if path is None:
-        return len(job[2]) <= _HOLD_UNDER
-    try:
-        info = os.stat(path)
-    except OSError:
-        return False  # its error comes at once anyway; no reason to wait
-    return stat.S_ISREG(info.st_mode) and info.st_size <= _HOLD_UNDER  # (a FIFO may block)
-
-
-class DecodePoolBroken(RuntimeError):
-    """A decode worker exited while it held an object (killed, out of memory, ...)."""
 
 
 # Frames a worker may hold at once: the one it works on and the next, already in its pipe, so
@@ -348,7 +160,7 @@ def _reply(entry: tuple[memoryview, memoryview]) -> tuple[bool, object]:
         source, name, key, path = pickle.loads(meta)  # noqa: S301
     except Exception as exc:  # noqa: BLE001 - the caller gets it, as from run_in_executor
         return False, exc
-    return _outcome(_detector, data, path, source, name, key)
+    return outcome(_detector, data, path, source, name, key)
 
 
 def _picklable(reply: tuple[bool, object]) -> tuple[bool, object]:
@@ -395,7 +207,7 @@ class _Frames(asyncio.Protocol):
 class _Worker:
     """One worker process and its two pipes, driven from the event loop (no helper threads)."""
 
-    def __init__(self, pool: DecodePool, config: Config) -> None:
+    def __init__(self, pool: ProcessEngine, config: Config) -> None:
         self.pool = pool
         context = multiprocessing.get_context("forkserver")
         task_reader, task_writer = os.pipe()
@@ -424,7 +236,7 @@ class _Worker:
         self._out: collections.deque[memoryview] = collections.deque()
         self._results = os.fdopen(result_reader, "rb", buffering=0)
         # the futures of each frame in flight, oldest first
-        self.pending: collections.deque[list[_Future]] = collections.deque()
+        self.pending: collections.deque[list[Future]] = collections.deque()
         self.retiring = False
         self._reader: asyncio.BaseTransport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -438,7 +250,7 @@ class _Worker:
         self._loop = loop
         self._reader, _ = await loop.connect_read_pipe(lambda: _Frames(self), self._results)
 
-    def send(self, batch: list[tuple[bytes, bytes | bytearray | memoryview, _Future]]) -> None:
+    def send(self, batch: list[tuple[bytes, bytes | bytearray | memoryview, Future]]) -> None:
         """One frame for ``batch`` (see :func:`_worker_main`), written with one writev as the
         pipe takes it; the objects' bytes are not copied here."""
         size = 4 + sum(12 + len(meta) + len(data) for meta, data, _ in batch)
@@ -537,81 +349,36 @@ class _Worker:
         self._results.close()
 
 
-class DecodePool:
-    """``workers`` > 0: that many workers; 0: one per CPU; -1: one thread (tests, tiny setups).
+class ProcessEngine:
+    """``count`` worker processes and the queue of objects waiting for a free one."""
 
-    Threads or processes as ``[limits] decode_in`` says ("auto": threads when decoding runs
-    without the GIL).  Threads share one :class:`Detector` (read-only) and take the objects
-    from one queue (:class:`_Threads`).  Worker processes are driven from the event loop through
-    their pipes (asyncio transports): the compressed bytes go out raw, the outcome comes back
-    pickled, and no thread of the daemon wakes up in between (ProcessPoolExecutor's feeder and
-    manager threads cost the daemon ~0.6 ms of CPU per object, as much as a fifth of decoding
-    it).  A worker process that dies is replaced; the objects it held fail with
-    :class:`DecodePoolBroken`.
-    """
-
-    def __init__(self, config: Config, workers: int = 0) -> None:
-        count = workers if workers > 0 else (os.cpu_count() or 1)
-        self.threads = workers < 0 or decode_mode(config) == "threads"
-        self.workers = 1 if workers < 0 else count
+    def __init__(self, config: Config, count: int) -> None:
+        self.count = count
         self._config = config
         self._closed = False
         self._dispatching = False
-        self._queue: collections.deque[
-            tuple[bytes, bytes | bytearray | memoryview, asyncio.Future[tuple[bool, object]]]
-        ] = collections.deque()
+        self._queue: collections.deque[tuple[bytes, bytes | bytearray | memoryview, Future]] = (
+            collections.deque()
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._threads: _Threads | None = None
-        self._workers: list[_Worker] = []
-        self._retired: list[_Worker] = []
-        if self.threads:
-            self._threads = _Threads(Detector.from_config(config), self.workers)
-        else:
-            self._workers = [_Worker(self, config) for _ in range(count)]
+        self._workers = [_Worker(self, config) for _ in range(count)]
 
-    @property
-    def mode(self) -> str:
-        """For logs: "threads" or "processes"."""
-        return "threads" if self.threads else "processes"
-
-    async def process(
-        self, data: bytes | bytearray, *, source: Source, name: str, key: str | None
-    ) -> FileOutcome:
-        """Decode an object's bytes in a worker."""
-        return await self._submit(data, None, source, name, key)
-
-    async def process_path(
-        self, path: str, *, source: Source, name: str, key: str | None
-    ) -> FileOutcome:
-        """Decode a local file in a worker, which reads it itself (``trailguard replay``: the
-        bytes never pass through this process).  An unreadable file raises OSError."""
-        return await self._submit(b"", path, source, name, key)
-
-    async def _submit(
+    async def submit(
         self, data: bytes | bytearray, path: str | None, source: Source, name: str, key: str | None
-    ) -> FileOutcome:
+    ) -> Future:
+        """Queue one object for the least busy worker; the future its outcome will be set on."""
         loop = asyncio.get_running_loop()
-        if self._closed:
-            raise DecodePoolBroken("the decode pool is shut down")
-        future: _Future = loop.create_future()
-        if self._threads is not None:
-            self._threads.submit((loop, future, data, path, source, name, key))
-        else:
-            if self._connected is None:  # the first object: attach the workers' pipes
-                self._loop = loop
-                self._connected = loop.create_task(self._connect_all())
-            await self._connected
-            meta = pickle.dumps((source, name, key, path), protocol=pickle.HIGHEST_PROTOCOL)
-            self._queue.append((meta, data, future))
-            self._dispatch_soon()
-        ok, value = await future
-        if not ok:
-            assert isinstance(value, BaseException)
-            raise value
-        assert isinstance(value, FileOutcome)
-        return value
+        future: Future = loop.create_future()
+        if self._connected is None:  # the first object: attach the workers' pipes
+            self._loop = loop
+            self._connected = loop.create_task(self._connect_all())
+        await self._connected
+        meta = pickle.dumps((source, name, key, path), protocol=pickle.HIGHEST_PROTOCOL)
+        self._queue.append((meta, data, future))
+        self._dispatch_soon()
+        return future
 
     async def _connect_all(self) -> None:
         assert self._loop is not None
@@ -644,7 +411,7 @@ class DecodePool:
             if worker is None:
                 return
             size = min(_BATCH, -(-len(queue) // free))
-            batch: list[tuple[bytes, bytes | bytearray | memoryview, _Future]] = []
+            batch: list[tuple[bytes, bytes | bytearray | memoryview, Future]] = []
             while queue and len(batch) < size:
                 entry = queue.popleft()
                 if not entry[2].done():  # the caller may have been cancelled meanwhile
@@ -677,19 +444,9 @@ class DecodePool:
         """Live reload: new objects go to workers built from ``config``; objects already in the
         old workers finish there, then the old workers exit."""
         self._config = config
-        if self._threads is not None:
-            old = self._threads
-            self._threads = _Threads(Detector.from_config(config), self.workers)
-            threading.Thread(
-                target=old.stop,
-                kwargs={"cancel": False},
-                name="trailguard-pool-retire",
-                daemon=True,
-            ).start()
-            return
         old_workers, self._workers = (
             self._workers,
-            [_Worker(self, config) for _ in range(self.workers)],
+            [_Worker(self, config) for _ in range(self.count)],
         )
         for worker in old_workers:
             worker.retiring = True
@@ -708,8 +465,5 @@ class DecodePool:
         while self._queue:
             *_, future = self._queue.popleft()
             future.cancel()
-        if self._threads is not None:
-            self._threads.stop(cancel=True)
-            return
         for worker in self._workers:
             worker.stop(timeout=30.0)
