@@ -122,6 +122,8 @@ class EventRef(msgspec.Struct, frozen=True, kw_only=True):
     disposition: str
     suppressed_by: str | None = None
     source: dict[str, str] | None = None
+    event_digest: str | None = None
+    forgery_suspected: bool = False
 
     @classmethod
     def from_detection(cls, detection: Detection) -> EventRef:
