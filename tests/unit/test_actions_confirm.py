@@ -31,6 +31,7 @@ from tests.remediation_support import (
     FakeClock,
     FakeCloudTrail,
     StaticClients,
+    approved_plan_of,
     client_error,
     config_toml,
     detection_of,
@@ -359,7 +360,8 @@ async def test_a_forged_put_is_not_restored(
     assert_waits(outcome, differs_in, "the put of its document (event put-1)")
     assert world.iam.writes == []
     assert world.iam.roles["app"].inline == {}
-    assert ctx.audit[-1].data == {"unconfirmed": ["put-1"]}
+    assert ctx.audit[-1].data is not None
+    assert ctx.audit[-1].data["unconfirmed"] == ["put-1"]
 
 
 async def test_a_forged_removal_is_not_acted_on(world: World) -> None:
@@ -484,24 +486,47 @@ async def test_dry_run_records_what_it_would_confirm(world: World) -> None:
     assert world.iam.writes == []
 
 
-async def test_an_operator_approval_after_it_could_not_be_confirmed_acts(world: World) -> None:
-    # The put is older than anything LookupEvents shows (say); the operator checks it and approves.
+async def test_an_operator_approval_of_the_plan_acts(world: World) -> None:
+    # The put is older than anything LookupEvents shows (say); the operator checks the plan --
+    # the exact document and target -- and approves it.
     world.iam.roles["app"] = FakeRole()
     await world.trail(put_inline(), real=False)
     await world.trail(delete_inline())
     first = world.context(delete_inline(), "restore_inline_policy")
     assert (await restore_inline_policy(first)).state == "awaiting_approval"
-    approved = msgspec.structs.replace(
-        first.job,
-        approved=True,
-        audit=(*first.job.audit, *first.audit, audit("note", "approved by alice")),
-    )
+    assert first.plan is not None
+    [write] = first.plan.writes
+    assert (write.call, write.target, write.document) == ("PutRolePolicy", "role/app", DOC_DENY_S3)
+    assert first.plan.events == ("del-1", "put-1")
+    approved = approved_plan_of(first.job, first.plan)
     ctx = world.context(delete_inline(), "restore_inline_policy", job=approved)
     outcome = await restore_inline_policy(ctx)
     assert outcome.state == "succeeded"
-    # The approval covers the put it was given for; the removal is confirmed again.
-    assert world.cloudtrail.looked_up == ["del-1", "put-1", "del-1"]
-    assert any("without CloudTrail confirmation" in e.what for e in ctx.audit)
+    assert world.iam.roles["app"].inline == {"guard": DOC_DENY_S3}
+    # The approval covers exactly that plan: nothing is looked up again.
+    assert world.cloudtrail.looked_up == ["del-1", "put-1"]
+    assert any(f"approved plan {first.plan.sha256}" in e.what for e in ctx.audit)
+
+
+async def test_an_approval_covers_only_the_plan_it_was_given_for(world: World) -> None:
+    # Approve plan A (the real document), then the history changes (a forged put, later than
+    # the real one, lands before the removal): the plan becomes B, which nobody approved.
+    world.iam.roles["app"] = FakeRole()
+    await world.trail(put_inline(), real=False)
+    await world.trail(delete_inline())
+    first = world.context(delete_inline(), "restore_inline_policy")
+    assert (await restore_inline_policy(first)).state == "awaiting_approval"
+    approved = approved_plan_of(first.job, first.plan)
+    await world.trail(put_inline(ALLOW_ALL, eventID="put-x", eventTime=at(10)), real=False)
+    ctx = world.context(delete_inline(), "restore_inline_policy", job=approved)
+    outcome = await restore_inline_policy(ctx)
+    assert_waits(outcome, "put-x")
+    assert world.iam.writes == []
+    assert ctx.plan is not None
+    assert first.plan is not None
+    assert ctx.plan.sha256 != first.plan.sha256
+    assert ctx.plan.writes[0].document == ALLOW_ALL
+    assert any("the plan changed since the approval" in e.what for e in ctx.audit)
 
 
 async def test_an_approval_before_any_lookup_does_not_vouch_for_the_trail(world: World) -> None:
@@ -589,10 +614,13 @@ async def test_recreate_confirms_the_document_and_every_attachment(world: World)
     assert world.iam.writes == []
     assert confirmations(ctx) == [
         "delpol-1:confirmed",
-        "create-1:confirmed",
+        "create-1:confirmed",  # the creation of its default document ...
+        "create-1:confirmed",  # ... and the choice of that default: the same event, two claims
         "att-x:not_found",  # still attached when the policy was deleted, says the forgery
         "det-1:confirmed",  # detached just before the deletion (IAM requires it)
     ]
+    # One LookupEvents answer per eventID, each claim compared with it on its own.
+    assert world.cloudtrail.looked_up == ["delpol-1", "create-1", "att-x", "det-1"]
     # Once "innocent" no longer exists, the forged attachment has nothing to act on: the rest is
     # confirmed and put back (policy first, then the attachment).
     world.iam.roles.pop("innocent")

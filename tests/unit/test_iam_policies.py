@@ -18,12 +18,16 @@ IAM_DIR = ROOT / "config" / "iam"
 POLICIES = sorted(IAM_DIR.glob("*.json"))
 ACTION = re.compile(r"[a-z0-9-]+:[A-Za-z0-9]+")
 
-ACTIONS_SOURCE = ROOT / "daemon" / "trailguard" / "remediate" / "actions.py"
+# The actions and the confirmation gate (which makes the LookupEvents calls).
+ACTIONS_SOURCES = [
+    ROOT / "daemon" / "trailguard" / "remediate" / "actions.py",
+    ROOT / "daemon" / "trailguard" / "remediate" / "confirm.py",
+]
 
 
 def calls_in_actions() -> set[str]:
-    """Every AWS call remediate/actions.py makes, as IAM policy actions."""
-    source = ACTIONS_SOURCE.read_text()
+    """Every AWS call remediate/actions.py and remediate/confirm.py make, as IAM actions."""
+    source = "\n".join(path.read_text() for path in ACTIONS_SOURCES)
     session = botocore.session.get_session()
     names = {
         service: {xform_name(op): op for op in session.get_service_model(service).operation_names}
