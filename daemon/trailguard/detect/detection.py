@@ -198,6 +198,17 @@ def build_detection(
     )
 
 
+def dedup_key(event_id: str | None, digest: str | None, forgery_suspected: bool) -> str | None:
+    """What deduplicates a detection: its eventID -- or, for a detection whose eventID the event
+    ledger knows with two contents, eventID and digest, so that each content of a conflicted
+    event is reported once (flagged), even after the first went out unflagged."""
+    if event_id is None:
+        return None
+    if forgery_suspected and digest:
+        return f"{event_id}#{digest}"
+    return event_id
+
+
 _encoder = msgspec.json.Encoder()
 
 
