@@ -546,7 +546,7 @@ async def confirm(
         )
     failures: list[tuple[Claim, Confirmation]] = []
     details: list[str] = []
-    conflicted: list[str] = []
+    conflicted: dict[str, tuple[LedgerConflict, list[str]]] = {}
     cache: dict[tuple[str, str, str], _Answer] = {}
     for claim in claims:
         where = f"{claim.label} (event {claim.event_id})"
@@ -562,10 +562,11 @@ async def confirm(
                 event_id=claim.event_id,
             )
             failures.append((claim, "conflict"))
-            conflicted.append(f"{conflict.describe()} ({where})")
-            continue
+            conflicted.setdefault(claim.event_id, (conflict, []))[1].append(claim.label)
         if not config.confirm_events:
             continue
+        # Looked up even when conflicted: the audit tells the operator which content
+        # CloudTrail confirms.
         verdict, detail = await lookup(clients, limiter, claim, cache)
         note(
             "before",
@@ -576,11 +577,15 @@ async def confirm(
         if verdict != "confirmed":
             if verdict == "not_found":
                 detail = _not_found_detail(clock(), config, claim, detail)
-            failures.append((claim, verdict))
+            if conflict is None:
+                failures.append((claim, verdict))
             details.append(f"{detail} ({where})")
     if not failures:
         return GateDecision("write", plan, tuple(entries))
-    parts = [f"conflict: {'; '.join(dict.fromkeys(conflicted))}"] if conflicted else []
+    parts = [
+        f"conflict: {conflict.describe()}, which {' and '.join(labels)} rest on"
+        for conflict, labels in conflicted.values()
+    ]
     if details:
         parts.append(f"unconfirmed: {'; '.join(details)}")
     reason = "; ".join(parts)
