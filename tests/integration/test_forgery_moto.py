@@ -46,7 +46,7 @@ from trailguard.ingest.s3 import S3ObjectStore
 from trailguard.ingest.sqs import SqsQueue
 from trailguard.outputs.jsonl import JsonlWriter
 from trailguard.outputs.sink import DetectionSink
-from trailguard.remediate.jobs import Job, iso
+from trailguard.remediate.jobs import Job, PlanMismatchError, iso
 from trailguard.remediate.service import Remediation
 from trailguard.state.dedup import SqliteDedupStore
 from trailguard.state.history import SqliteHistoryStore, default_history_path
@@ -696,3 +696,128 @@ async def test_a_forged_session_issuer_quarantines_nobody(
         any("sessionIssuer.arn" in entry.what for entry in job.audit if entry.step == "before")
         or actor == "root"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# A forgery that arrives while the real removal's job waits for CloudTrail to show the event
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("forged_id", ["fresh", "removals"])
+async def test_a_forgery_arriving_while_the_job_waits_for_cloudtrail_is_not_picked_up(
+    world: World, form: Form, forged_id: str
+) -> None:
+    w = world
+    attack = inline_attack()
+    real = attack.arrange(w)
+    w.real(*real)
+    w.iam.delete_role_policy(RoleName="app", PolicyName="guard")
+    # A minute ago: LookupEvents does not show it yet.
+    removal = w.rec(
+        "DeleteRolePolicy",
+        {"roleName": "app", "policyName": "guard"},
+        event_time=iso_z(w.clock() - 60),
+    )
+    await w.deliver("file", *real, removal)
+    assert await w.remediation.runner.run_once() >= 1
+    job = await w.job(attack.action, removal["eventID"])
+    assert job.state == "failed", (job.reason, job.audit)
+    assert job.error is not None
+    assert job.error.startswith("unconfirmed: ")
+    assert job.next_attempt_at >= w.clock() + 60  # looked at again once it may show
+    assert not did_write(job)
+    # While it waits, the attacker's record arrives: a put of an Allow-* document just before
+    # the removal (under a fresh eventID, or under the removal's own).
+    params = {"roleName": "app", "policyName": "guard", "policyDocument": ALLOW_ALL}
+    forged = w.rec(
+        "PutRolePolicy",
+        params,
+        event_time=iso_z(w.clock() - 90),
+        **({"event_id": removal["eventID"]} if forged_id == "removals" else {}),
+    )
+    await w.deliver(form, forged)
+    # Then CloudTrail shows the real removal, and the retries come.
+    w.real(removal)
+    w.clock.now = job.next_attempt_at
+    await w.run(rounds=4)
+    assert not attack.granted(w)
+    assert attack.observe(w) is None
+    job = await w.job(attack.action, removal["eventID"])
+    assert job.state == "awaiting_approval", (job.reason, job.audit)
+    assert job.reason is not None
+    assert forged["eventID"] in job.reason
+    if forged_id == "removals":
+        assert job.reason.startswith("conflict: ")
+    assert not did_write(job)
+    # What it waits with is the forged document: an operator sees exactly that.
+    assert job.plan is not None
+    assert [w_.document for w_ in job.plan.writes] == [ALLOW_ALL]
+
+
+# ---------------------------------------------------------------------------------------------
+# §1c: an approval covers the plan it was given for, and nothing else
+# ---------------------------------------------------------------------------------------------
+
+
+async def waiting_for_approval(w: World, attack: Attack) -> tuple[dict[str, Any], Job]:
+    """The inline scenario with the put too old for LookupEvents (CloudTrail shows only the
+    removal): the job waits for an operator, with its plan."""
+    real = attack.arrange(w)
+    removal = attack.remove(w)
+    w.real(removal)
+    await w.deliver("file", *real, removal)
+    await w.run(rounds=1)
+    job = await w.job(attack.action, removal["eventID"])
+    assert job.state == "awaiting_approval", (job.reason, job.audit)
+    assert job.reason is not None
+    assert job.reason.startswith("unconfirmed: LookupEvents does not show the event")
+    assert job.plan is not None
+    assert [(p.call, p.target, p.document) for p in job.plan.writes] == [
+        ("PutRolePolicy", "role/app", DOC_DENY_S3)
+    ]
+    return removal, job
+
+
+async def test_an_approved_plan_is_written(world: World) -> None:
+    w = world
+    attack = inline_attack()
+    removal, job = await waiting_for_approval(w, attack)
+    asked = len(w.cloudtrail.looked_up)
+    assert job.plan_sha256 is not None
+    await w.remediation.store.approve(job.id, now=w.clock(), by="kim", plan_sha256=job.plan_sha256)
+    await w.run(rounds=1)
+    job = await w.job(attack.action, removal["eventID"])
+    assert (job.state, job.changed) == ("succeeded", True), (job.reason, job.audit)
+    assert attack.observe(w) == json.loads(DOC_DENY_S3)
+    assert len(w.cloudtrail.looked_up) == asked  # the approval covered it: no new lookup
+
+
+@pytest.mark.parametrize("form", FORMS)
+async def test_an_approval_does_not_cover_a_changed_plan(world: World, form: Form) -> None:
+    w = world
+    attack = inline_attack()
+    removal, job = await waiting_for_approval(w, attack)
+    plan_a = job.plan_sha256
+    assert plan_a is not None
+    await w.remediation.store.approve(job.id, now=w.clock(), by="kim", plan_sha256=plan_a)
+    # Before it runs, a forged put lands in history just before the removal: plan B.
+    params = {"roleName": "app", "policyName": "guard", "policyDocument": ALLOW_ALL}
+    await w.deliver(form, w.rec("PutRolePolicy", params, event_time=forged_at(w, removal)))
+    await w.run(rounds=1)
+    assert not attack.granted(w)
+    assert attack.observe(w) is None
+    job = await w.job(attack.action, removal["eventID"])
+    assert job.state == "awaiting_approval", (job.reason, job.audit)
+    assert not did_write(job)
+    assert job.plan is not None
+    assert job.plan_sha256 != plan_a
+    assert [p.document for p in job.plan.writes] == [ALLOW_ALL]
+    assert job.approved_plan == plan_a
+    assert any(
+        entry.what.startswith(f"the plan changed since the approval (approved {plan_a}")
+        for entry in job.audit
+    )
+    # The approval of plan A cannot be replayed onto plan B.
+    with pytest.raises(PlanMismatchError):
+        await w.remediation.store.approve(job.id, now=w.clock(), plan_sha256=plan_a)
