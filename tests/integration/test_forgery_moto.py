@@ -386,7 +386,7 @@ def inline_attack() -> Attack:
             return None
 
     def granted(w: World) -> bool:
-        return observe(w) == json.loads(ALLOW_ALL)
+        return bool(observe(w) == json.loads(ALLOW_ALL))
 
     return Attack("inline", "restore_inline_policy", arrange, remove, forge, observe, granted)
 
@@ -422,7 +422,7 @@ def version_attack() -> Attack:
         ]
 
     def documents(w: World) -> list[tuple[object, bool]]:
-        out = []
+        out: list[tuple[object, bool]] = []
         for version in w.iam.list_policy_versions(PolicyArn=arn)["Versions"]:
             got = w.iam.get_policy_version(PolicyArn=arn, VersionId=version["VersionId"])
             out.append((got["PolicyVersion"]["Document"], version["IsDefaultVersion"]))
@@ -632,7 +632,7 @@ async def test_the_same_event_by_s3_and_by_eventbridge_is_no_conflict(world: Wor
 
 def forged_issuer(real: dict[str, Any], role: str) -> dict[str, Any]:
     """A copy of a real event naming ``role`` as the session issuer (the caller's ARN kept)."""
-    forged = json.loads(json.dumps(real))
+    forged: dict[str, Any] = json.loads(json.dumps(real))
     identity = assumed_role_identity(role, "x")
     identity["arn"] = real["userIdentity"]["arn"]
     forged["userIdentity"] = identity
