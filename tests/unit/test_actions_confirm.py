@@ -39,6 +39,7 @@ from tests.remediation_support import (
     one_job,
     remediation_config,
 )
+from trailguard.detect.digest import digest_of
 from trailguard.detect.history import facts_from_record
 from trailguard.detect.record import Record
 from trailguard.remediate.actions import (
@@ -53,6 +54,7 @@ from trailguard.remediate.actions import (
 )
 from trailguard.remediate.jobs import Job, audit
 from trailguard.state.history import SqliteHistoryStore
+from trailguard.state.ledger import SqliteEventLedger
 
 ALLOW_ALL = json.dumps(
     {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
@@ -209,6 +211,7 @@ class World:
     cloudtrail: FakeCloudTrail
     history: SqliteHistoryStore
     clock: FakeClock = field(default_factory=FakeClock)
+    ledger: SqliteEventLedger | None = None
     clients: StaticClients = field(init=False)
 
     def __post_init__(self) -> None:
@@ -239,8 +242,17 @@ class World:
             history=self.history,
             config=config,
             dry_run=mode == "dry-run",
+            ledger=self.ledger,
             clock=self.clock,
         )
+
+    async def observe(self, *raws: dict[str, Any]) -> None:
+        """The records' digests go into the event ledger, as ingestion does."""
+        assert self.ledger is not None
+        digests = [
+            digest_of(msgspec.json.decode(json.dumps(r).encode(), type=Record)) for r in raws
+        ]
+        await self.ledger.observe([d for d in digests if d is not None], path="s3")
 
 
 @pytest.fixture
@@ -715,3 +727,82 @@ async def test_boundary_confirms_the_event_that_set_it(world: World) -> None:
     )
     assert_waits(outcome, "policy ARN", "pb-1")
     assert world.iam.writes == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Conflicts: an eventID the event ledger knows with two contents
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def ledgered(tmp_path: Path, world: World) -> AsyncIterator[World]:
+    async with await SqliteEventLedger.open(tmp_path / "history.sqlite3") as ledger:
+        world.ledger = ledger
+        yield world
+
+
+async def test_a_conflicted_event_is_never_a_source_even_unconfirmed(ledgered: World) -> None:
+    # confirm_events = false trusts the trail -- but not an eventID seen with two contents.
+    world = ledgered
+    world.iam.roles["app"] = FakeRole()
+    await world.trail(put_inline(), delete_inline(), real=False)
+    await world.observe(put_inline(), delete_inline(), put_inline(ALLOW_ALL))
+    ctx = world.context(delete_inline(), "restore_inline_policy", extra="confirm_events = false\n")
+    outcome = await restore_inline_policy(ctx)
+    assert outcome.state == "awaiting_approval"
+    assert outcome.reason is not None
+    assert outcome.reason.startswith("conflict: eventID put-1 seen with 2 different contents")
+    assert "which the put of its document rest on" in outcome.reason
+    assert world.iam.writes == []
+    assert world.cloudtrail.calls == []
+    assert ctx.plan is not None
+    assert ctx.plan.conflicts == ("put-1",)
+
+
+async def test_a_conflict_waits_even_when_cloudtrail_confirms_one_content(ledgered: World) -> None:
+    # CloudTrail shows the real put: still nobody can say the history's copy is that one.
+    world = ledgered
+    world.iam.roles["app"] = FakeRole()
+    await world.trail(put_inline(), delete_inline())
+    await world.observe(put_inline(), delete_inline(), put_inline(ALLOW_ALL))
+    ctx = world.context(delete_inline(), "restore_inline_policy")
+    outcome = await restore_inline_policy(ctx)
+    assert outcome.state == "awaiting_approval"
+    assert world.iam.writes == []
+    # The audit says what CloudTrail confirms, for the operator.
+    assert confirmations(ctx) == ["del-1:confirmed", "put-1:conflict", "put-1:confirmed"]
+
+
+async def test_the_same_content_twice_is_no_conflict_for_the_gate(ledgered: World) -> None:
+    world = ledgered
+    world.iam.roles["app"] = FakeRole()
+    await world.trail(put_inline(), delete_inline())
+    await world.observe(put_inline(), delete_inline(), put_inline(), delete_inline())
+    outcome = await restore_inline_policy(world.context(delete_inline(), "restore_inline_policy"))
+    assert outcome.state == "succeeded"
+
+
+async def test_a_conflict_found_after_the_approval_needs_a_new_one(ledgered: World) -> None:
+    # Approved while the put was merely unconfirmed; then a second content of it shows up: the
+    # plan now says so (its hash changes), so the old approval does not cover it.
+    world = ledgered
+    world.iam.roles["app"] = FakeRole()
+    await world.trail(put_inline(), real=False)
+    await world.trail(delete_inline())
+    first = world.context(delete_inline(), "restore_inline_policy")
+    assert (await restore_inline_policy(first)).state == "awaiting_approval"
+    approved = approved_plan_of(first.job, first.plan)
+    await world.observe(put_inline(), put_inline(ALLOW_ALL))
+    ctx = world.context(delete_inline(), "restore_inline_policy", job=approved)
+    outcome = await restore_inline_policy(ctx)
+    assert outcome.state == "awaiting_approval"
+    assert world.iam.writes == []
+    assert ctx.plan is not None
+    assert first.plan is not None
+    assert ctx.plan.writes == first.plan.writes  # the same document ...
+    assert ctx.plan.sha256 != first.plan.sha256  # ... but not the same plan
+    # Approving the new plan (conflict and all) is the operator's call: then it is written.
+    again = approved_plan_of(ctx.job, ctx.plan)
+    final = world.context(delete_inline(), "restore_inline_policy", job=again)
+    assert (await restore_inline_policy(final)).state == "succeeded"
+    assert world.iam.roles["app"].inline == {"guard": DOC_DENY_S3}
