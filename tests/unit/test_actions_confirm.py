@@ -806,3 +806,22 @@ async def test_a_conflict_found_after_the_approval_needs_a_new_one(ledgered: Wor
     final = world.context(delete_inline(), "restore_inline_policy", job=again)
     assert (await restore_inline_policy(final)).state == "succeeded"
     assert world.iam.roles["app"].inline == {"guard": DOC_DENY_S3}
+
+
+def test_every_writing_action_declares_its_claims_and_the_readme_shows_them() -> None:
+    from tests.conftest import ROOT
+    from trailguard.remediate.actions import CLAIMS, WRITING_ACTIONS
+    from trailguard.remediate.confirm import DETECTION_FIELDS, FACT_FIELDS
+
+    assert set(CLAIMS) == WRITING_ACTIONS
+    for action, claims in CLAIMS.items():
+        (_, fields), *facts = claims
+        assert fields == DETECTION_FIELDS, action  # the removal: every field of the detection
+        for _, fact_fields in facts:
+            assert set(fact_fields) <= set(FACT_FIELDS)
+            assert {"eventName", "eventTime", "account", "change"} <= set(fact_fields), action
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("**What each action confirms.**") :]
+    table = table[: table.index("**One eventID, two contents.**")]
+    rows = {line.split("|")[1].strip().strip("`") for line in table.splitlines() if "| `" in line}
+    assert rows == set(CLAIMS)
