@@ -164,3 +164,67 @@ async def test_observe_refuses_what_is_not_a_digest(ledger: SqliteEventLedger) -
     with pytest.raises(TypeError):
         await ledger.observe(["evt-1"], path="s3")  # type: ignore[list-item]
     assert await ledger.observe([], path="s3") == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Replay feeds the ledger too
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_replay_reports_a_conflict_and_flags_its_detections(tmp_path: Path) -> None:
+    from tests.factories import encode_file
+    from trailguard.config import Config
+    from trailguard.detect.process import Detector
+    from trailguard.detect.rules import RuleSet
+    from trailguard.ingest.replay import LocalReplay
+    from trailguard.outputs.jsonl import JsonlWriter
+
+    real = make_record("DeleteRolePolicy", event_id="evt-9")
+    forged = real | {"userIdentity": assumed_role_identity("prod-app", "x")}
+    (tmp_path / "a.json").write_bytes(encode_file([real]))
+    (tmp_path / "b.json").write_bytes(encode_file([forged, real]))
+    out = tmp_path / "detections.jsonl"
+    detector = Detector(RuleSet.from_config(Config()), history=True)
+    async with (
+        await SqliteHistoryStore.open(tmp_path / "h.sqlite3") as history,
+        await SqliteEventLedger.open(tmp_path / "h.sqlite3") as ledger,
+    ):
+        with JsonlWriter(str(out), fsync=False) as writer:
+            replay = LocalReplay(detector, writer, history=history, ledger=ledger)
+            summary = await replay.run([str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+        assert list(await ledger.conflicts(["evt-9"])) == ["evt-9"]
+    assert summary.conflicts == 1
+    assert "event ledger: 1 eventIDs seen with two different contents" in summary.render()
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    # The real one first (unflagged), then each content once, flagged.
+    assert [(d["event_id"], d["forgery_suspected"]) for d in written] == [
+        ("evt-9", False),
+        ("evt-9", True),
+        ("evt-9", True),
+    ]
+    assert summary.duplicates == 0
+
+
+async def test_history_schema_1_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "history.sqlite3"
+    async with await SqliteHistoryStore.open(path):
+        pass
+    arn = f"arn:aws:iam::{ACCOUNT}:policy/DevBoundary"
+    with sqlite3.connect(path) as conn:  # what trailguard before schema 2 left
+        conn.execute("ALTER TABLE policy_fact DROP COLUMN event_name")
+        conn.execute("UPDATE meta SET schema_version = 1 WHERE component = 'policy_history'")
+        conn.execute(
+            "INSERT INTO policy_fact (event_id, identity, time_key, seq, recorded_at, kind, op,"
+            " account_id, principal_kind, principal_name, policy_name, policy_arn, event_time)"
+            " VALUES ('old-1', 'x', '2026-01-01T00:00:00.000000Z', 0, 0, 'boundary', 'put', ?,"
+            " 'role', 'app', 'DevBoundary', ?, '2026-01-01T00:00:00Z')",
+            (ACCOUNT, arn),
+        )
+    async with await SqliteHistoryStore.open(path) as history:
+        old = await history.boundary_fact(ACCOUNT, "role", "app", before=None)
+    assert old is not None
+    assert (old.policy_arn, old.event_name) == (arn, None)  # kept, but with no eventName
+    with sqlite3.connect(path) as conn:
+        assert conn.execute(
+            "SELECT schema_version FROM meta WHERE component = 'policy_history'"
+        ).fetchone() == (2,)
