@@ -10,10 +10,12 @@ The digest is the sha256 of a canonical projection of the security-relevant fiel
 ``eventName``, ``eventSource``, ``eventTime`` (normalised: :func:`event_time_key`), the account
 (``recipientAccountId``), ``errorCode``, the identity (``userIdentity`` type, ARN, principal id,
 access key id and the session issuer's ARN), ``requestParameters`` and ``responseElements``, as
-JSON with sorted keys and no whitespace.  Fields that differ between deliveries of one real event
-(``sourceIPAddress`` is the same, but S3 and EventBridge deliveries differ in envelope, and
-CloudTrail adds fields over versions) are left out, so the same event arriving twice -- by S3 and
-by EventBridge, redelivered by SQS, replayed -- has one digest.
+JSON with sorted keys and no whitespace.  Nothing else counts (``requestID``, ``tlsDetails``,
+``eventVersion``, ``sourceIPAddress``, ``userAgent`` ...): the same event arriving twice -- by S3
+and by EventBridge, redelivered by SQS, replayed -- must have one digest, and every field left
+out is one fewer place where two deliveries of a real event could differ and raise a false
+alarm.  The confirmation gate compares every field a write rests on with CloudTrail's own
+record anyway.
 
 Pure: no I/O.
 """
