@@ -21,7 +21,7 @@ from trailguard.detect.history import PolicyFact, PrincipalKind
 from trailguard.detect.process import Detector
 from trailguard.detect.record import Record
 from trailguard.detect.rules import RuleSet
-from trailguard.remediate.jobs import Job
+from trailguard.remediate.jobs import Job, WritePlan
 from trailguard.remediate.planner import plan_jobs
 from trailguard.state.history import ManagedPolicyState, PolicyVersionState
 
@@ -94,6 +94,19 @@ def one_job(det: Detection, config: RemediationConfig, action: str, now: float =
     jobs = [j for j in plan_jobs(det, config, now=now) if j.action == action]
     assert len(jobs) == 1, f"expected one {action} job, got {[j.action for j in jobs]}"
     return jobs[0]
+
+
+def approved_plan_of(job: Job, plan: WritePlan | None) -> Job:
+    """``job`` as it is after its run waited with ``plan`` and an operator approved that plan
+    (what the runner stores and ``SqliteJobStore.approve`` does)."""
+    assert plan is not None, "the run computed no plan"
+    return msgspec.structs.replace(
+        job,
+        plan=plan,
+        plan_sha256=plan.sha256,
+        approved=True,
+        approved_plan=plan.sha256,
+    )
 
 
 def fact(

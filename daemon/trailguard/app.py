@@ -35,7 +35,7 @@ import msgspec
 
 from trailguard import __version__
 from trailguard.aws import check_region, client_config, client_kwargs, make_session
-from trailguard.config import Config, SqsSourceConfig, load_config
+from trailguard.config import Config, SqsSourceConfig, load_config, unconfirmed_writes_warning
 from trailguard.decode_pool import DecodePool
 from trailguard.detect.decode import SCANNER
 from trailguard.detect.process import Detector
@@ -55,6 +55,7 @@ from trailguard.telemetry.sdnotify import Notifier
 if TYPE_CHECKING:
     from trailguard.remediate.service import Remediation
     from trailguard.state.history import SqliteHistoryStore
+    from trailguard.state.ledger import SqliteEventLedger
 
 log = get_logger(__name__)
 
@@ -157,8 +158,8 @@ class Daemon:
             writer = JsonlWriter(config.outputs.jsonl.path, fsync=config.outputs.jsonl.fsync)
             stack.callback(writer.close)
             recovered = await recover_from_output(config.outputs.jsonl.path, dedup)
-            history = await self._open_history(stack)
-            remediation = await self._open_remediation(stack, history, writer)
+            history, ledger = await self._open_history(stack)
+            remediation = await self._open_remediation(stack, history, ledger, writer)
             pool = DecodePool(config, config.limits.decode_worker_count())
             stack.callback(pool.shutdown)
 
@@ -177,6 +178,7 @@ class Daemon:
                 stats=self.stats,
                 metrics=self.metrics,
                 history=history,
+                ledger=ledger,
                 remediation=remediation,
             )
             if config.http.enabled:
@@ -240,19 +242,29 @@ class Daemon:
         )
         return (lambda src: SqsQueue(sqs, src.queue_url)), S3ObjectStore(s3)
 
-    async def _open_history(self, stack: AsyncExitStack) -> SqliteHistoryStore | None:
+    async def _open_history(
+        self, stack: AsyncExitStack
+    ) -> tuple[SqliteHistoryStore | None, SqliteEventLedger | None]:
+        """The policy history and, in its file, the event ledger (both or neither)."""
         config = self.config
         if not config.history.enabled:
-            return None
+            return None, None
         from trailguard.state.history import SqliteHistoryStore, default_history_path
+        from trailguard.state.ledger import SqliteEventLedger
 
         path = config.history.path or default_history_path(config.state.path)
         history = await SqliteHistoryStore.open(path)
         stack.push_async_callback(history.close)
-        return history
+        ledger = await SqliteEventLedger.open(path)
+        stack.push_async_callback(ledger.close)
+        return history, ledger
 
     async def _open_remediation(
-        self, stack: AsyncExitStack, history: SqliteHistoryStore | None, writer: JsonlWriter
+        self,
+        stack: AsyncExitStack,
+        history: SqliteHistoryStore | None,
+        ledger: SqliteEventLedger | None,
+        writer: JsonlWriter,
     ) -> Remediation | None:
         config = self.config
         if not config.remediation.policies:
@@ -271,9 +283,10 @@ class Daemon:
             self.metrics.error("remediation", "circuit_open")
 
         remediation = await stack.enter_async_context(
-            Remediation.open(config, history=history, on_circuit_open=circuit_open)
+            Remediation.open(config, history=history, ledger=ledger, on_circuit_open=circuit_open)
         )
         self._remediation = remediation
+        _warn_unconfirmed(config)
         return remediation
 
     async def _check_queue(self, queue: SqsQueue, src: SqsSourceConfig) -> None:
@@ -516,6 +529,7 @@ class Daemon:
         if self._remediation is not None and "remediation" in applied:
             self._remediation.config = merged
             self._remediation.runner.config = merged.remediation
+            _warn_unconfirmed(merged)
         self.metrics.config_reloaded(True)
         log.info("config.reloaded", applied=applied, restart_required=restart)
         self.notifier.ready("config reloaded")
@@ -532,6 +546,13 @@ class Daemon:
             "facts": stats.facts,
             "jobs": stats.jobs,
         }
+
+
+def _warn_unconfirmed(config: Config) -> None:
+    """``remediation.confirm_events_off``: the config lets the trail's word alone write to IAM."""
+    warning = unconfirmed_writes_warning(config)
+    if warning is not None:
+        log.warning("remediation.confirm_events_off", warning=warning)
 
 
 def log_stream(config: Config) -> TextIO:

@@ -213,7 +213,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    from trailguard.config import load_config
+    from trailguard.config import load_config, unconfirmed_writes_warning
     from trailguard.detect.rules import RuleSet
 
     config = load_config(args.file)
@@ -222,6 +222,9 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         f"{args.file}: OK ({len(rules.event_names)} event names watched, "
         f"{len(config.sources.sqs)} SQS source(s))"
     )
+    warning = unconfirmed_writes_warning(config)
+    if warning is not None:
+        print(f"{args.file}: warning: {warning}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -267,17 +270,23 @@ async def _replay(
     from trailguard.ingest.replay import LocalReplay
     from trailguard.outputs.jsonl import JsonlWriter
     from trailguard.state.history import SqliteHistoryStore, default_history_path
+    from trailguard.state.ledger import SqliteEventLedger
 
     s3_uris = [p for p in args.paths if p.startswith("s3://")]
     local = [p for p in args.paths if not p.startswith("s3://")]
     async with AsyncExitStack() as stack:
         history = None
+        ledger = None
         if record_history:
             path = config.history.path or default_history_path(config.state.path)
             history = await SqliteHistoryStore.open(path)
             stack.push_async_callback(history.close)
+            # The facts a replay records are a write source too: their events go into the
+            # event ledger next to them, as in the daemon.
+            ledger = await SqliteEventLedger.open(path)
+            stack.push_async_callback(ledger.close)
         writer = stack.enter_context(JsonlWriter(args.output, fsync=args.output != "-"))
-        replay = LocalReplay(detector, writer, history=history)
+        replay = LocalReplay(detector, writer, history=history, ledger=ledger)
         if local:
             await replay.run(
                 local,

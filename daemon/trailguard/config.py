@@ -81,6 +81,7 @@ __all__ = [
     "load_config",
     "parse_config",
     "parse_listen",
+    "unconfirmed_writes_warning",
 ]
 
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -932,6 +933,34 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
 # --------------------------------------------------------------------------------------------
 # Loading
 # --------------------------------------------------------------------------------------------
+
+
+def unconfirmed_writes_warning(config: Config) -> str | None:
+    """Why this config lets a forged trail file or queue message make trailguard write to IAM,
+    or None: ``confirm_events = false`` with an action that writes in a mode that can act.
+
+    The daemon logs it at start-up and after a reload (``remediation.confirm_events_off``);
+    ``trailguard check-config`` prints it."""
+    remediation = config.remediation
+    if remediation.confirm_events or not remediation.policies:
+        return None
+    writing = {
+        action
+        for policy in remediation.policies
+        for action in policy.actions
+        if action not in ("audit_actor", "notify")
+        and remediation.action_mode(action) in ("enforce", "approve")
+    }
+    if not writing:
+        return None
+    return (
+        "[remediation] confirm_events = false: "
+        + ", ".join(sorted(writing))
+        + " will write to IAM on the word of any file in the trail bucket or message in the "
+        "queue, unconfirmed by CloudTrail (anyone who can write there can make trailguard "
+        "grant a forged document, or quarantine anyone); only event-ledger conflicts still "
+        "stop a write"
+    )
 
 
 def load_config(path: str | os.PathLike[str] | None) -> Config:

@@ -12,6 +12,12 @@ it first.  Rules are per test:
 * ``status`` — answer with an HTTP error (503 ``SlowDown`` by default) instead of forwarding;
 * ``reset``  — drop the connection without answering (a connection reset).
 
+moto's CloudTrail answers ``LookupEvents`` with HTTP 500.  :meth:`FaultProxy.serve_lookup_events`
+puts a stand-in in front of it: a :class:`LookupEventsStandIn` holding the events CloudTrail
+"really" recorded (raw records the test registers) answers LookupEvents by EventId, shaped as
+AWS answers it (JSON 1.1, ``CloudTrailEvent`` the record's JSON text); every other request still
+goes to moto.  An event the test has not registered is not found -- as a forged one would not be.
+
 A rule matches on the method, a substring of the (URL-decoded) path, and/or the AWS operation
 (``X-Amz-Target`` of JSON protocols, or ``Action=`` of query protocols), and applies to its first
 ``times`` matching requests (all of them when ``times`` is None).  Every request is recorded in
@@ -26,11 +32,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import json
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import parse_qs
 
 import aiohttp
@@ -108,6 +116,56 @@ class Seen:
     status: int | None = None
 
 
+class LookupEventsStandIn:
+    """CloudTrail's own record of events, for LookupEvents (by EventId) through the proxy.
+
+    ``add`` registers raw CloudTrail records (dicts, as in a log file) as real; ``looked_up``
+    lists the eventIDs asked for, in order.  Thread-safe: the proxy answers on its own thread.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._events: dict[str, dict[str, Any]] = {}
+        self._asked: list[str] = []
+
+    def add(self, *records: dict[str, Any]) -> None:
+        with self._lock:
+            for record in records:
+                self._events[record["eventID"]] = json.loads(json.dumps(record))
+
+    def remove(self, event_id: str) -> None:
+        with self._lock:
+            self._events.pop(event_id, None)
+
+    @property
+    def looked_up(self) -> list[str]:
+        with self._lock:
+            return list(self._asked)
+
+    def answer(self, body: bytes) -> dict[str, Any]:
+        request = json.loads(body or b"{}")
+        attributes = request.get("LookupAttributes") or []
+        wanted = [a.get("AttributeValue") for a in attributes if a.get("AttributeKey") == "EventId"]
+        with self._lock:
+            self._asked.extend(str(w) for w in wanted)
+            found = [self._events[w] for w in wanted if w in self._events]
+        return {"Events": [_lookup_event(record) for record in found]}
+
+
+def _lookup_event(record: dict[str, Any]) -> dict[str, Any]:
+    """One entry of LookupEvents' ``Events`` as AWS shapes it."""
+    at = dt.datetime.fromisoformat(str(record.get("eventTime")).replace("Z", "+00:00"))
+    return {
+        "EventId": record.get("eventID"),
+        "EventName": record.get("eventName"),
+        "ReadOnly": "false",
+        "EventTime": at.timestamp(),
+        "EventSource": record.get("eventSource"),
+        "Resources": [],
+        "CloudTrailEvent": json.dumps(record),
+    }
+
+
 def _operation(request: web.Request, body: bytes) -> str:
     target = request.headers.get("X-Amz-Target", "")
     if target:
@@ -133,6 +191,7 @@ class FaultProxy:
         self._changed: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._lookup_events: LookupEventsStandIn | None = None
         self.port = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -214,6 +273,14 @@ class FaultProxy:
         with self._lock:
             self._rules.append(rule)
         return rule
+
+    def serve_lookup_events(self) -> LookupEventsStandIn:
+        """Answer CloudTrail LookupEvents from a :class:`LookupEventsStandIn` (returned; the
+        test registers the real events in it) instead of moto."""
+        with self._lock:
+            if self._lookup_events is None:
+                self._lookup_events = LookupEventsStandIn()
+            return self._lookup_events
 
     def clear_rules(self) -> None:
         """Drop every rule and release every request held by one."""
@@ -315,6 +382,15 @@ class FaultProxy:
         path = request.path  # URL-decoded
         operation = _operation(request, body)
         rule = self._take(method, path, operation)
+        with self._lock:
+            lookup = self._lookup_events if operation == "LookupEvents" else None
+        if rule is None and lookup is not None:
+            seen = self._record(method, path, operation, "lookup_events", body)
+            self._answered(seen, 200)
+            return web.Response(
+                body=json.dumps(lookup.answer(body)).encode(),
+                content_type="application/x-amz-json-1.1",
+            )
         seen = self._record(method, path, operation, rule.action if rule else "forwarded", body)
         if rule is not None:
             if rule.action == "status":

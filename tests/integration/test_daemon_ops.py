@@ -19,11 +19,16 @@ Checked (issues 4 and 5, "How it is checked"):
 * SIGHUP: a new suppression applies to files processed after it, an object in flight across the
   reload is finished, not dropped; a broken file is rejected with its key path, the running
   config stays, ``trailguard_config_reloads_total{outcome="failure"}`` counts it;
-* remediation in enforce mode against moto's IAM: every inline document, attachment, policy
-  version, deleted managed policy and role permissions boundary is put back exactly;
+* remediation in enforce mode against moto's IAM, every event confirmed through CloudTrail
+  LookupEvents (the proxy answers it from the test's real records; moto's answers HTTP 500):
+  every inline document, attachment, policy version, deleted managed policy and role
+  permissions boundary is put back exactly;
   ``trailguard jobs list --json`` shows each job succeeded with its audit record; a replayed
   duplicate changes nothing and enqueues nothing; a second run in dry-run over a fresh removal
-  changes nothing in IAM and records the plan; ``trailguard_remediation_jobs_total`` counts them.
+  changes nothing in IAM and records the plan; ``trailguard_remediation_jobs_total`` counts them;
+* a forged EventBridge body (one SQS message) carrying a real removal's eventID: reported
+  (``ledger.conflict``, ``trailguard_forgery_suspected_total``, a flagged detection), nothing
+  written, the job waits for an operator; ``confirm_events = false`` is warned about at start.
 """
 
 from __future__ import annotations
@@ -717,16 +722,14 @@ def wait_jobs(
     )
 
 
-def remediation_toml(mode: str, *, workers: int = 2) -> str:
+def remediation_toml(mode: str, *, workers: int = 2, confirm_events: bool = True) -> str:
+    # Every write is confirmed through CloudTrail LookupEvents; moto's answers HTTP 500, so the
+    # proxy answers it from the records the test registers as real (proxy.serve_lookup_events).
     return f"""
 [remediation]
 mode = "{mode}"
 workers = {workers}
-# Enforcing normally confirms each event through CloudTrail LookupEvents before writing; moto's
-# CloudTrail does not implement LookupEvents (HTTP 500), so against moto no event could ever be
-# confirmed and every restore would wait for approval.  Confirmation is tested with a fake
-# CloudTrail in tests/unit/test_actions_quarantine.py; here the daemon trusts the trail.
-confirm_events = false
+confirm_events = {str(confirm_events).lower()}
 poll_interval_secs = 0.5
 max_attempts = 8
 backoff_base_secs = 0.5
@@ -759,11 +762,16 @@ def test_remediation_puts_back_every_removed_policy(
     removed = iam_state(iam)
     assert all(removed[k] != intact[k] for k in intact), removed
 
+    # CloudTrail recorded all of it: LookupEvents confirms every event.
+    cloudtrail = proxy.serve_lookup_events()
+    cloudtrail.add(*puts, *removals, pipeline)
+
     url, arn, _ = make_queue(aws, "trail")
     notify_queue(aws, arn)
     harness = daemons(queue_urls=[url], extra=remediation_toml("enforce"))
     run = harness.start()
     assert run.events("daemon.started")[0]["remediation"] == "enforce"
+    assert not run.events("remediation.confirm_events_off")
     base = base_url(harness)
 
     # CloudTrail delivers the puts first, then the removals (and an ordinary file with them).
@@ -803,7 +811,12 @@ def test_remediation_puts_back_every_removed_policy(
         assert "before" in steps, steps  # live IAM state read first, every time
         if job["changed"]:
             assert {"did", "after"} <= set(steps), steps
-            assert any(e["what"].startswith("confirm_events = false") for e in job["audit"])
+            confirmed = [
+                e["data"]["event_id"]
+                for e in job["audit"]
+                if (e["data"] or {}).get("confirmation") == "confirmed"
+            ]
+            assert job["detection"]["event_id"] in confirmed, job["audit"]
         else:
             assert "did" not in steps, steps
             assert job["reason"] == "already_in_place", job
@@ -856,6 +869,7 @@ def test_remediation_puts_back_every_removed_policy(
     assert rerun.events("daemon.started")[0]["remediation"] == "dry-run"
     iam.delete_role_policy(RoleName="app-role", PolicyName="guard")
     fresh = trail.rec("DeleteRolePolicy", {"roleName": "app-role", "policyName": "guard"})
+    cloudtrail.add(fresh)
     put_records(aws, delivery_key(stamp="20261101T1215Z", suffix="FreshRemoval001"), [fresh])
     wait_detections(harness, {fresh["eventID"]})
     jobs = wait_jobs(harness, rerun, len(removals) + 1)
@@ -889,6 +903,7 @@ def test_remediation_puts_back_every_removed_policy(
     assert reloaded["restart_required"] == ["remediation.workers"], reloaded
     iam.delete_group_policy(GroupName="devs", PolicyName="deny-prod")
     live = trail.rec("DeleteGroupPolicy", {"groupName": "devs", "policyName": "deny-prod"})
+    cloudtrail.add(live)
     put_records(aws, delivery_key(stamp="20261101T1220Z", suffix="AfterLiveReload"), [live])
     jobs = wait_jobs(harness, rerun, len(removals) + 2)
     [enforced] = [j for j in jobs if j["detection"]["event_id"] == live["eventID"]]
@@ -899,6 +914,95 @@ def test_remediation_puts_back_every_removed_policy(
     ), enforced
     assert iam_state(iam) == {**expected, "app-role/guard": None}  # the dry-run one stays
     stop_ok(harness, rerun)
+
+
+ALLOW_ALL = json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+)
+
+
+def test_a_forged_queue_message_is_reported_and_writes_nothing(
+    aws: Boto3Clients, daemons: MakeDaemon, proxy: FaultProxy
+) -> None:
+    """Issue 12 §1a with nothing but sqs:SendMessage: one EventBridge "AWS API Call via
+    CloudTrail" body carrying a PutRolePolicy of an Allow-* document under the eventID of a real
+    DeleteRolePolicy, sent before CloudTrail's file arrives."""
+    iam = aws.iam
+    trail = Trail()
+    iam.create_role(RoleName="app-role", AssumeRolePolicyDocument=TRUST)
+    iam.put_role_policy(RoleName="app-role", PolicyName="guard", PolicyDocument=DOC_DENY_S3)
+    params = {"roleName": "app-role", "policyName": "guard", "policyDocument": DOC_DENY_S3}
+    put = trail.rec("PutRolePolicy", params)
+    iam.delete_role_policy(RoleName="app-role", PolicyName="guard")
+    delete = trail.rec("DeleteRolePolicy", {"roleName": "app-role", "policyName": "guard"})
+    proxy.serve_lookup_events().add(put, delete)
+    forged = {
+        **put,
+        "eventID": delete["eventID"],
+        # two seconds before the removal, after the real put: history's latest put
+        "eventTime": (
+            dt.datetime.fromisoformat(delete["eventTime"].replace("Z", "+00:00"))
+            - dt.timedelta(seconds=2)
+        ).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "requestParameters": {**params, "policyDocument": ALLOW_ALL},
+    }
+
+    url, arn, _ = make_queue(aws, "trail")
+    notify_queue(aws, arn)
+    harness = daemons(queue_urls=[url], extra=remediation_toml("enforce"))
+    run = harness.start()
+    base = base_url(harness)
+    aws.sqs.send_message(
+        QueueUrl=url,
+        MessageBody=json.dumps(
+            {
+                "version": "0",
+                "id": "forged-1",
+                "detail-type": "AWS API Call via CloudTrail",
+                "source": "aws.iam",
+                "account": ACCOUNT,
+                "time": forged["eventTime"],
+                "region": "us-east-1",
+                "resources": [],
+                "detail": forged,
+            }
+        ),
+    )
+    wait_empty(aws, url, harness)
+    put_records(aws, delivery_key(stamp="20261101T1200Z", suffix="RealDelivery001"), [put, delete])
+    wait_detections(harness, {delete["eventID"]})
+    [job] = [j for j in wait_jobs(harness, run, 1) if j["action"] == "restore_inline_policy"]
+    assert job["state"] == "awaiting_approval", job
+    assert job["reason"].startswith(f"conflict: eventID {delete['eventID']} seen with 2 ")
+    assert not [e for e in job["audit"] if e["step"] == "did"]
+    assert inline_doc(iam, "role", "app-role", "guard") is None
+    # Reported: the log event, the flagged detection, the metric.
+    conflict = run.wait_for("ledger.conflict", event_id=delete["eventID"])
+    assert conflict["seen_via"] == ["eventbridge", "s3"]
+    [detection] = [d for d in harness.detections() if d["event_id"] == delete["eventID"]]
+    assert detection["forgery_suspected"] is True
+    _, samples = scrape(base)
+    assert sample(samples, "trailguard_forgery_suspected_total", path="s3") == 1
+    assert sample(samples, "trailguard_forgery_suspected_total", path="eventbridge") == 0
+    # `jobs show` puts the forged document in front of the operator, with the plan to approve.
+    shown = run_cli("jobs", "show", job["id"], "--config", str(harness.config_path))
+    assert shown.returncode == 0, shown.stderr
+    assert f"--plan {job['plan_sha256']}" in shown.stdout
+    assert ALLOW_ALL in shown.stdout, shown.stdout
+    stop_ok(harness, run)
+
+    # The same daemon told to trust the trail: it says so at start-up.  (The waiting job stays
+    # waiting: only an operator moves it on -- `retry` does not apply to it.)
+    harness.configure(
+        dataclasses.replace(harness.config, extra=remediation_toml("enforce", confirm_events=False))
+    )
+    again = harness.start()
+    [warning] = again.events("remediation.confirm_events_off")
+    assert "restore_inline_policy" in warning["warning"]
+    retried = run_cli("jobs", "retry", job["id"], "--config", str(harness.config_path))
+    assert retried.returncode == 1  # awaiting_approval is not retryable; it waits for a human
+    assert inline_doc(iam, "role", "app-role", "guard") is None
+    stop_ok(harness, again)
 
 
 # --------------------------------------------------------------------------- hostile records

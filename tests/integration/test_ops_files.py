@@ -50,6 +50,7 @@ UNIT_EXEC = "/opt/trailguard/venv/bin/trailguard"
 REQUIRED_ALERTS = {
     "TrailguardPolicyRemovalDetected",
     "TrailguardHighSeverityDetection",
+    "TrailguardForgerySuspected",
     "TrailguardRemediationJobsDead",
     "TrailguardRemediationFailing",
     "TrailguardRemediationBacklog",

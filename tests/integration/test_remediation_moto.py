@@ -17,10 +17,10 @@ cross-account role; the circuit breaker; SNS notification.
 
 CloudTrail confirmation of the restores (``[remediation] confirm_events``): moto's LookupEvents
 answers HTTP 500, so the restore scenarios run with ``confirm_events = false`` (they are about
-putting back exactly what was removed; confirmation is tested with a fake LookupEvents in
-tests/unit/test_actions_confirm.py).  test_a_forged_file_writes_nothing runs it end to end:
-moto's IAM, the real detector, history and job runner, and a fake CloudTrail that has never
-heard of the crafted records.
+putting back exactly what was removed; the confirmation gate is tested in
+tests/unit/test_actions_confirm.py, and end to end in tests/integration/test_forgery_moto.py).
+test_a_forged_file_writes_nothing runs it here too: moto's IAM through the fault proxy, whose
+LookupEvents stand-in has never heard of the crafted records.
 
 moto lacks Put/DeleteUserPermissionsBoundary (HTTP 500), so the user-boundary path is tested
 below the HTTP layer with a fake IAM client (tests/unit/test_actions_boundary.py).
@@ -43,12 +43,12 @@ import pytest
 
 from tests.factories import ACCOUNT, ATTACKER_ARN, assumed_role_identity, make_record
 from tests.integration.conftest import Boto3Clients, MotoServer
+from tests.integration.proxy import FaultProxy, LookupEventsStandIn
 from tests.remediation_support import (
     ALL_RESTORES,
     DOC_DENY_EC2,
     DOC_DENY_S3,
     FakeClock,
-    FakeCloudTrail,
 )
 from trailguard.config import Config, parse_config
 from trailguard.detect.detection import Detection, FileSource
@@ -56,16 +56,13 @@ from trailguard.detect.history import facts_from_record
 from trailguard.detect.process import Detector
 from trailguard.detect.record import Record
 from trailguard.detect.rules import RuleSet
-from trailguard.remediate.executor import AwsClients, CircuitOpen
+from trailguard.remediate.executor import CircuitOpen
 from trailguard.remediate.jobs import Job, iso
 from trailguard.remediate.service import Remediation
 from trailguard.state.history import SqliteHistoryStore
 
 if TYPE_CHECKING:
     from mypy_boto3_iam.client import IAMClient
-    from types_aiobotocore_cloudtrail.client import CloudTrailClient
-    from types_aiobotocore_iam.client import IAMClient as AioIAMClient
-    from types_aiobotocore_sns.client import SNSClient
 
 pytestmark = pytest.mark.integration
 
@@ -128,9 +125,11 @@ class Harness:
         ]
 
 
-def harness_config(moto: MotoServer, tmp_path: Path, toml: str) -> Config:
+def harness_config(
+    moto: MotoServer, tmp_path: Path, toml: str, endpoint_url: str | None = None
+) -> Config:
     text = (
-        f'[aws]\nregion = "us-east-1"\nendpoint_url = "{moto.endpoint_url}"\n'
+        f'[aws]\nregion = "us-east-1"\nendpoint_url = "{endpoint_url or moto.endpoint_url}"\n'
         f'[state]\npath = "{tmp_path / "state.sqlite3"}"\n{toml}'
     )
     return parse_config(text, file="moto-test.toml")
@@ -153,25 +152,6 @@ def remediation_toml(
     )
 
 
-class MotoIamFakeCloudTrail:
-    """A client source: moto's IAM (and SNS) through the real AwsClients; CloudTrail LookupEvents
-    from a fake, since moto's answers HTTP 500."""
-
-    def __init__(self, aws: AwsClients, cloudtrail: FakeCloudTrail) -> None:
-        self._aws = aws
-        self._cloudtrail = cloudtrail
-
-    async def iam(self, account_id: str) -> AioIAMClient:
-        return await self._aws.iam(account_id)
-
-    async def cloudtrail(self, account_id: str, region: str) -> CloudTrailClient:
-        client: CloudTrailClient = self._cloudtrail  # type: ignore[assignment]
-        return client
-
-    async def sns(self, region: str) -> SNSClient:
-        return await self._aws.sns(region)
-
-
 @asynccontextmanager
 async def harness(
     moto: MotoServer,
@@ -180,9 +160,11 @@ async def harness(
     toml: str,
     *,
     iam: IAMClient | None = None,
-    cloudtrail: FakeCloudTrail | None = None,
+    endpoint_url: str | None = None,
 ) -> AsyncIterator[Harness]:
-    config = harness_config(moto, tmp_path, toml)
+    """``endpoint_url``: where trailguard's AWS clients go (the fault proxy, for its
+    LookupEvents stand-in); moto itself by default."""
+    config = harness_config(moto, tmp_path, toml, endpoint_url)
     clock = FakeClock(time.time())
     circuit: list[CircuitOpen] = []
 
@@ -190,11 +172,6 @@ async def harness(
         circuit.append(record)
 
     async with AsyncExitStack() as stack:
-        clients = None
-        if cloudtrail is not None:
-            aws_clients = AwsClients(config, clock=clock)
-            stack.push_async_callback(aws_clients.close)
-            clients = MotoIamFakeCloudTrail(aws_clients, cloudtrail)
         history = await stack.enter_async_context(
             await SqliteHistoryStore.open(tmp_path / "history.sqlite3")
         )
@@ -202,7 +179,6 @@ async def harness(
             Remediation.open(
                 config,
                 history=history,
-                clients=clients,
                 on_circuit_open=on_circuit_open,
                 clock=clock,
             )
@@ -643,13 +619,20 @@ async def test_quarantine_waits_for_approval_when_cloudtrail_cannot_confirm(
         assert job.reason is not None
         assert job.reason.startswith("unconfirmed: LookupEvents failed")
         assert iam.list_attached_user_policies(UserName="mallory")["AttachedPolicies"] == []
-        # An operator looks and approves: now it acts, and says it acted unconfirmed.
-        await h.remediation.store.approve(job.id, now=h.clock(), by="test")
+        # The job waits with its plan: attach the quarantine policy to mallory.
+        assert job.plan is not None
+        assert [(w.call, w.target) for w in job.plan.writes] == [
+            ("AttachUserPolicy", "user/mallory")
+        ]
+        # An operator looks and approves that plan: now it acts, and says why.
+        await h.remediation.store.approve(
+            job.id, now=h.clock(), by="test", plan_sha256=job.plan_sha256
+        )
         [job] = await h.run(rounds=1)
         assert job.state == "succeeded"
         attached = iam.list_attached_user_policies(UserName="mallory")["AttachedPolicies"]
         assert [p["PolicyArn"] for p in attached] == [deny_arn]
-        assert any("without CloudTrail confirmation" in e.what for e in job.audit)
+        assert any(f"an operator approved plan {job.plan_sha256}" in e.what for e in job.audit)
         assert detection.actor.arn == ATTACKER_ARN
 
 
@@ -670,38 +653,45 @@ async def test_a_forged_file_writes_nothing(
     enforce mode, against moto's IAM.  CloudTrail (a fake LookupEvents) has no such events: the
     role gets nothing and the job waits for an operator.  The "genuine" run is the control:
     had CloudTrail recorded the same two events, the document would be put back."""
-    cloudtrail = FakeCloudTrail()
     toml = remediation_toml(confirm_events=True)
-    async with harness(
-        clean_moto, boto3_session_clients, tmp_path, toml, cloudtrail=cloudtrail
-    ) as h:
-        create_principal(h.iam, "role", "innocent")
-        put = h.rec(
-            "PutRolePolicy",
-            {"roleName": "innocent", "policyName": "admin", "policyDocument": ALLOW_ALL},
-            event_time=iso(h.clock() - 7200),
-        )
-        delete = h.rec(
-            "DeleteRolePolicy",
-            {"roleName": "innocent", "policyName": "admin"},
-            event_time=iso(h.clock() - 3600),
-        )
-        if cloudtrail_knows_them:
-            cloudtrail.add(put, delete)
-        _, new = await h.feed(put, delete)
-        assert new == 1
-        [job] = await h.run()
-        assert cloudtrail.looked_up == [delete["eventID"], put["eventID"]]
-        policies = h.iam.list_role_policies(RoleName="innocent")["PolicyNames"]
-        if cloudtrail_knows_them:
-            assert job.state == "succeeded", (job.reason, job.error)
-            assert policies == ["admin"]
-            return
-        assert job.state == "awaiting_approval", (job.reason, job.error)
-        assert job.reason is not None
-        assert job.reason.startswith("unconfirmed: LookupEvents does not show the event")
-        assert policies == []
-        assert not any(entry.step == "did" for entry in job.audit)
+    with FaultProxy(clean_moto.endpoint_url) as proxy:
+        cloudtrail = proxy.serve_lookup_events()
+        async with harness(
+            clean_moto, boto3_session_clients, tmp_path, toml, endpoint_url=proxy.endpoint_url
+        ) as h:
+            await forged_file_scenario(h, cloudtrail, cloudtrail_knows_them)
+
+
+async def forged_file_scenario(
+    h: Harness, cloudtrail: LookupEventsStandIn, cloudtrail_knows_them: bool
+) -> None:
+    create_principal(h.iam, "role", "innocent")
+    put = h.rec(
+        "PutRolePolicy",
+        {"roleName": "innocent", "policyName": "admin", "policyDocument": ALLOW_ALL},
+        event_time=iso(h.clock() - 7200),
+    )
+    delete = h.rec(
+        "DeleteRolePolicy",
+        {"roleName": "innocent", "policyName": "admin"},
+        event_time=iso(h.clock() - 3600),
+    )
+    if cloudtrail_knows_them:
+        cloudtrail.add(put, delete)
+    _, new = await h.feed(put, delete)
+    assert new == 1
+    [job] = await h.run()
+    assert cloudtrail.looked_up == [delete["eventID"], put["eventID"]]
+    policies = h.iam.list_role_policies(RoleName="innocent")["PolicyNames"]
+    if cloudtrail_knows_them:
+        assert job.state == "succeeded", (job.reason, job.error)
+        assert policies == ["admin"]
+        return
+    assert job.state == "awaiting_approval", (job.reason, job.error)
+    assert job.reason is not None
+    assert job.reason.startswith("unconfirmed: LookupEvents does not show the event")
+    assert policies == []
+    assert not any(entry.step == "did" for entry in job.audit)
 
 
 async def test_audit_actor_reports_hygiene_findings(

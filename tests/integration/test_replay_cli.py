@@ -130,6 +130,24 @@ def test_check_config(tmp_path: Path) -> None:
     assert "aws" in result.stderr
     missing = run("check-config", str(tmp_path / "missing.toml"))
     assert missing.returncode == 2
+    assert "confirm_events" not in ok.stderr
+
+
+def test_check_config_warns_when_writes_are_unconfirmed(tmp_path: Path) -> None:
+    toml = (
+        '[remediation]\nmode = "enforce"\nconfirm_events = false\n'
+        '[[remediation.policies]]\nrules = ["*"]\n'
+        'actions = ["restore_inline_policy", "notify"]\n'
+        '[remediation.notify]\nsns_topic_arn = "arn:aws:sns:us-east-1:123456789012:t"\n'
+    )
+    result = run("check-config", str(_write(tmp_path / "c.toml", toml.encode())))
+    assert result.returncode == 0, result.stderr  # valid, but said out loud
+    assert "warning: [remediation] confirm_events = false: restore_inline_policy will write" in (
+        result.stderr
+    )
+    dry = _write(tmp_path / "dry.toml", toml.replace("enforce", "dry-run").encode())
+    result = run("check-config", str(dry))
+    assert (result.returncode, "confirm_events" in result.stderr) == (0, False)
 
 
 DEEP = 100_000

@@ -31,6 +31,7 @@ from tests.remediation_support import (
     FakeClock,
     FakeCloudTrail,
     StaticClients,
+    approved_plan_of,
     client_error,
     config_toml,
     detection_of,
@@ -38,6 +39,7 @@ from tests.remediation_support import (
     one_job,
     remediation_config,
 )
+from trailguard.detect.digest import digest_of
 from trailguard.detect.history import facts_from_record
 from trailguard.detect.record import Record
 from trailguard.remediate.actions import (
@@ -52,6 +54,7 @@ from trailguard.remediate.actions import (
 )
 from trailguard.remediate.jobs import Job, audit
 from trailguard.state.history import SqliteHistoryStore
+from trailguard.state.ledger import SqliteEventLedger
 
 ALLOW_ALL = json.dumps(
     {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
@@ -208,6 +211,7 @@ class World:
     cloudtrail: FakeCloudTrail
     history: SqliteHistoryStore
     clock: FakeClock = field(default_factory=FakeClock)
+    ledger: SqliteEventLedger | None = None
     clients: StaticClients = field(init=False)
 
     def __post_init__(self) -> None:
@@ -238,8 +242,17 @@ class World:
             history=self.history,
             config=config,
             dry_run=mode == "dry-run",
+            ledger=self.ledger,
             clock=self.clock,
         )
+
+    async def observe(self, *raws: dict[str, Any]) -> None:
+        """The records' digests go into the event ledger, as ingestion does."""
+        assert self.ledger is not None
+        digests = [
+            digest_of(msgspec.json.decode(json.dumps(r).encode(), type=Record)) for r in raws
+        ]
+        await self.ledger.observe([d for d in digests if d is not None], path="s3")
 
 
 @pytest.fixture
@@ -359,7 +372,8 @@ async def test_a_forged_put_is_not_restored(
     assert_waits(outcome, differs_in, "the put of its document (event put-1)")
     assert world.iam.writes == []
     assert world.iam.roles["app"].inline == {}
-    assert ctx.audit[-1].data == {"unconfirmed": ["put-1"]}
+    assert ctx.audit[-1].data is not None
+    assert ctx.audit[-1].data["unconfirmed"] == ["put-1"]
 
 
 async def test_a_forged_removal_is_not_acted_on(world: World) -> None:
@@ -484,24 +498,47 @@ async def test_dry_run_records_what_it_would_confirm(world: World) -> None:
     assert world.iam.writes == []
 
 
-async def test_an_operator_approval_after_it_could_not_be_confirmed_acts(world: World) -> None:
-    # The put is older than anything LookupEvents shows (say); the operator checks it and approves.
+async def test_an_operator_approval_of_the_plan_acts(world: World) -> None:
+    # The put is older than anything LookupEvents shows (say); the operator checks the plan --
+    # the exact document and target -- and approves it.
     world.iam.roles["app"] = FakeRole()
     await world.trail(put_inline(), real=False)
     await world.trail(delete_inline())
     first = world.context(delete_inline(), "restore_inline_policy")
     assert (await restore_inline_policy(first)).state == "awaiting_approval"
-    approved = msgspec.structs.replace(
-        first.job,
-        approved=True,
-        audit=(*first.job.audit, *first.audit, audit("note", "approved by alice")),
-    )
+    assert first.plan is not None
+    [write] = first.plan.writes
+    assert (write.call, write.target, write.document) == ("PutRolePolicy", "role/app", DOC_DENY_S3)
+    assert first.plan.events == ("del-1", "put-1")
+    approved = approved_plan_of(first.job, first.plan)
     ctx = world.context(delete_inline(), "restore_inline_policy", job=approved)
     outcome = await restore_inline_policy(ctx)
     assert outcome.state == "succeeded"
-    # The approval covers the put it was given for; the removal is confirmed again.
-    assert world.cloudtrail.looked_up == ["del-1", "put-1", "del-1"]
-    assert any("without CloudTrail confirmation" in e.what for e in ctx.audit)
+    assert world.iam.roles["app"].inline == {"guard": DOC_DENY_S3}
+    # The approval covers exactly that plan: nothing is looked up again.
+    assert world.cloudtrail.looked_up == ["del-1", "put-1"]
+    assert any(f"approved plan {first.plan.sha256}" in e.what for e in ctx.audit)
+
+
+async def test_an_approval_covers_only_the_plan_it_was_given_for(world: World) -> None:
+    # Approve plan A (the real document), then the history changes (a forged put, later than
+    # the real one, lands before the removal): the plan becomes B, which nobody approved.
+    world.iam.roles["app"] = FakeRole()
+    await world.trail(put_inline(), real=False)
+    await world.trail(delete_inline())
+    first = world.context(delete_inline(), "restore_inline_policy")
+    assert (await restore_inline_policy(first)).state == "awaiting_approval"
+    approved = approved_plan_of(first.job, first.plan)
+    await world.trail(put_inline(ALLOW_ALL, eventID="put-x", eventTime=at(10)), real=False)
+    ctx = world.context(delete_inline(), "restore_inline_policy", job=approved)
+    outcome = await restore_inline_policy(ctx)
+    assert_waits(outcome, "put-x")
+    assert world.iam.writes == []
+    assert ctx.plan is not None
+    assert first.plan is not None
+    assert ctx.plan.sha256 != first.plan.sha256
+    assert ctx.plan.writes[0].document == ALLOW_ALL
+    assert any("the plan changed since the approval" in e.what for e in ctx.audit)
 
 
 async def test_an_approval_before_any_lookup_does_not_vouch_for_the_trail(world: World) -> None:
@@ -589,10 +626,13 @@ async def test_recreate_confirms_the_document_and_every_attachment(world: World)
     assert world.iam.writes == []
     assert confirmations(ctx) == [
         "delpol-1:confirmed",
-        "create-1:confirmed",
+        "create-1:confirmed",  # the creation of its default document ...
+        "create-1:confirmed",  # ... and the choice of that default: the same event, two claims
         "att-x:not_found",  # still attached when the policy was deleted, says the forgery
         "det-1:confirmed",  # detached just before the deletion (IAM requires it)
     ]
+    # One LookupEvents answer per eventID, each claim compared with it on its own.
+    assert world.cloudtrail.looked_up == ["delpol-1", "create-1", "att-x", "det-1"]
     # Once "innocent" no longer exists, the forged attachment has nothing to act on: the rest is
     # confirmed and put back (policy first, then the attachment).
     world.iam.roles.pop("innocent")
@@ -687,3 +727,101 @@ async def test_boundary_confirms_the_event_that_set_it(world: World) -> None:
     )
     assert_waits(outcome, "policy ARN", "pb-1")
     assert world.iam.writes == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Conflicts: an eventID the event ledger knows with two contents
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def ledgered(tmp_path: Path, world: World) -> AsyncIterator[World]:
+    async with await SqliteEventLedger.open(tmp_path / "history.sqlite3") as ledger:
+        world.ledger = ledger
+        yield world
+
+
+async def test_a_conflicted_event_is_never_a_source_even_unconfirmed(ledgered: World) -> None:
+    # confirm_events = false trusts the trail -- but not an eventID seen with two contents.
+    world = ledgered
+    world.iam.roles["app"] = FakeRole()
+    await world.trail(put_inline(), delete_inline(), real=False)
+    await world.observe(put_inline(), delete_inline(), put_inline(ALLOW_ALL))
+    ctx = world.context(delete_inline(), "restore_inline_policy", extra="confirm_events = false\n")
+    outcome = await restore_inline_policy(ctx)
+    assert outcome.state == "awaiting_approval"
+    assert outcome.reason is not None
+    assert outcome.reason.startswith("conflict: eventID put-1 seen with 2 different contents")
+    assert "which the put of its document rest on" in outcome.reason
+    assert world.iam.writes == []
+    assert world.cloudtrail.calls == []
+    assert ctx.plan is not None
+    assert ctx.plan.conflicts == ("put-1",)
+
+
+async def test_a_conflict_waits_even_when_cloudtrail_confirms_one_content(ledgered: World) -> None:
+    # CloudTrail shows the real put: still nobody can say the history's copy is that one.
+    world = ledgered
+    world.iam.roles["app"] = FakeRole()
+    await world.trail(put_inline(), delete_inline())
+    await world.observe(put_inline(), delete_inline(), put_inline(ALLOW_ALL))
+    ctx = world.context(delete_inline(), "restore_inline_policy")
+    outcome = await restore_inline_policy(ctx)
+    assert outcome.state == "awaiting_approval"
+    assert world.iam.writes == []
+    # The audit says what CloudTrail confirms, for the operator.
+    assert confirmations(ctx) == ["del-1:confirmed", "put-1:conflict", "put-1:confirmed"]
+
+
+async def test_the_same_content_twice_is_no_conflict_for_the_gate(ledgered: World) -> None:
+    world = ledgered
+    world.iam.roles["app"] = FakeRole()
+    await world.trail(put_inline(), delete_inline())
+    await world.observe(put_inline(), delete_inline(), put_inline(), delete_inline())
+    outcome = await restore_inline_policy(world.context(delete_inline(), "restore_inline_policy"))
+    assert outcome.state == "succeeded"
+
+
+async def test_a_conflict_found_after_the_approval_needs_a_new_one(ledgered: World) -> None:
+    # Approved while the put was merely unconfirmed; then a second content of it shows up: the
+    # plan now says so (its hash changes), so the old approval does not cover it.
+    world = ledgered
+    world.iam.roles["app"] = FakeRole()
+    await world.trail(put_inline(), real=False)
+    await world.trail(delete_inline())
+    first = world.context(delete_inline(), "restore_inline_policy")
+    assert (await restore_inline_policy(first)).state == "awaiting_approval"
+    approved = approved_plan_of(first.job, first.plan)
+    await world.observe(put_inline(), put_inline(ALLOW_ALL))
+    ctx = world.context(delete_inline(), "restore_inline_policy", job=approved)
+    outcome = await restore_inline_policy(ctx)
+    assert outcome.state == "awaiting_approval"
+    assert world.iam.writes == []
+    assert ctx.plan is not None
+    assert first.plan is not None
+    assert ctx.plan.writes == first.plan.writes  # the same document ...
+    assert ctx.plan.sha256 != first.plan.sha256  # ... but not the same plan
+    # Approving the new plan (conflict and all) is the operator's call: then it is written.
+    again = approved_plan_of(ctx.job, ctx.plan)
+    final = world.context(delete_inline(), "restore_inline_policy", job=again)
+    assert (await restore_inline_policy(final)).state == "succeeded"
+    assert world.iam.roles["app"].inline == {"guard": DOC_DENY_S3}
+
+
+def test_every_writing_action_declares_its_claims_and_the_readme_shows_them() -> None:
+    from tests.conftest import ROOT
+    from trailguard.remediate.actions import CLAIMS, WRITING_ACTIONS
+    from trailguard.remediate.confirm import DETECTION_FIELDS, FACT_FIELDS
+
+    assert set(CLAIMS) == WRITING_ACTIONS
+    for action, claims in CLAIMS.items():
+        (_, fields), *facts = claims
+        assert fields == DETECTION_FIELDS, action  # the removal: every field of the detection
+        for _, fact_fields in facts:
+            assert set(fact_fields) <= set(FACT_FIELDS)
+            assert {"eventName", "eventTime", "account", "change"} <= set(fact_fields), action
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("**What each action confirms.**") :]
+    table = table[: table.index("**One eventID, two contents.**")]
+    rows = {line.split("|")[1].strip().strip("`") for line in table.splitlines() if "| `" in line}
+    assert rows == set(CLAIMS)

@@ -23,6 +23,7 @@ from tests.remediation_support import (
     FakeCloudTrail,
     FakeHistory,
     StaticClients,
+    approved_plan_of,
     client_error,
     config_toml,
     detection_of,
@@ -31,7 +32,6 @@ from tests.remediation_support import (
 )
 from trailguard.detect.detection import Detection
 from trailguard.remediate.actions import ActionContext, Deferred, confirm_event, quarantine_actor
-from trailguard.remediate.jobs import audit
 
 DENY = f"arn:aws:iam::{ACCOUNT}:policy/TrailguardQuarantine"
 KEY = "AKIAEXAMPLEKEY000001"
@@ -221,19 +221,17 @@ async def test_confirm_event_verdicts() -> None:
     assert (await confirm_event(ctx))[0] == "unavailable"
 
 
-async def test_an_approval_after_it_could_not_be_confirmed_acts(iam: FakeIam) -> None:
+async def test_an_approval_of_the_plan_acts(iam: FakeIam) -> None:
     _, det = event()
     cloudtrail = FakeCloudTrail()
     first = setup(det, cloudtrail, iam)
     assert (await quarantine_actor(first)).state == "awaiting_approval"
-    # The operator saw "unconfirmed" (the audit record says which event) and approved.
-    job = msgspec.structs.replace(
-        first.job,
-        approved=True,
-        audit=(*first.job.audit, *first.audit, audit("note", "approved by alice")),
-    )
+    # The operator saw "unconfirmed" and the plan (attach the quarantine policy to mallory) and
+    # approved exactly that plan.
+    assert first.plan is not None
+    assert [(w.call, w.target) for w in first.plan.writes] == [("AttachUserPolicy", "user/mallory")]
     ctx = ActionContext(
-        job,
+        approved_plan_of(first.job, first.plan),
         clients=first.clients,
         history=first.history,
         config=first.config,
@@ -243,7 +241,7 @@ async def test_an_approval_after_it_could_not_be_confirmed_acts(iam: FakeIam) ->
     outcome = await quarantine_actor(ctx)
     assert outcome.state == "succeeded"
     assert len(cloudtrail.calls) == 1  # only the first run asked
-    assert "without CloudTrail confirmation" in ctx.audit[0].what
+    assert f"approved plan {first.plan.sha256}" in ctx.audit[0].what
 
 
 async def test_an_approval_before_any_lookup_still_needs_confirmation(iam: FakeIam) -> None:

@@ -12,7 +12,14 @@ import pytest
 from tests.factories import iam_user_identity
 from tests.remediation_support import T0, config_toml, detection, remediation_config
 from trailguard.cli import main
-from trailguard.remediate.jobs import Finding, Job, SqliteJobStore, audit
+from trailguard.remediate.jobs import (
+    Finding,
+    Job,
+    SqliteJobStore,
+    WritePlan,
+    audit,
+    planned_write,
+)
 from trailguard.remediate.planner import plan_jobs
 
 
@@ -47,6 +54,37 @@ async def jobs(tmp_path: Path, config_file: Path) -> dict[str, Job]:
         )
         await store.complete(dead)
     return {"waiting": waiting, "restore": done, "dead": dead}
+
+
+ALLOW_ALL = '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*"}]}'
+
+
+@pytest.fixture
+async def planned(tmp_path: Path, config_file: Path) -> Job:
+    """A restore that waits for approval with a plan (as the runner stores it)."""
+    enforce = remediation_config(config_toml(actions='"restore_inline_policy"'))
+    [job] = plan_jobs(detection("DeleteUserPolicy", event_id="evt-p"), enforce, now=T0)
+    plan = WritePlan(
+        action=job.action,
+        account_id=job.account_id or "",
+        writes=(
+            planned_write("PutUserPolicy", "user/alice", document=ALLOW_ALL, policyName="s3-read"),
+        ),
+        events=("evt-p", "put-x"),
+        conflicts=("put-x",),
+    )
+    async with await SqliteJobStore.open(tmp_path / "state.sqlite3") as store:
+        await store.enqueue_many([job])
+        [claimed] = await store.claim_due(T0 + 1, 1, lease_secs=60)
+        waiting = msgspec.structs.replace(
+            claimed,
+            state="awaiting_approval",
+            reason="conflict: eventID put-x seen with 2 different contents",
+            plan=plan,
+            plan_sha256=plan.sha256,
+        )
+        await store.complete(waiting)
+    return waiting
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -152,6 +190,66 @@ def test_approve_then_approve_again(
     code, out, err = run(capsys, "jobs", "approve", "--config", str(config_file), job_id)
     assert code == 1
     assert "is pending: approve applies only to awaiting_approval jobs" in err
+
+
+def test_show_prints_the_plan_to_approve(
+    planned: Job, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "jobs", "show", "--config", str(config_file), planned.id)
+    assert code == 0
+    sha = planned.plan_sha256
+    assert sha is not None
+    assert f"plan       {sha}" in out
+    assert f"trailguard jobs approve {planned.id} --plan {sha}" in out
+    assert "PutUserPolicy user/alice policyName=s3-read" in out
+    assert planned.plan is not None
+    assert f"document {planned.plan.writes[0].document_sha256}:" in out
+    assert ALLOW_ALL in out  # the exact text that would be written
+    assert "CONFLICT: seen with two contents (one of them forged): put-x" in out
+    code, out, _ = run(capsys, "jobs", "show", "--config", str(config_file), planned.id, "--json")
+    record = json.loads(out)
+    assert record["plan_sha256"] == sha
+    assert record["plan"]["writes"][0]["document"] == ALLOW_ALL
+
+
+def test_approve_with_the_wrong_plan_is_refused(
+    planned: Job, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wrong = "sha256:" + "ab" * 32
+    code, out, err = run(
+        capsys, "jobs", "approve", "--config", str(config_file), planned.id, "--plan", wrong
+    )
+    assert code == 1
+    assert out == ""
+    assert f"--plan {wrong} is not the job's plan" in err
+    assert f"it now waits with plan {planned.plan_sha256}" in err
+    code, out, _ = run(capsys, "jobs", "show", "--config", str(config_file), planned.id, "--json")
+    assert json.loads(out)["state"] == "awaiting_approval"
+
+
+def test_approve_with_the_plan_binds_it(
+    planned: Job, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sha = planned.plan_sha256
+    assert sha is not None
+    code, out, _ = run(
+        capsys, "jobs", "approve", "--config", str(config_file), planned.id, "--plan", sha
+    )
+    assert code == 0
+    assert out.strip() == f"{planned.id} restore_inline_policy: approve -> pending"
+    code, out, _ = run(capsys, "jobs", "show", "--config", str(config_file), planned.id)
+    assert f"approved   plan {sha}" in out
+
+
+def test_a_plan_for_a_job_that_has_none_is_refused(
+    jobs: dict[str, Job], config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job_id = jobs["waiting"].id  # mode approve: it has not run
+    code, _, err = run(
+        capsys, "jobs", "approve", "--config", str(config_file), job_id, "--plan", "0" * 64
+    )
+    assert code == 1
+    assert "it has no plan yet" in err
 
 
 def test_retry_and_cancel(

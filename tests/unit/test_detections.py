@@ -36,6 +36,8 @@ TOP_FIELDS = [
     "disposition",
     "suppressed_by",
     "source",
+    "event_digest",
+    "forgery_suspected",
 ]
 ACTOR_FIELDS = [
     "type",
@@ -47,6 +49,7 @@ ACTOR_FIELDS = [
     "invoked_by",
     "source_ip",
     "user_agent",
+    "console_session",
 ]
 TARGET_FIELDS = ["kind", "name", "policy_name", "policy_arn", "version_id"]
 
@@ -135,6 +138,8 @@ def test_detection_record_has_every_field_null_not_absent(default_detector: Dete
     assert doc["actor"]["mfa_authenticated"] is True
     assert doc["actor"]["session_issuer_arn"] == f"arn:aws:iam::{ACCOUNT}:role/admin"
     assert doc["actor"]["access_key_id"] == "ASIAEXAMPLESESSION01"
+    assert doc["event_digest"].startswith("sha256:")
+    assert doc["forgery_suspected"] is False
     assert doc["target"] == {
         "kind": "role",
         "name": "lambda-exec",

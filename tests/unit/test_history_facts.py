@@ -48,9 +48,12 @@ def facts(event_name: str, params: Any, **extra: Any) -> list[PolicyFact]:
 
 
 def one(event_name: str, params: Any, **extra: Any) -> PolicyFact:
+    """The one fact of the record; its eventName is checked here, so that :func:`expected`
+    can leave it out."""
     found = facts(event_name, params, **extra)
     assert len(found) == 1, found
-    return found[0]
+    assert found[0].event_name == event_name
+    return msgspec.structs.replace(found[0], event_name=None)
 
 
 def expected(**fields: Any) -> PolicyFact:

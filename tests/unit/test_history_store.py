@@ -491,7 +491,7 @@ async def test_shares_a_file_with_the_dedup_store(db_path: Path) -> None:
         assert await again.filter_new(["k"]) == []
     with sqlite3.connect(db_path) as conn:
         assert conn.execute("SELECT component, schema_version FROM meta").fetchall() == [
-            ("policy_history", 1)
+            ("policy_history", 2)
         ]
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 

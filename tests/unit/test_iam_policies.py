@@ -18,12 +18,16 @@ IAM_DIR = ROOT / "config" / "iam"
 POLICIES = sorted(IAM_DIR.glob("*.json"))
 ACTION = re.compile(r"[a-z0-9-]+:[A-Za-z0-9]+")
 
-ACTIONS_SOURCE = ROOT / "daemon" / "trailguard" / "remediate" / "actions.py"
+# The actions and the confirmation gate (which makes the LookupEvents calls).
+ACTIONS_SOURCES = [
+    ROOT / "daemon" / "trailguard" / "remediate" / "actions.py",
+    ROOT / "daemon" / "trailguard" / "remediate" / "confirm.py",
+]
 
 
 def calls_in_actions() -> set[str]:
-    """Every AWS call remediate/actions.py makes, as IAM policy actions."""
-    source = ACTIONS_SOURCE.read_text()
+    """Every AWS call remediate/actions.py and remediate/confirm.py make, as IAM actions."""
+    source = "\n".join(path.read_text() for path in ACTIONS_SOURCES)
     session = botocore.session.get_session()
     names = {
         service: {xform_name(op): op for op in session.get_service_model(service).operation_names}
@@ -118,3 +122,28 @@ def test_trust_policy_names_one_principal_and_the_session_name() -> None:
     assert statement["Action"] == "sts:AssumeRole"
     assert set(statement["Principal"]) == {"AWS"}
     assert statement["Condition"]["StringEquals"]["sts:RoleSessionName"] == "trailguard-remediation"
+
+
+def test_queue_policy_admits_only_the_trail_sources() -> None:
+    """A message in the queue is trusted as far as this policy allows (README "Threat model"):
+    S3, SNS and EventBridge may send, each only for its one source ARN; everyone else is
+    denied, including principals of the account whose own IAM policies would allow it."""
+    policy = load("sqs-queue-policy.json")
+    allows = [s for s in policy["Statement"] if s["Effect"] == "Allow"]
+    assert {s["Principal"]["Service"] for s in allows} == {
+        "s3.amazonaws.com",
+        "sns.amazonaws.com",
+        "events.amazonaws.com",
+    }
+    sources = set()
+    for statement in allows:
+        assert actions(statement) == ["sqs:SendMessage"]
+        [arn] = [statement["Condition"]["ArnEquals"]["aws:SourceArn"]]
+        sources.add(arn)
+    [deny] = [s for s in policy["Statement"] if s["Effect"] == "Deny"]
+    assert deny["Principal"] == "*"
+    assert actions(deny) == ["sqs:SendMessage"]
+    # ArnNotEquals is true when aws:SourceArn is absent: a direct SendMessage is denied.
+    assert set(deny["Condition"]["ArnNotEquals"]["aws:SourceArn"]) == sources
+    resources = {s["Resource"] for s in policy["Statement"]}
+    assert resources == {load("ingest-role.json")["Statement"][0]["Resource"]}

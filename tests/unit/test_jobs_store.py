@@ -19,8 +19,11 @@ from trailguard.remediate.jobs import (
     JobConflictError,
     JobNotFoundError,
     JobStore,
+    PlanMismatchError,
     SqliteJobStore,
+    WritePlan,
     job_id,
+    planned_write,
 )
 from trailguard.remediate.planner import plan_jobs
 from trailguard.state.dedup import SqliteDedupStore
@@ -165,11 +168,79 @@ async def test_approve_moves_awaiting_approval_to_pending(store: SqliteJobStore)
     assert approved.state == "pending"
     assert approved.approved
     assert approved.reason is None
-    assert approved.audit[-1].what == "approved by alice"
+    # Mode "approve", before any run: there is no plan to bind the approval to yet.
+    assert approved.audit[-1].what.startswith("approved by alice (no plan yet")
+    assert approved.approved_plan is None
     [claimed] = await store.claim_due(T0 + 5, 1, lease_secs=LEASE)
     assert claimed.approved
     with pytest.raises(JobConflictError, match="approve applies only to awaiting_approval"):
         await store.approve(job.id, now=T0 + 6)
+
+
+def waiting_with_a_plan(job: Job, document: str = '{"Version": "2012-10-17"}') -> Job:
+    """``job`` as the runner stores it when its action waits for approval with a plan."""
+    plan = WritePlan(
+        action=job.action,
+        account_id=job.account_id or "",
+        writes=(planned_write("PutRolePolicy", "role/app", document=document, policyName="g"),),
+        events=(job.event_id, "put-1"),
+    )
+    return msgspec.structs.replace(
+        job, state="awaiting_approval", plan=plan, plan_sha256=plan.sha256
+    )
+
+
+async def test_approve_binds_the_approval_to_the_plan(store: SqliteJobStore) -> None:
+    [job] = make_jobs(1)
+    await store.enqueue_many([job])
+    [claimed] = await store.claim_due(T0, 1, lease_secs=LEASE)
+    waiting = waiting_with_a_plan(claimed)
+    assert await store.complete(waiting)
+    sha = waiting.plan_sha256
+    assert sha is not None
+    assert sha.startswith("sha256:")
+    # A wrong hash is refused, and nothing changes.
+    with pytest.raises(PlanMismatchError, match=f"it now waits with plan {sha}"):
+        await store.approve(job.id, now=T0 + 5, by="alice", plan_sha256="sha256:" + "0" * 64)
+    stored = await store.get(job.id)
+    assert stored is not None
+    assert (stored.state, stored.approved, stored.approved_plan) == (
+        "awaiting_approval",
+        False,
+        None,
+    )
+    # The right one (with or without the prefix) binds the approval to exactly that plan.
+    approved = await store.approve(job.id, now=T0 + 6, by="alice", plan_sha256=sha[7:].upper())
+    assert (approved.state, approved.approved, approved.approved_plan) == ("pending", True, sha)
+    assert approved.audit[-1].what == f"approved by alice: plan {sha}"
+    assert approved.audit[-1].data == {"plan_sha256": sha}
+
+
+async def test_approve_without_plan_binds_the_current_plan(store: SqliteJobStore) -> None:
+    [job] = make_jobs(1)
+    await store.enqueue_many([job])
+    [claimed] = await store.claim_due(T0, 1, lease_secs=LEASE)
+    assert await store.complete(waiting_with_a_plan(claimed))
+    approved = await store.approve(job.id, now=T0 + 6)
+    assert approved.approved_plan == approved.plan_sha256 is not None
+
+
+async def test_a_plan_cannot_be_named_for_a_job_that_has_none(store: SqliteJobStore) -> None:
+    [job] = make_jobs(1, mode="approve")
+    await store.enqueue_many([job])
+    with pytest.raises(PlanMismatchError, match="it has no plan yet"):
+        await store.approve(job.id, now=T0 + 5, plan_sha256="sha256:" + "1" * 64)
+
+
+def test_the_plan_hash_covers_every_byte_that_is_written() -> None:
+    [job] = make_jobs(1)
+    a = waiting_with_a_plan(job, '{"Version": "2012-10-17"}')
+    b = waiting_with_a_plan(job, '{"Version":  "2012-10-17"}')
+    assert a.plan is not None
+    assert b.plan is not None
+    assert a.plan.sha256 != b.plan.sha256
+    assert a.plan.writes[0].document_sha256 != b.plan.writes[0].document_sha256
+    assert a.plan.sha256 == waiting_with_a_plan(job).plan_sha256  # deterministic
 
 
 async def test_retry_resets_attempts(store: SqliteJobStore) -> None:

@@ -10,6 +10,7 @@ from typing import Literal
 
 import msgspec
 
+from trailguard.detect.digest import event_digest
 from trailguard.detect.record import Record
 from trailguard.detect.rules import Match
 
@@ -53,6 +54,9 @@ class Actor(msgspec.Struct, frozen=True, kw_only=True):
     invoked_by: str | None
     source_ip: str | None
     user_agent: str | None
+    #: ``sessionCredentialFromConsole`` as a boolean (a console session: the rules escalate
+    #: one without MFA)
+    console_session: bool | None = None
 
 
 class Target(msgspec.Struct, frozen=True, kw_only=True):
@@ -99,6 +103,11 @@ class Detection(msgspec.Struct, frozen=True, kw_only=True):
     disposition: Literal["alert", "suppressed"]
     suppressed_by: str | None
     source: Source
+    #: sha256 of the record's security-relevant fields (detect/digest.py): which content of the
+    #: eventID this detection was made from
+    event_digest: str | None = None
+    #: the event ledger has seen this eventID with another content: one of them is forged
+    forgery_suspected: bool = False
 
 
 def _truthy(value: str | bool | None) -> bool | None:
@@ -141,6 +150,7 @@ def build_actor(record: Record) -> Actor:
         invoked_by=ident.invoked_by if ident else None,
         source_ip=record.source_ip_address,
         user_agent=record.user_agent,
+        console_session=_truthy(record.session_credential_from_console),
     )
 
 
@@ -163,8 +173,11 @@ def build_target(record: Record) -> Target:
     )
 
 
-def build_detection(record: Record, match: Match, source: Source) -> Detection:
-    """Assemble the detection record from a matched CloudTrail record."""
+def build_detection(
+    record: Record, match: Match, source: Source, *, digest: str | None = None
+) -> Detection:
+    """Assemble the detection record from a matched CloudTrail record (``digest``: its
+    :func:`~trailguard.detect.digest.event_digest`, when the caller has it already)."""
     return Detection(
         event_id=record.event_id,
         event_time=record.event_time,
@@ -181,7 +194,19 @@ def build_detection(record: Record, match: Match, source: Source) -> Detection:
         disposition=match.disposition,
         suppressed_by=match.suppressed_by,
         source=source,
+        event_digest=digest or event_digest(record),
     )
+
+
+def dedup_key(event_id: str | None, digest: str | None, forgery_suspected: bool) -> str | None:
+    """What deduplicates a detection: its eventID -- or, for a detection whose eventID the event
+    ledger knows with two contents, eventID and digest, so that each content of a conflicted
+    event is reported once (flagged), even after the first went out unflagged."""
+    if event_id is None:
+        return None
+    if forgery_suspected and digest:
+        return f"{event_id}#{digest}"
+    return event_id
 
 
 _encoder = msgspec.json.Encoder()

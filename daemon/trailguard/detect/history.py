@@ -28,7 +28,6 @@ CreateUser/CreateRole are read too, for the ``permissionsBoundary`` they may set
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from collections.abc import Mapping
 from typing import Any, Final, Literal
@@ -38,6 +37,7 @@ import msgspec
 from trailguard.detect.detection import policy_name_from_arn
 from trailguard.detect.record import Record
 from trailguard.detect.rules import IAM_EVENT_SOURCE
+from trailguard.detect.times import event_time_key
 
 __all__ = [
     "HISTORY_EVENT_NAMES",
@@ -67,6 +67,8 @@ class PolicyFact(msgspec.Struct, frozen=True, kw_only=True):
 
     ``op`` is "put" for put/attach/create/set-default and "delete" for delete/detach.
     ``document`` is the policy JSON text exactly as submitted, or None when it is not known.
+    ``event_name`` is the record's eventName (None for a snapshot's facts, and for facts recorded
+    before trailguard kept it): confirmation compares it with CloudTrail's own record.
     """
 
     kind: FactKind
@@ -82,6 +84,7 @@ class PolicyFact(msgspec.Struct, frozen=True, kw_only=True):
     set_as_default: bool | None
     event_id: str
     event_time: str
+    event_name: str | None = None
 
 
 # eventName -> (kind, op, principal kind)
@@ -141,29 +144,6 @@ _POLICY_ARN: Final = re.compile(
 # --------------------------------------------------------------------------------------------
 # Small helpers shared with the store and the snapshot
 # --------------------------------------------------------------------------------------------
-
-
-def event_time_key(value: object) -> str | None:
-    """A sortable UTC key for an eventTime (``2026-11-01T12:00:00Z``), or None if unparseable.
-
-    CloudTrail writes ``YYYY-MM-DDTHH:MM:SSZ``; fractional seconds and offsets are accepted too
-    and a time without a zone is taken as UTC.  The key has microsecond precision, so keys
-    compare in time order as plain strings.
-    """
-    if not isinstance(value, str) or not 10 <= len(value) <= 40:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    try:
-        parsed = parsed.astimezone(dt.UTC)
-    except OverflowError:  # year 1 or 9999 moved across midnight
-        return None
-    # isoformat, not strftime (5x slower): the same text for years 1000-9999
-    return parsed.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def is_json_object_text(value: object) -> bool:
@@ -345,6 +325,7 @@ class _Builder:
             set_as_default=set_as_default,
             event_id=self.event_id,
             event_time=self.event_time,
+            event_name=self.record.event_name,
         )
 
     def build(

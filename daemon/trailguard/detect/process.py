@@ -2,7 +2,9 @@
 
 decode (gunzip, prefilter, typed candidate records) -> rules -> detections; and, when the policy
 history is on, -> policy facts (Put*/Attach*/Create* events and the removals themselves), which
-the caller records so remediation can put a removed policy back.
+the caller records so remediation can put a removed policy back, and the digest of every record
+that yielded a detection or a fact, which the caller checks against the event ledger (an eventID
+seen before with other content is a conflict: see detect/digest.py).
 
 Pure and synchronous, so that it can run in the event loop's thread for small inputs, in a
 worker process for big ones, and in tests with plain data.
@@ -22,6 +24,7 @@ from trailguard.detect.decode import (
     decode_file,
 )
 from trailguard.detect.detection import Detection, Source, build_detection
+from trailguard.detect.digest import EventDigest, digest_of
 from trailguard.detect.history import HISTORY_EVENT_NAMES, PolicyFact, facts_from_record
 from trailguard.detect.record import Record
 from trailguard.detect.rules import RuleSet
@@ -31,11 +34,13 @@ if TYPE_CHECKING:
 
 
 class FileOutcome(msgspec.Struct, frozen=True, kw_only=True):
-    """What one file yielded: its decode statistics, detections and policy facts, in file order."""
+    """What one file yielded: its decode statistics, detections, policy facts and the digests of
+    the records they came from, in file order."""
 
     decoded: DecodedFile
     detections: list[Detection]
     facts: list[PolicyFact] = msgspec.field(default_factory=list)
+    events: list[EventDigest] = msgspec.field(default_factory=list)
 
 
 class Detector:
@@ -69,6 +74,25 @@ class Detector:
             return None
         return build_detection(record, match, source)
 
+    def examine(
+        self, record: Record, source: Source
+    ) -> tuple[Detection | None, list[PolicyFact], EventDigest | None]:
+        """One record: its detection, its policy facts and -- when it yielded either -- its
+        digest, for the event ledger."""
+        match = self.rules.evaluate(record)
+        facts = self.facts(record)
+        if match is None and not facts:
+            return None, facts, None
+        digest = digest_of(record)
+        detection = (
+            build_detection(
+                record, match, source, digest=digest.digest if digest is not None else None
+            )
+            if match is not None
+            else None
+        )
+        return detection, facts, digest
+
     def process_file(
         self, data: bytes | bytearray | memoryview, *, source: Source, name: str, key: str | None
     ) -> FileOutcome:
@@ -81,10 +105,12 @@ class Detector:
         decoded = decode_file(data, self.prefilter, source=name, key=key, limits=self.limits)
         detections: list[Detection] = []
         facts: list[PolicyFact] = []
+        events: list[EventDigest] = []
         for record in decoded.candidates:
-            detection = self.detect(record, source)
+            detection, found, digest = self.examine(record, source)
             if detection is not None:
                 detections.append(detection)
-            if self.history:
-                facts.extend(facts_from_record(record))
-        return FileOutcome(decoded=decoded, detections=detections, facts=facts)
+            facts.extend(found)
+            if digest is not None:
+                events.append(digest)
+        return FileOutcome(decoded=decoded, detections=detections, facts=facts, events=events)

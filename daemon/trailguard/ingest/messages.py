@@ -1,8 +1,14 @@
 """Handling one SQS message, start to finish — and the only place a message is deleted.
 
 parse body -> object refs (or one EventBridge record) -> fetch + decode each object (bounded,
-off the event loop, visibility extended on a heartbeat) -> rules -> record policy facts ->
-commit detections durably -> enqueue remediation jobs durably -> delete the message.
+off the event loop, visibility extended on a heartbeat) -> rules -> check the records' digests
+against the event ledger -> record policy facts -> commit detections durably -> enqueue
+remediation jobs durably -> delete the message.
+
+An eventID the ledger already knows with other content is a conflict (one of the two records is
+forged): logged as ``ledger.conflict``, counted in ``trailguard_forgery_suspected_total`` and
+flagged ``forgery_suspected`` in the detection record; the confirmation gate never writes from
+it (remediate/confirm.py).
 
 Outcomes, by promise:
 
@@ -26,12 +32,15 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from trailguard.decode_pool import DecodePool
 from trailguard.detect.detection import Detection, EventBridgeSource, S3Source
+from trailguard.detect.digest import EventDigest
 from trailguard.detect.history import PolicyFact
 from trailguard.detect.keys import KeyKind, classify_key, key_account_region
 from trailguard.detect.process import Detector, FileOutcome
@@ -43,11 +52,18 @@ from trailguard.ingest.s3 import ObjectStore
 from trailguard.ingest.sqs import Message, SqsQueue
 from trailguard.outputs.sink import DetectionSink
 from trailguard.telemetry.logging import get_logger
-from trailguard.telemetry.metrics import MessageOutcome, Metrics, ObjectOutcome, RejectReason
+from trailguard.telemetry.metrics import (
+    DeliveryPath,
+    MessageOutcome,
+    Metrics,
+    ObjectOutcome,
+    RejectReason,
+)
 
 if TYPE_CHECKING:
     from trailguard.remediate.service import Remediation
     from trailguard.state.history import PolicyHistoryStore
+    from trailguard.state.ledger import EventLedger
 
 log = get_logger(__name__)
 
@@ -75,6 +91,7 @@ class IngestStats:
     detections: int = 0
     duplicates: int = 0
     facts: int = 0
+    conflicts: int = 0
     jobs: int = 0
     errors: dict[tuple[str, str], int] = field(default_factory=dict)  # (stage, reason)
 
@@ -111,6 +128,7 @@ class MessageHandler:
         stats: IngestStats,
         metrics: Metrics,
         history: PolicyHistoryStore | None = None,
+        ledger: EventLedger | None = None,
         remediation: Remediation | None = None,
     ) -> None:
         self.detector = detector  # swapped on live reload
@@ -121,6 +139,7 @@ class MessageHandler:
         self._budget = budget
         self._metrics = metrics
         self._history = history
+        self._ledger = ledger
         self._remediation = remediation
         self.stats = stats
 
@@ -149,11 +168,15 @@ class MessageHandler:
             assert parsed.record is not None
             record = parsed.record
             source = EventBridgeSource(queue=queue.url, message_id=message.message_id)
-            detection = self.detector.detect(record, source)
+            detection, facts, digest = self.detector.examine(record, source)
             self.stats.records += 1
             self._metrics.records(1)
             await self._finish(
-                [detection] if detection else [], self.detector.facts(record), message
+                [detection] if detection else [],
+                facts,
+                [digest] if digest else [],
+                message,
+                "eventbridge",
             )
             await queue.delete(message)
             return "deleted"
@@ -238,6 +261,7 @@ class MessageHandler:
             )
             detections: list[Detection] = []
             facts: list[PolicyFact] = []
+            events: list[EventDigest] = []
             failures: list[IngestError] = []
             for ref, result in zip(wanted, results, strict=True):
                 if isinstance(result, IngestError):
@@ -248,7 +272,8 @@ class MessageHandler:
                 else:
                     detections.extend(result.detections)
                     facts.extend(result.facts)
-            await self._finish(detections, facts, message)
+                    events.extend(result.events)
+            await self._finish(detections, facts, events, message, "s3")
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -361,15 +386,26 @@ class MessageHandler:
     # -- history, commit, jobs ----------------------------------------------------------------
 
     async def _finish(
-        self, detections: list[Detection], facts: list[PolicyFact], message: Message
+        self,
+        detections: list[Detection],
+        facts: list[PolicyFact],
+        events: list[EventDigest],
+        message: Message,
+        path: DeliveryPath,
     ) -> None:
         """Make everything this message produced durable, in the order remediation needs.
 
-        Policy facts first (a job may need the document a Put earlier in the same file carried),
-        then the detections, then the jobs -- planned from *every* detection, duplicates too:
-        enqueuing is idempotent, and a crash between the detection write and the enqueue must
-        not lose the jobs of a redelivered message whose detections are already written.
+        The records' digests into the event ledger first (a conflict flags the detections of
+        its eventID), then the policy facts (a job may need the document a Put earlier in the
+        same file carried), then the detections, then the jobs -- planned from *every*
+        detection, duplicates too: enqueuing is idempotent, and a crash between the detection
+        write and the enqueue must not lose the jobs of a redelivered message whose detections
+        are already written.
         """
+        if self._ledger is not None and events:
+            conflicted = await check_ledger(self._ledger, events, path, self._metrics)
+            self.stats.conflicts += sum(1 for c in conflicted.values() if c)
+            detections = flag_conflicts(detections, conflicted)
         if self._history is not None and facts:
             new = await self._history.record(facts)
             self.stats.facts += new
@@ -389,6 +425,7 @@ class MessageHandler:
                 severity=detection.severity,
                 disposition=detection.disposition,
                 suppressed_by=detection.suppressed_by,
+                forgery_suspected=detection.forgery_suspected,
                 rule=detection.rule,
                 account_id=detection.account_id,
                 actor_arn=detection.actor.arn,
@@ -431,3 +468,44 @@ class MessageHandler:
     def _object_outcome(self, outcome: ObjectOutcome) -> None:
         self.stats.bump(self.stats.objects, outcome)
         self._metrics.object_processed(outcome)
+
+
+async def check_ledger(
+    ledger: EventLedger,
+    events: Sequence[EventDigest],
+    path: DeliveryPath,
+    metrics: Metrics | None = None,
+) -> dict[str, bool]:
+    """Record the digests in the event ledger; the conflicted eventIDs among them, each True
+    when this delivery made the conflict (a content the ledger did not know): those are logged
+    (``ledger.conflict``) and counted (``trailguard_forgery_suspected_total``)."""
+    conflicts = await ledger.observe(events, path=path)
+    for conflict in conflicts:
+        if not conflict.new:
+            continue
+        if metrics is not None:
+            metrics.forgery_suspected_in(path)
+        log.warning(
+            "ledger.conflict",
+            event_id=conflict.event_id,
+            path=path,
+            contents=len(conflict.entries),
+            event_names=[entry.event_name for entry in conflict.entries],
+            digests=list(conflict.digests),
+            seen_via=[entry.path for entry in conflict.entries],
+            account_id=next((e.account_id for e in conflict.entries if e.account_id), None),
+            meaning="one of these records is forged: neither is ever a source for a write",
+        )
+    return {conflict.event_id: conflict.new for conflict in conflicts}
+
+
+def flag_conflicts(detections: list[Detection], conflicted: Mapping[str, bool]) -> list[Detection]:
+    """The detections, those of a conflicted eventID flagged ``forgery_suspected``."""
+    if not conflicted:
+        return detections
+    return [
+        msgspec.structs.replace(d, forgery_suspected=True)
+        if d.event_id is not None and d.event_id in conflicted
+        else d
+        for d in detections
+    ]

@@ -19,15 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from trailguard.detect.detection import Detection, FileSource
+from trailguard.detect.detection import Detection, FileSource, dedup_key
 from trailguard.detect.process import Detector, FileOutcome
 from trailguard.errors import DecodeError
+from trailguard.ingest.messages import check_ledger, flag_conflicts
 from trailguard.outputs.jsonl import JsonlWriter
 from trailguard.state.history import PolicyHistoryStore
 from trailguard.telemetry.logging import get_logger, printable
 
 if TYPE_CHECKING:
     from trailguard.decode_pool import DecodePool
+    from trailguard.state.ledger import EventLedger
 
 log = get_logger(__name__)
 
@@ -53,6 +55,7 @@ class ReplaySummary:
     duplicates: int = 0
     bad_records: int = 0
     facts: int = 0  # new policy facts recorded in the history
+    conflicts: int = 0  # eventIDs the event ledger now knows with two contents (forgery)
     skipped: Counter[str] = field(default_factory=Counter)  # reason -> files
     failed: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
 
@@ -72,6 +75,11 @@ class ReplaySummary:
         ]
         if self.facts:
             lines.append(f"policy history: {self.facts} new facts recorded")
+        if self.conflicts:
+            lines.append(
+                f"event ledger: {self.conflicts} eventIDs seen with two different contents "
+                "(forgery suspected; see the ledger.conflict log lines)"
+            )
         for disposition in ("alert", "suppressed"):
             for outcome in ("success", "failure"):
                 n = self.detections.get((disposition, outcome), 0)
@@ -111,7 +119,9 @@ def iter_files(paths: Iterable[str], summary: ReplaySummary) -> Iterator[Path]:
 class LocalReplay:
     """Replays local files into a writer, dropping duplicate eventIDs across the whole run.
 
-    With a policy history store, the policy facts the files hold are recorded in it too.
+    With a policy history store, the policy facts the files hold are recorded in it too, and with
+    the event ledger the digests of their records (a conflict flags the detections of its
+    eventID ``forgery_suspected``, as in the daemon).
     """
 
     def __init__(
@@ -120,10 +130,12 @@ class LocalReplay:
         writer: JsonlWriter,
         *,
         history: PolicyHistoryStore | None = None,
+        ledger: EventLedger | None = None,
     ) -> None:
         self.detector = detector
         self.writer = writer
         self.history = history
+        self.ledger = ledger
         self.summary = ReplaySummary()
         self._seen: set[str] = set()
 
@@ -202,6 +214,11 @@ class LocalReplay:
     async def account(self, name: str, outcome: FileOutcome) -> None:
         """Count a decoded file, record its policy facts and write its new detections."""
         summary = self.summary
+        detections = outcome.detections
+        if self.ledger is not None and outcome.events:
+            conflicted = await check_ledger(self.ledger, outcome.events, "file")
+            summary.conflicts += sum(1 for new in conflicted.values() if new)
+            detections = flag_conflicts(detections, conflicted)
         if self.history is not None and outcome.facts:
             summary.facts += await self.history.record(outcome.facts)
         decoded = outcome.decoded
@@ -219,7 +236,7 @@ class LocalReplay:
                 count=decoded.bad_record_count,
                 first=decoded.bad_records[0],
             )
-        fresh = self._dedup(outcome.detections)
+        fresh = self._dedup(detections)
         self.writer.write_batch(fresh)
         for detection in fresh:
             summary.detections[(detection.disposition, detection.outcome)] += 1
@@ -227,12 +244,12 @@ class LocalReplay:
     def _dedup(self, detections: list[Detection]) -> list[Detection]:
         fresh: list[Detection] = []
         for detection in detections:
-            event_id = detection.event_id
-            if event_id is not None:
-                if event_id in self._seen:
+            key = dedup_key(detection.event_id, detection.event_digest, detection.forgery_suspected)
+            if key is not None:
+                if key in self._seen:
                     self.summary.duplicates += 1
                     continue
-                self._seen.add(event_id)
+                self._seen.add(key)
             fresh.append(detection)
         return fresh
 

@@ -1,5 +1,8 @@
 """The one place detections become durable: dedup by eventID, write, fsync, remember.
 
+(The dedup key is the eventID -- or eventID#digest for a detection flagged ``forgery_suspected``,
+:func:`~trailguard.detect.detection.dedup_key`: each content of a conflicted event is reported.)
+
 Order matters for the promises (at least once, no duplicate):
 
 1. ask the dedup store which eventIDs are new;
@@ -22,7 +25,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from trailguard.detect.detection import Detection
+from trailguard.detect.detection import Detection, dedup_key
 from trailguard.errors import TrailguardError
 from trailguard.outputs.jsonl import JsonlWriter
 from trailguard.state.dedup import DedupStore
@@ -57,17 +60,17 @@ class DetectionSink:
 
     async def _commit(self, detections: Sequence[Detection]) -> CommitResult:
         async with self._lock:
-            ids = [d.event_id for d in detections if d.event_id is not None]
+            keys = [_key(d) for d in detections]
+            ids = [key for key in keys if key is not None]
             new = set(await self._dedup.filter_new(ids)) if ids else set()
             fresh: list[Detection] = []
             taken: list[str] = []
-            for detection in detections:
-                event_id = detection.event_id
-                if event_id is None:  # cannot be deduplicated; real CloudTrail always has one
+            for detection, key in zip(detections, keys, strict=True):
+                if key is None:  # cannot be deduplicated; real CloudTrail always has one
                     fresh.append(detection)
-                elif event_id in new:
-                    new.discard(event_id)
-                    taken.append(event_id)
+                elif key in new:
+                    new.discard(key)
+                    taken.append(key)
                     fresh.append(detection)
             if fresh:
                 await asyncio.to_thread(self._writer.write_batch, fresh)
@@ -76,12 +79,19 @@ class DetectionSink:
             return CommitResult(fresh, len(detections) - len(fresh))
 
 
+def _key(detection: Detection) -> str | None:
+    return dedup_key(detection.event_id, detection.event_digest, detection.forgery_suspected)
+
+
 class _IdOnly(msgspec.Struct):
     event_id: str | None = None
+    event_digest: str | None = None
+    forgery_suspected: bool = False
 
 
 def read_tail_event_ids(path: str, *, tail_bytes: int = RECOVERY_TAIL_BYTES) -> list[str]:
-    """eventIDs of the detections in the last ``tail_bytes`` of a JSONL output file."""
+    """Dedup keys (eventIDs, :func:`dedup_key`) of the detections in the last ``tail_bytes`` of
+    a JSONL output file."""
     try:
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
@@ -99,11 +109,12 @@ def read_tail_event_ids(path: str, *, tail_bytes: int = RECOVERY_TAIL_BYTES) -> 
         if not line.strip():
             continue
         try:
-            event_id = decoder.decode(line).event_id
+            seen = decoder.decode(line)
         except msgspec.DecodeError:
             continue  # a torn last line from a crash mid-write
-        if event_id is not None:
-            ids.append(event_id)
+        key = dedup_key(seen.event_id, seen.event_digest, seen.forgery_suspected)
+        if key is not None:
+            ids.append(key)
     return ids
 
 

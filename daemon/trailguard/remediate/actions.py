@@ -13,15 +13,17 @@ Nothing is ever overwritten: when something different already sits where the rem
 (a new document under the same inline-policy name, another boundary), the action is skipped
 (``changed_since``) -- someone changed it after the removal and a human should decide.
 
-Nothing is written on the trail's word alone (:func:`confirm_before_write`, ``[remediation]
-confirm_events``): a log file or queue message can be forged, so before its first write an
-action asks CloudTrail LookupEvents (by EventId, in the event's account, through the same
-assumed role) about the removal itself and about every history fact whose content it writes --
-the Put*/Create*/Attach*/Set* event a document, attachment or boundary came from.  Facts
-``trailguard snapshot`` read from IAM need no confirmation.  An event that cannot be confirmed
-(not found, different from what the file says, LookupEvents failing) leaves the job
-``awaiting_approval`` with the reason; one that is merely not visible *yet* (younger than
-``confirm_wait_secs``) is looked up again on a later attempt.
+Nothing is written on the trail's word alone: a log file or queue message can be forged.  Before
+its first write an action computes exactly what it would write (its :class:`PlannedWrite` list)
+and names the records those writes rest on and the fields of each it uses (its claims: the
+removal, and every history fact whose content it writes -- the Put*/Create*/Attach*/Set* event a
+document, attachment or boundary came from); the confirmation gate (``remediate/confirm.py``, the
+one place that decides) checks each claim field by field against CloudTrail's own record, refuses
+any event the event ledger knows with two contents, and binds an operator's approval to the
+plan's sha256.  An event that cannot be confirmed (not found, different from what the file says,
+LookupEvents failing, a conflict) leaves the job ``awaiting_approval`` with the reason and the
+plan; one that is merely not visible *yet* (younger than ``confirm_wait_secs``) is looked up
+again on a later attempt.
 
 Failures are raised as :class:`~trailguard.errors.TransientError` (try again later: throttling,
 5xx, timeouts) or :class:`~trailguard.errors.PermanentError` (AccessDenied, a malformed
@@ -36,7 +38,6 @@ import json
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, ParamSpec, Protocol, TypeVar
 
 import msgspec
@@ -44,22 +45,31 @@ from botocore.exceptions import ClientError
 
 from trailguard.aws import classify, error_code
 from trailguard.config import ActionName, RemediationConfig
-from trailguard.detect.detection import build_actor, build_target, policy_name_from_arn
-from trailguard.detect.history import (
-    PolicyFact,
-    PrincipalKind,
-    event_time_key,
-    facts_from_record,
-    is_snapshot_event_id,
-    path_from_policy_arn,
-)
-from trailguard.detect.record import Record
-from trailguard.detect.rules import IAM_EVENT_SOURCE
+from trailguard.detect.detection import policy_name_from_arn
+from trailguard.detect.history import PolicyFact, PrincipalKind, path_from_policy_arn
 from trailguard.errors import PermanentError
-from trailguard.remediate.jobs import AuditEntry, AuditStep, EventRef, Finding, Job, audit
+from trailguard.remediate import confirm as gate
+from trailguard.remediate.confirm import (
+    DETECTION_FIELDS,
+    FACT_EVENT_FIELDS,
+    Claim,
+    Confirmation,
+    FactField,
+)
+from trailguard.remediate.jobs import (
+    AuditEntry,
+    AuditStep,
+    Finding,
+    Job,
+    PlannedWrite,
+    WritePlan,
+    audit,
+    planned_write,
+)
 from trailguard.remediate.notify import WebhookSender, notification, publish_sns, slack_message
 from trailguard.remediate.planner import actor_principal_of, allowlisted, own_identity
 from trailguard.state.history import PolicyHistoryStore
+from trailguard.state.ledger import EventLedger
 
 if TYPE_CHECKING:
     from types_aiobotocore_cloudtrail.client import CloudTrailClient
@@ -68,18 +78,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACTIONS",
+    "CLAIMS",
     "ActionContext",
     "ActionOutcome",
     "ClientSource",
-    "Confirmation",
     "Deferred",
-    "EventClaim",
     "NoRoleForAccount",
     "RateLimiter",
     "confirm_before_write",
     "confirm_event",
     "fact_claim",
-    "lookup_claim",
     "removal_claim",
     "same_document",
 ]
@@ -165,6 +173,7 @@ class ActionContext:
         dry_run: bool,
         limiter: RateLimiter | None = None,
         webhook: WebhookSender | None = None,
+        ledger: EventLedger | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.job = job
@@ -174,9 +183,12 @@ class ActionContext:
         self.dry_run = dry_run
         self.limiter = limiter or _NoLimit()
         self.webhook = webhook
+        self.ledger = ledger
         self.clock = clock
         self.audit: list[AuditEntry] = []
         self.findings: list[Finding] = []
+        #: what this run would write, as the gate bound it (recorded on the job)
+        self.plan: WritePlan | None = None
         self._iam: IAMClient | None = None
 
     # -- clients and calls -------------------------------------------------------------------
@@ -359,310 +371,125 @@ def _need(value: str | None, what: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Confirming events through CloudTrail before acting on them
+# The confirmation gate (remediate/confirm.py) and what each action confirms
 # ---------------------------------------------------------------------------------------------
 
-Confirmation = Literal["confirmed", "not_found", "mismatch", "unavailable"]
-
-#: IAM is global; CloudTrail records its events in us-east-1 (in the aws partition).
-IAM_EVENT_REGION: Final = "us-east-1"
-_LOOKUP_DAYS: Final = 90  # LookupEvents shows the last 90 days of management events
-_MIN_RECHECK_SECS: Final = 60.0
-# PolicyFact fields compared with CloudTrail's record of the event, named as the audit shows them
-_FACT_FIELDS: Final = (
-    ("account_id", "recipientAccountId"),
-    ("principal_name", "principal name"),
-    ("policy_name", "policyName"),
-    ("policy_arn", "policy ARN"),
-    ("version_id", "versionId"),
-    ("path", "path"),
-    ("set_as_default", "setAsDefault"),
+# Each action's claims: the records its writes rest on and the fields of each it uses (the
+# README's "Threat model" shows the same table).  The removal -- the job's own event -- is always
+# compared field by field with the detection the job was planned from (DETECTION_FIELDS: the
+# planner decided on all of them); a history fact with the fact CloudTrail's own record yields,
+# in the fields below.
+INLINE_PUT: Final[tuple[FactField, ...]] = (
+    *FACT_EVENT_FIELDS,
+    "principalKind",
+    "principalName",
+    "policyName",
+    "document",
 )
+VERSION_DOCUMENT: Final[tuple[FactField, ...]] = (
+    *FACT_EVENT_FIELDS,
+    "policyName",
+    "policyArn",
+    "path",
+    "versionId",
+    "document",
+    "setAsDefault",
+)
+DEFAULT_CHOICE: Final[tuple[FactField, ...]] = (
+    *FACT_EVENT_FIELDS,
+    "policyArn",
+    "versionId",
+    "setAsDefault",
+)
+ATTACHMENT: Final[tuple[FactField, ...]] = (
+    *FACT_EVENT_FIELDS,
+    "principalKind",
+    "principalName",
+    "policyArn",
+)
+BOUNDARY_SET: Final[tuple[FactField, ...]] = (
+    *FACT_EVENT_FIELDS,
+    "principalKind",
+    "principalName",
+    "policyArn",
+)
+#: action -> (record, fields) for every claim it may make; the README's table, checked by a test
+CLAIMS: Final[dict[ActionName, tuple[tuple[str, tuple[str, ...]], ...]]] = {
+    "restore_inline_policy": (("removal", DETECTION_FIELDS), ("Put*Policy", INLINE_PUT)),
+    "reattach_managed_policy": (("removal", DETECTION_FIELDS),),
+    "restore_policy_version": (
+        ("removal", DETECTION_FIELDS),
+        ("CreatePolicyVersion / CreatePolicy", VERSION_DOCUMENT),
+        ("the event that made it the default", DEFAULT_CHOICE),
+    ),
+    "recreate_managed_policy": (
+        ("removal", DETECTION_FIELDS),
+        ("CreatePolicy / CreatePolicyVersion of the default", VERSION_DOCUMENT),
+        ("the event that made it the default", DEFAULT_CHOICE),
+        ("Attach*Policy / Detach*Policy of each entity", ATTACHMENT),
+    ),
+    "restore_permissions_boundary": (
+        ("removal", DETECTION_FIELDS),
+        ("Put*PermissionsBoundary / CreateUser / CreateRole", BOUNDARY_SET),
+    ),
+    "quarantine_actor": (("the event", DETECTION_FIELDS),),
+}
 
 
-@dataclass(frozen=True, kw_only=True)
-class EventClaim:
-    """An event trailguard is about to act on, as the trail says it happened.
-
-    ``fact`` None: the job's own event, compared with its detection (name, source, outcome,
-    account, time, actor, the principal and policy it names).  Otherwise a policy-history fact,
-    compared with the facts CloudTrail's own record of the event yields (same extraction,
-    documents equal after JSON normalisation).
-    """
-
-    label: str
-    event_id: str
-    event_time: str | None
-    account_id: str
-    region: str
-    fact: PolicyFact | None = None
-
-    @property
-    def from_snapshot(self) -> bool:
-        """A fact ``trailguard snapshot`` read from IAM itself: nothing to confirm."""
-        return self.fact is not None and is_snapshot_event_id(self.event_id)
-
-
-def removal_claim(ctx: ActionContext, label: str = "the removal") -> EventClaim:
-    """The job's own event (the removal, or the event whose actor quarantine_actor acts on)."""
-    event = ctx.job.detection
-    return EventClaim(
-        label=f"{label} {event.event_name}",
-        event_id=event.event_id,
-        event_time=event.event_time,
-        account_id=event.account_id or ctx.account_id,
-        region=event.aws_region or IAM_EVENT_REGION,
+def removal_claim(ctx: ActionContext, label: str = "the removal") -> Claim:
+    """The job's own event (the removal, or the event whose actor quarantine_actor acts on),
+    every field of the detection it was planned from."""
+    return gate.removal_claim(
+        ctx.job.detection, fields=DETECTION_FIELDS, label=label, account_id=ctx.account_id
     )
 
 
-def fact_claim(ctx: ActionContext, fact: PolicyFact, label: str) -> EventClaim:
-    """A history fact whose content an action is about to write (in the removal's region: IAM
-    events of one partition are all recorded in the same one)."""
-    return EventClaim(
-        label=label,
-        event_id=fact.event_id,
-        event_time=fact.event_time,
-        account_id=fact.account_id,
-        region=ctx.job.detection.aws_region or IAM_EVENT_REGION,
-        fact=fact,
-    )
-
-
-async def lookup_claim(ctx: ActionContext, claim: EventClaim) -> tuple[Confirmation, str]:
-    """Ask CloudTrail (LookupEvents by EventId, in the claim's account and region, through the
-    clients the actions use) whether the event happened as the trail says."""
-    try:
-        cloudtrail = await ctx.clients.cloudtrail(claim.account_id, claim.region)
-        await ctx.limiter.acquire()
-        found = await cloudtrail.lookup_events(
-            LookupAttributes=[{"AttributeKey": "EventId", "AttributeValue": claim.event_id}],
-            MaxResults=1,
-        )
-    except Exception as exc:  # noqa: BLE001 - every failure means "not confirmed"
-        reason = classify(exc, stage=_STAGE, what="LookupEvents")
-        return "unavailable", f"LookupEvents failed: {reason.detail}"
-    events = found.get("Events", [])
-    if not events:
-        return "not_found", "LookupEvents does not show the event"
-    got = events[0]
-    try:
-        copy = msgspec.json.decode(got.get("CloudTrailEvent") or "{}", type=Record)
-    except msgspec.DecodeError:
-        return "mismatch", "CloudTrail's own record of the event cannot be read"
-    problems: list[str] = []
-    if got.get("EventId") != claim.event_id or copy.event_id != claim.event_id:
-        problems.append("eventID")
-    if claim.fact is None:
-        problems.extend(_removal_differences(ctx.job.detection, copy))
-    else:
-        problems.extend(_fact_differences(claim.fact, copy))
-    if problems:
-        return "mismatch", "CloudTrail's own record differs in " + ", ".join(problems)
-    return "confirmed", "CloudTrail LookupEvents shows the same event"
-
-
-async def confirm_event(ctx: ActionContext) -> tuple[Confirmation, str]:
-    """Whether CloudTrail confirms the job's own event (see :func:`lookup_claim`)."""
-    return await lookup_claim(ctx, removal_claim(ctx, "the event"))
-
-
-def _removal_differences(event: EventRef, copy: Record) -> list[str]:
-    problems: list[str] = []
-    if copy.event_name != event.event_name:
-        problems.append(f"eventName ({copy.event_name})")
-    if copy.event_source != event.event_source:
-        problems.append(f"eventSource ({copy.event_source})")
-    if (copy.error_code or None) != (event.error_code or None) or (
-        event.outcome == "success" and copy.failed
-    ):
-        problems.append(f"errorCode ({copy.error_code})")
-    if event.account_id and copy.recipient_account_id != event.account_id:
-        problems.append(f"recipientAccountId ({copy.recipient_account_id})")
-    if event_time_key(copy.event_time) != event_time_key(event.event_time):
-        problems.append(f"eventTime ({copy.event_time})")
-    actor_arn = build_actor(copy).arn
-    if event.actor.arn and actor_arn != event.actor.arn:
-        problems.append(f"userIdentity.arn ({actor_arn})")
-    if build_target(copy) != event.target:
-        problems.append("requestParameters (the principal or policy it names)")
-    return problems
-
-
-def _fact_differences(fact: PolicyFact, copy: Record) -> list[str]:
-    problems: list[str] = []
-    if copy.event_source != IAM_EVENT_SOURCE:
-        problems.append(f"eventSource ({copy.event_source})")
-    if copy.failed:
-        problems.append(f"errorCode ({copy.error_code})")
-    if problems:
-        return problems
-    derived = facts_from_record(copy)
-    if not derived:
-        return [f"requestParameters (no policy fact in CloudTrail's {copy.event_name})"]
-    real = derived[0]
-    if (real.kind, real.op, real.principal_kind) != (fact.kind, fact.op, fact.principal_kind):
-        return [f"eventName ({copy.event_name})"]
-    for field, shown in _FACT_FIELDS:
-        if getattr(real, field) != getattr(fact, field):
-            problems.append(f"{shown} ({getattr(real, field)})")
-    if not _same_text_document(real.document, fact.document):
-        problems.append("policyDocument")
-    if event_time_key(real.event_time) != event_time_key(fact.event_time):
-        problems.append(f"eventTime ({real.event_time})")
-    return problems
-
-
-def _same_text_document(a: str | None, b: str | None) -> bool:
-    """Equal policy documents after JSON normalisation; a document with a duplicate key is
-    ambiguous (parsers disagree on which value wins) and equals only its exact text."""
-    if a is None or b is None or a == b:
-        return a == b
-
-    def strict(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out = dict(pairs)
-        if len(out) != len(pairs):
-            raise ValueError("duplicate key")
-        return out
-
-    try:
-        return bool(
-            json.loads(a, object_pairs_hook=strict) == json.loads(b, object_pairs_hook=strict)
-        )
-    except (ValueError, RecursionError):
-        return False
-
-
-def _approved_unconfirmed(job: Job) -> frozenset[str]:
-    """The eventIDs an operator approved acting on after trailguard could not confirm them: those
-    the job waited for approval over (a ``note`` with ``unconfirmed`` ids, written by
-    :func:`confirm_before_write`) before an approval (``jobs.approve``'s "approved by ..." note).
-    An approval given in mode "approve" before any lookup covers nothing."""
-    if not job.approved:
-        return frozenset()
-    waiting: set[str] = set()
-    covered: set[str] = set()
-    for entry in job.audit:
-        ids = (entry.data or {}).get("unconfirmed")
-        if entry.step == "note" and isinstance(ids, list):
-            waiting.update(i for i in ids if isinstance(i, str))
-        elif entry.step == "note" and entry.data is None and entry.what.startswith("approved by "):
-            covered |= waiting
-    return frozenset(covered)
-
-
-def _epoch(event_time: str | None) -> float | None:
-    key = event_time_key(event_time)
-    if key is None:
-        return None
-    return dt.datetime.strptime(key, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC).timestamp()
-
-
-def _not_found_detail(ctx: ActionContext, claim: EventClaim, detail: str) -> str:
-    at = _epoch(claim.event_time)
-    if at is None:
-        return detail
-    age = ctx.clock() - at
-    if age < ctx.config.confirm_wait_secs:
-        return f"{detail} (yet)"
-    if age > _LOOKUP_DAYS * 86400:
-        return (
-            f"{detail}: it is {int(age // 86400)} days old and LookupEvents keeps {_LOOKUP_DAYS} "
-            "(`trailguard snapshot` facts need no confirmation)"
-        )
-    return detail
-
-
-def _recheck_after(ctx: ActionContext, failures: Sequence[tuple[EventClaim, str]]) -> float | None:
-    """Seconds until the next look, when every failure is an event too recent to be visible in
-    LookupEvents yet (younger than ``confirm_wait_secs``): the remaining attempts are spread over
-    what is left of that wait, at least a minute apart.  None: no point in looking again."""
-    now = ctx.clock()
-    wait = ctx.config.confirm_wait_secs
-    ends: list[float] = []
-    for claim, verdict in failures:
-        at = _epoch(claim.event_time)
-        if verdict != "not_found" or at is None or now - at >= wait:
-            return None
-        ends.append(min(at, now) + wait)  # an eventTime in the future waits no longer
-    remaining = max(ends) - now
-    attempts_left = max(1, ctx.config.max_attempts - ctx.job.attempts)
-    return min(remaining, max(_MIN_RECHECK_SECS, remaining / attempts_left))
+def fact_claim(
+    ctx: ActionContext, fact: PolicyFact, fields: Sequence[FactField], label: str
+) -> Claim:
+    """A history fact whose content an action is about to write."""
+    return gate.fact_claim(fact, fields=fields, label=label, region=ctx.job.detection.aws_region)
 
 
 async def confirm_before_write(
-    ctx: ActionContext, claims: Sequence[EventClaim], doing: str
+    ctx: ActionContext, claims: Sequence[Claim], writes: Sequence[PlannedWrite], doing: str
 ) -> ActionOutcome | None:
-    """The gate before an action's first write: None means go ahead; otherwise the outcome to
-    return instead of acting.
+    """Pass the gate (:func:`trailguard.remediate.confirm.confirm`) before the first write:
+    None means go ahead with exactly ``writes``; otherwise the outcome to return instead.
 
-    Each claim is confirmed with :func:`lookup_claim` unless it is a snapshot fact, or an
-    operator approved the job after it could not be confirmed.  Any failure: dry-run records
-    that it would wait for approval; an event merely not visible yet raises :class:`Deferred`
-    (looked up again later, ``awaiting_approval`` after the last attempt); anything else is
-    ``awaiting_approval`` at once.  ``confirm_events = false`` skips all this (noted in the
-    audit record).  ``doing`` completes "before ..." in the audit record.
+    The gate's audit lines go to the job's audit record and its plan to the job
+    (``ctx.plan``); an event merely not visible in LookupEvents yet raises :class:`Deferred`.
     """
-    if not ctx.config.confirm_events:
-        ctx.record(
-            "note",
-            "confirm_events = false: acting without CloudTrail confirmation",
-            events=[claim.event_id for claim in claims],
-        )
-        return None
-    approved = _approved_unconfirmed(ctx.job)
-    failures: list[tuple[EventClaim, str]] = []
-    details: list[str] = []
-    seen: set[tuple[str, str]] = set()
-    for claim in claims:
-        if (claim.event_id, claim.account_id) in seen:
-            continue
-        seen.add((claim.event_id, claim.account_id))
-        where = f"{claim.label} (event {claim.event_id})"
-        if claim.from_snapshot:
-            ctx.record(
-                "before", f"{where}: read from IAM by trailguard snapshot, nothing to confirm"
-            )
-            continue
-        if claim.event_id in approved:
-            ctx.record(
-                "note",
-                f"{where}: an operator approved after it could not be confirmed: acting without "
-                "CloudTrail confirmation",
-                event_id=claim.event_id,
-            )
-            continue
-        verdict, detail = await lookup_claim(ctx, claim)
-        ctx.record(
-            "before",
-            f"confirmation of {where}: {verdict}: {detail}",
-            confirmation=verdict,
-            event_id=claim.event_id,
-        )
-        if verdict != "confirmed":
-            if verdict == "not_found":
-                detail = _not_found_detail(ctx, claim, detail)
-            failures.append((claim, verdict))
-            details.append(f"{detail} ({where})")
-    if not failures:
-        return None
-    summary = "; ".join(details)
-    if ctx.dry_run:
-        return ctx.would(f"wait for approval before {doing}: {summary}")
-    ids = [claim.event_id for claim, _ in failures]
-    recheck = _recheck_after(ctx, failures)
-    if recheck is not None:
-        ctx.record(
-            "note",
-            f"not visible in LookupEvents yet: looking again in {recheck:.0f} s at the earliest",
-            unconfirmed=ids,
-        )
-        raise Deferred("unconfirmed", summary, final="awaiting_approval", retry_after=recheck)
-    ctx.record(
-        "note",
-        f"waiting for approval before {doing}: CloudTrail does not confirm what the trail says",
-        unconfirmed=ids,
+    decision = await gate.confirm(
+        claims,
+        writes,
+        job=ctx.job,
+        config=ctx.config,
+        clients=ctx.clients,
+        limiter=ctx.limiter,
+        ledger=ctx.ledger,
+        clock=ctx.clock,
+        dry_run=ctx.dry_run,
+        doing=doing,
     )
-    return ActionOutcome(state="awaiting_approval", reason=f"unconfirmed: {summary}")
+    ctx.audit.extend(decision.audit)
+    ctx.plan = decision.plan
+    if decision.action == "write":
+        return None
+    reason = decision.reason or "unconfirmed"
+    if decision.action == "dry_run_wait":
+        return ctx.would(f"wait for approval before {doing}: {reason}")
+    if decision.action == "recheck":
+        raise Deferred(
+            "unconfirmed", reason, final="awaiting_approval", retry_after=decision.retry_after
+        )
+    return ActionOutcome(state="awaiting_approval", reason=reason)
+
+
+async def confirm_event(ctx: ActionContext) -> tuple[Confirmation, str]:
+    """Whether CloudTrail confirms the job's own event, every field quarantine_actor uses."""
+    claim = removal_claim(ctx, "the event")
+    return await gate.lookup(ctx.clients, ctx.limiter, claim)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -700,15 +527,21 @@ async def restore_inline_policy(ctx: ActionContext) -> ActionOutcome:
             "changed_since",
             f"{kind} {name} has a different {policy_name} now; it is not overwritten",
         )
+    document = fact.document
+    call = f"Put{kind.capitalize()}Policy"
     refused = await confirm_before_write(
         ctx,
-        [removal_claim(ctx), fact_claim(ctx, fact, "the put of its document")],
+        [
+            removal_claim(ctx),
+            fact_claim(ctx, fact, INLINE_PUT, "the put of its document"),
+        ],
+        [planned_write(call, f"{kind}/{name}", document=document, policyName=policy_name)],
         f"putting {policy_name} back on {kind} {name}",
     )
     if refused is not None:
         return refused
     planned = {
-        "document": fact.document,
+        "document": document,
         "from_event_id": fact.event_id,
         "from_event_time": fact.event_time,
     }
@@ -717,23 +550,23 @@ async def restore_inline_policy(ctx: ActionContext) -> ActionOutcome:
     iam = await ctx.iam()
     if kind == "user":
         await ctx.call(
-            iam.put_user_policy, UserName=name, PolicyName=policy_name, PolicyDocument=fact.document
+            iam.put_user_policy, UserName=name, PolicyName=policy_name, PolicyDocument=document
         )
     elif kind == "role":
         await ctx.call(
-            iam.put_role_policy, RoleName=name, PolicyName=policy_name, PolicyDocument=fact.document
+            iam.put_role_policy, RoleName=name, PolicyName=policy_name, PolicyDocument=document
         )
     else:
         await ctx.call(
             iam.put_group_policy,
             GroupName=name,
             PolicyName=policy_name,
-            PolicyDocument=fact.document,
+            PolicyDocument=document,
         )
     ctx.record("did", f"put inline policy {policy_name} on {kind} {name}", **planned)
     after = await _get_inline(ctx, kind, name, policy_name)
     ctx.record("after", f"inline policy {policy_name} on {kind} {name}", document=after)
-    if after is None or not same_document(after, fact.document):
+    if after is None or not same_document(after, document):
         raise PermanentError(_STAGE, "verify_failed", "the document read back differs")
     return ActionOutcome(state="succeeded", changed=True)
 
@@ -777,7 +610,10 @@ async def reattach_managed_policy(ctx: ActionContext) -> ActionOutcome:
         return ctx.noop(f"{policy_arn} is attached to {kind} {name}")
     # A confirmed, successful Detach proves the attachment existed: it is all there is to check.
     refused = await confirm_before_write(
-        ctx, [removal_claim(ctx)], f"attaching {policy_arn} to {kind} {name} again"
+        ctx,
+        [removal_claim(ctx)],
+        [planned_write(f"Attach{kind.capitalize()}Policy", f"{kind}/{name}", policyArn=policy_arn)],
+        f"attaching {policy_arn} to {kind} {name} again",
     )
     if refused is not None:
         return refused
@@ -828,14 +664,25 @@ async def restore_policy_version(ctx: ActionContext) -> ActionOutcome:
     holder = next(
         (v for v, (doc, _) in live.items() if same_document(doc, recorded.document)), None
     )
-    claims = [removal_claim(ctx), fact_claim(ctx, recorded.fact, "the creation of its document")]
+    document = recorded.document
+    claims = [
+        removal_claim(ctx),
+        fact_claim(ctx, recorded.fact, VERSION_DOCUMENT, "the creation of its document"),
+    ]
     if was_default and recorded.default_fact is not None:
-        claims.append(fact_claim(ctx, recorded.default_fact, "the choice of it as the default"))
+        claims.append(
+            fact_claim(
+                ctx, recorded.default_fact, DEFAULT_CHOICE, "the choice of it as the default"
+            )
+        )
     if holder is not None:
         if not was_default or live[holder][1]:
             return ctx.noop(f"version {holder} of {policy_arn} has the recorded document")
         refused = await confirm_before_write(
-            ctx, claims, f"making {holder} of {policy_arn} the default again"
+            ctx,
+            claims,
+            [planned_write("SetDefaultPolicyVersion", policy_arn, versionId=holder)],
+            f"making {holder} of {policy_arn} the default again",
         )
         if refused is not None:
             return refused
@@ -851,12 +698,19 @@ async def restore_policy_version(ctx: ActionContext) -> ActionOutcome:
             "deletes one",
         )
     refused = await confirm_before_write(
-        ctx, claims, f"recreating version {version_id} of {policy_arn}"
+        ctx,
+        claims,
+        [
+            planned_write(
+                "CreatePolicyVersion", policy_arn, document=document, setAsDefault=was_default
+            )
+        ],
+        f"recreating version {version_id} of {policy_arn}",
     )
     if refused is not None:
         return refused
     planned = {
-        "document": recorded.document,
+        "document": document,
         "deleted_version_id": version_id,
         "set_as_default": was_default,
         "from_event_id": recorded.fact.event_id,
@@ -868,7 +722,7 @@ async def restore_policy_version(ctx: ActionContext) -> ActionOutcome:
     created = await ctx.call(
         iam.create_policy_version,
         PolicyArn=policy_arn,
-        PolicyDocument=recorded.document,
+        PolicyDocument=document,
         SetAsDefault=was_default,
     )
     new_id = created["PolicyVersion"].get("VersionId")
@@ -881,7 +735,7 @@ async def restore_policy_version(ctx: ActionContext) -> ActionOutcome:
     )
     after = await _live_versions(ctx, policy_arn)
     ctx.record("after", f"{policy_arn}: versions {sorted(after)}", new_version_id=new_id)
-    if new_id not in after or not same_document(after[new_id][0], recorded.document):
+    if new_id not in after or not same_document(after[new_id][0], document):
         raise PermanentError(_STAGE, "verify_failed", f"version {new_id} reads back differently")
     if not was_default and default_now is not None:
         ctx.record("note", f"the default version stays {default_now}")
@@ -973,25 +827,47 @@ async def recreate_managed_policy(ctx: ActionContext) -> ActionOutcome:
         missing.append((kind, principal_name, source))
     if live is not None and not missing:
         return ctx.noop(f"{policy_arn} exists with the recorded document and attachments")
+    # The document written is the one the claimed fact carries (history's state folds to it).
+    document = default.fact.document
+    if document is None or document != state.default_document:
+        return ctx.skipped(
+            "inconsistent_history", f"the default document of {policy_arn} is not consistent"
+        )
     claims = [removal_claim(ctx)]
+    writes: list[PlannedWrite] = []
     if live is None:
-        claims.append(fact_claim(ctx, default.fact, "the creation of its default document"))
+        claims.append(
+            fact_claim(ctx, default.fact, VERSION_DOCUMENT, "the creation of its default document")
+        )
         if default.default_fact is not None:
-            claims.append(fact_claim(ctx, default.default_fact, "the choice of that default"))
+            claims.append(
+                fact_claim(ctx, default.default_fact, DEFAULT_CHOICE, "the choice of that default")
+            )
+        writes.append(
+            planned_write("CreatePolicy", policy_arn, document=document, policyName=name, path=path)
+        )
     claims.extend(
         fact_claim(
             ctx,
             source,
+            ATTACHMENT,
             f"the attachment to {kind} {principal_name}"
             if source.op == "put"
             else f"the detach from {kind} {principal_name} before the deletion",
         )
         for kind, principal_name, source in missing
     )
+    writes.extend(
+        planned_write(
+            f"Attach{kind.capitalize()}Policy", f"{kind}/{principal_name}", policyArn=policy_arn
+        )
+        for kind, principal_name, _ in missing
+    )
     reattach = [f"{k}/{n}" for k, n, _ in missing]
     refused = await confirm_before_write(
         ctx,
         claims,
+        writes,
         f"recreating {policy_arn}" if live is None else f"reattaching {policy_arn}",
     )
     if refused is not None:
@@ -1000,7 +876,7 @@ async def recreate_managed_policy(ctx: ActionContext) -> ActionOutcome:
         planned = {
             "policy_name": name,
             "path": path,
-            "document": state.default_document,
+            "document": document,
             "reattach": reattach,
             "from_event_id": default.fact.event_id,
         }
@@ -1014,7 +890,7 @@ async def recreate_managed_policy(ctx: ActionContext) -> ActionOutcome:
             iam.create_policy,
             PolicyName=name,
             Path=path,
-            PolicyDocument=state.default_document,
+            PolicyDocument=document,
         )
         new = created["Policy"]
         if new.get("Arn") != policy_arn:
@@ -1130,7 +1006,17 @@ async def restore_permissions_boundary(ctx: ActionContext) -> ActionOutcome:
         raise Deferred("policy_gone", f"boundary policy {desired} does not exist")
     refused = await confirm_before_write(
         ctx,
-        [removal_claim(ctx), fact_claim(ctx, source, "the setting of the boundary")],
+        [
+            removal_claim(ctx),
+            fact_claim(ctx, source, BOUNDARY_SET, "the setting of the boundary"),
+        ],
+        [
+            planned_write(
+                f"Put{kind.capitalize()}PermissionsBoundary",
+                f"{kind}/{name}",
+                permissionsBoundary=desired,
+            )
+        ],
         f"setting the permissions boundary of {kind} {name} to {desired}",
     )
     if refused is not None:
@@ -1178,21 +1064,33 @@ async def quarantine_actor(ctx: ActionContext) -> ActionOutcome:
     live = await ctx.principal(kind, name)
     if live is None:
         return ctx.skipped("principal_gone", f"{kind} {name} no longer exists")
-    # A forged file must not be able to frame anyone: CloudTrail must confirm the event.
+    key_id = event.actor.access_key_id
+    policy_arn = ctx.config.quarantine_policy_arn
+    by_key = (
+        ctx.config.quarantine_method == "deactivate_key"
+        and kind == "user"
+        and key_id is not None
+        and key_id.startswith("AKIA")
+    )
+    write = (
+        planned_write("UpdateAccessKey", f"user/{name}", accessKeyId=key_id, status="Inactive")
+        if by_key
+        else planned_write(
+            f"Attach{kind.capitalize()}Policy", f"{kind}/{name}", policyArn=policy_arn
+        )
+    )
+    # A forged file must not be able to frame anyone: CloudTrail must confirm the event, and
+    # every identity field quarantine reads (the session issuer is the role it quarantines).
     refused = await confirm_before_write(
-        ctx, [removal_claim(ctx, "the event")], f"quarantining {kind} {name}"
+        ctx,
+        [removal_claim(ctx, "the event")],
+        [write],
+        f"quarantining {kind} {name}",
     )
     if refused is not None:
         return refused
-    key_id = event.actor.access_key_id
-    if (
-        ctx.config.quarantine_method == "deactivate_key"
-        and kind == "user"
-        and key_id
-        and key_id.startswith("AKIA")
-    ):
+    if by_key and key_id is not None:
         return await _deactivate_key(ctx, name, key_id)
-    policy_arn = ctx.config.quarantine_policy_arn
     attached = await ctx.attached_policy_arns(kind, name)
     ctx.record("before", f"policies attached to {kind} {name}", attached=attached)
     if policy_arn in attached:

@@ -59,6 +59,7 @@ from trailguard.remediate.jobs import AuditEntry, Finding, Job, JobStore, audit,
 from trailguard.remediate.notify import WebhookSender
 from trailguard.remediate.planner import RESTORE_ACTIONS
 from trailguard.state.history import PolicyHistoryStore
+from trailguard.state.ledger import EventLedger
 from trailguard.telemetry.logging import get_logger
 
 if TYPE_CHECKING:
@@ -348,6 +349,7 @@ class JobRunner:
         *,
         clients: ClientSource,
         history: PolicyHistoryStore,
+        ledger: EventLedger | None = None,
         http: aiohttp.ClientSession | None = None,
         limiter: TokenBucket | None = None,
         on_circuit_open: Callable[[CircuitOpen], Awaitable[None]] | None = None,
@@ -358,6 +360,7 @@ class JobRunner:
         self.config = config
         self.clients = clients
         self.history = history
+        self.ledger = ledger
         self.limiter = limiter or TokenBucket(config.iam_rate_per_sec)
         self.on_circuit_open = on_circuit_open
         self.stats = RunnerStats()
@@ -512,6 +515,7 @@ class JobRunner:
             dry_run=dry_run,
             limiter=self.limiter,
             webhook=self._webhook,
+            ledger=self.ledger,
             clock=self._clock,
         )
         action = ACTIONS[job.action]
@@ -530,7 +534,10 @@ class JobRunner:
             )
         except NoRoleForAccount as exc:
             return self._final(
-                job, ActionOutcome(state="skipped", reason=exc.reason), ctx.audit, detail=exc.detail
+                _with_plan(job, ctx),
+                ActionOutcome(state="skipped", reason=exc.reason),
+                ctx.audit,
+                detail=exc.detail,
             )
         except PermanentError as exc:
             return self._dead(job, ctx, f"{exc.reason}: {exc.detail}")
@@ -553,7 +560,7 @@ class JobRunner:
         except Exception as exc:  # a bug: keep the job, mark it dead, go on with the others
             log.exception("remediation.job_crashed", job_id=job.id, action=job.action)
             return self._dead(job, ctx, f"internal error: {type(exc).__name__}: {exc}")
-        return self._final(job, outcome, ctx.audit, findings=ctx.findings)
+        return self._final(_with_plan(job, ctx), outcome, ctx.audit, findings=ctx.findings)
 
     async def _circuit(self, job: Job, now: float) -> Job | None:
         breaker = self.config.circuit_breaker
@@ -627,7 +634,7 @@ class JobRunner:
     def _dead(self, job: Job, ctx: ActionContext, error: str) -> Job:
         now = self._clock()
         return msgspec.structs.replace(
-            job,
+            _with_plan(job, ctx),
             state="dead",
             error=error,
             updated_at=now,
@@ -645,6 +652,7 @@ class JobRunner:
         at_least: float | None = None,
     ) -> Job:
         now = self._clock()
+        job = _with_plan(job, ctx)
         entries = (*job.audit, *ctx.audit)
         if job.attempts >= self.config.max_attempts:
             if final is None:
@@ -688,3 +696,11 @@ class JobRunner:
                 ),
             ),
         )
+
+
+def _with_plan(job: Job, ctx: ActionContext) -> Job:
+    """The job with the plan its run computed (kept from an earlier run when this one made
+    none): what ``trailguard jobs show`` shows and an approval binds to."""
+    if ctx.plan is None:
+        return job
+    return msgspec.structs.replace(job, plan=ctx.plan, plan_sha256=ctx.plan.sha256)

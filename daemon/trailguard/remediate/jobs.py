@@ -12,6 +12,12 @@ States::
        │                  └──────► awaiting_approval (reason) ──approve──► pending
     awaiting_approval (mode "approve") ──approve──► pending       (cancel: ──► skipped "cancelled")
 
+Approval binds to a plan: an action that waits for approval records what it would write
+(:class:`WritePlan`: each IAM call with its target and exact content) and the plan's sha256 on the
+job; ``approve`` binds the approval to that hash (``trailguard jobs approve ID --plan SHA``), and
+it covers exactly that plan -- if the history or IAM changed so the action would now write
+something else, the job waits again with the new plan (see ``remediate/confirm.py``).
+
 A claim is a lease: a job whose worker died (``running`` with ``lease_until`` in the past) is
 claimed again.  ``complete`` is fenced by the attempt number, so a worker that lost its lease
 cannot overwrite the job another worker now holds.
@@ -51,9 +57,14 @@ __all__ = [
     "JobNotFoundError",
     "JobState",
     "JobStore",
+    "PlanMismatchError",
+    "PlannedWrite",
     "SqliteJobStore",
+    "WritePlan",
     "audit",
     "job_id",
+    "planned_write",
+    "sha256_text",
 ]
 
 _T = TypeVar("_T")
@@ -95,6 +106,23 @@ class JobConflictError(StateError):
         )
 
 
+class PlanMismatchError(StateError):
+    """``approve --plan SHA`` named another plan than the one the job waits with."""
+
+    def __init__(self, job_id: str, given: str, current: str | None) -> None:
+        self.job_id = job_id
+        self.given = given
+        self.current = current
+        if current is None:
+            detail = "it has no plan yet (it has not run: approve it without --plan)"
+        else:
+            detail = (
+                f"it now waits with plan {current} (the plan changed, or the hash is wrong: "
+                "check `trailguard jobs show`)"
+            )
+        super().__init__(f"job {job_id}: --plan {given} is not the job's plan: {detail}")
+
+
 # ---------------------------------------------------------------------------------------------
 # The record
 # ---------------------------------------------------------------------------------------------
@@ -122,6 +150,8 @@ class EventRef(msgspec.Struct, frozen=True, kw_only=True):
     disposition: str
     suppressed_by: str | None = None
     source: dict[str, str] | None = None
+    event_digest: str | None = None
+    forgery_suspected: bool = False
 
     @classmethod
     def from_detection(cls, detection: Detection) -> EventRef:
@@ -151,6 +181,63 @@ class Finding(msgspec.Struct, frozen=True, kw_only=True):
     detail: str
 
 
+_plan_encoder = msgspec.json.Encoder(order="sorted")
+
+
+def sha256_text(text: str) -> str:
+    """``sha256:<hex>`` of a text's UTF-8 bytes (a document exactly as it will be sent)."""
+    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class PlannedWrite(msgspec.Struct, frozen=True, kw_only=True):
+    """One IAM call an action is about to make, with exactly what it sends.
+
+    ``call``: the IAM API (``PutRolePolicy`` ...); ``target``: what it changes (``role/app``, a
+    policy ARN); ``params``: everything else it sends but the document; ``document``: the policy
+    text exactly as it will be sent, and its sha256.
+    """
+
+    call: str
+    target: str
+    params: dict[str, str | bool | None] = msgspec.field(default_factory=dict)
+    document: str | None = None
+    document_sha256: str | None = None
+
+
+def planned_write(
+    call: str, target: str, *, document: str | None = None, **params: str | bool | None
+) -> PlannedWrite:
+    return PlannedWrite(
+        call=call,
+        target=target,
+        params=params,
+        document=document,
+        document_sha256=None if document is None else sha256_text(document),
+    )
+
+
+class WritePlan(msgspec.Struct, frozen=True, kw_only=True):
+    """What one run of an action would write, computed before the confirmation gate.
+
+    An operator's approval binds to :attr:`sha256`: it covers this plan and no other.
+    """
+
+    action: str
+    account_id: str
+    writes: tuple[PlannedWrite, ...]
+    #: the events the plan rests on (eventIDs of the removal and of every history fact whose
+    #: content is written), in the order the gate confirms them
+    events: tuple[str, ...]
+    #: the eventIDs among ``events`` the event ledger knows with two contents (the gate fills
+    #: this in): a new conflict changes the plan, so an older approval does not cover it
+    conflicts: tuple[str, ...] = ()
+
+    @property
+    def sha256(self) -> str:
+        """``sha256:<hex>`` of the plan as canonical JSON (sorted keys)."""
+        return "sha256:" + hashlib.sha256(_plan_encoder.encode(self)).hexdigest()
+
+
 class Job(msgspec.Struct, frozen=True, kw_only=True):
     """One action for one event.  Times are Unix seconds."""
 
@@ -172,6 +259,11 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     error: str | None = None  # the last failure
     audit: tuple[AuditEntry, ...] = ()
     findings: tuple[Finding, ...] = ()
+    #: what the last run would write (set when the action got as far as planning a write)
+    plan: WritePlan | None = None
+    plan_sha256: str | None = None
+    #: the plan an operator approved (``approve``); None: no approval of a plan
+    approved_plan: str | None = None
 
     @property
     def event_id(self) -> str:
@@ -224,8 +316,14 @@ class JobStore(Protocol):
         """Newest first."""
         ...
 
-    async def approve(self, job_id: str, *, now: float, by: str = "operator") -> Job:
-        """awaiting_approval -> pending (approved).  Raises JobNotFoundError/JobConflictError."""
+    async def approve(
+        self, job_id: str, *, now: float, by: str = "operator", plan_sha256: str | None = None
+    ) -> Job:
+        """awaiting_approval -> pending (approved), the approval bound to the job's current plan.
+
+        ``plan_sha256`` (optional) must be that plan's hash.  Raises JobNotFoundError,
+        JobConflictError, PlanMismatchError.
+        """
         ...
 
     async def retry(self, job_id: str, *, now: float, by: str = "operator") -> Job:
@@ -307,16 +405,35 @@ class SqliteJobStore(SqliteStore):
         wanted = list(states) if states else None
         return await self._run(self._list, wanted, limit)
 
-    async def approve(self, job_id: str, *, now: float, by: str = "operator") -> Job:
+    async def approve(
+        self, job_id: str, *, now: float, by: str = "operator", plan_sha256: str | None = None
+    ) -> Job:
+        given = normalise_sha256(plan_sha256) if plan_sha256 is not None else None
+
         def change(job: Job) -> Job:
+            current = job.plan_sha256
+            if given is not None and given != current:
+                raise PlanMismatchError(job.id, given, current)
+            if current is None:
+                note = audit(
+                    "note",
+                    f"approved by {by} (no plan yet: it runs, and any write it "
+                    "cannot confirm waits for another approval)",
+                    at=now,
+                )
+            else:
+                note = audit(
+                    "note", f"approved by {by}: plan {current}", {"plan_sha256": current}, at=now
+                )
             return msgspec.structs.replace(
                 job,
                 state="pending",
                 approved=True,
+                approved_plan=current,
                 reason=None,
                 next_attempt_at=now,
                 updated_at=now,
-                audit=(*job.audit, audit("note", f"approved by {by}", at=now)),
+                audit=(*job.audit, note),
             )
 
         return await self._run(self._transition, job_id, "approve", _APPROVABLE, change)
@@ -493,6 +610,12 @@ class SqliteJobStore(SqliteStore):
 # ---------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------
+
+
+def normalise_sha256(value: str) -> str:
+    """``sha256:<hex>`` from what an operator typed (with or without the prefix, any case)."""
+    text = value.strip().lower()
+    return text if text.startswith("sha256:") else f"sha256:{text}"
 
 
 def _row(job: Job) -> tuple[object, ...]:

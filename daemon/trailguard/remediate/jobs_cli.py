@@ -1,8 +1,13 @@
 """``trailguard jobs list|show|approve|retry|cancel``: the job store from the command line.
 
 Exit codes (as everywhere in trailguard): 0 done; 1 the job does not exist, or is in a state
-that does not allow the operation (approving a job that already ran ...), or the state file
-cannot be used; 2 usage or config error.
+that does not allow the operation (approving a job that already ran ...), ``approve --plan``
+names another plan than the one the job waits with, or the state file cannot be used; 2 usage
+or config error.
+
+An approval binds to the plan the job waits with (what it would write: each IAM call, its
+target and the exact document, shown by ``jobs show`` with the plan's sha256): it covers that
+plan and no other.  ``approve ID --plan SHA`` makes sure the plan approved is the one reviewed.
 
 The commands open the store at ``[state] path`` of the config and never create it: a typo in
 the path is an error, not an empty list.  They work while the daemon runs (SQLite WAL; a change
@@ -70,7 +75,11 @@ def add_jobs_parser(sub: Any) -> None:
     show = command("show", "show one job with its audit record and findings")
     show.add_argument("--json", action="store_true", help="the job record as JSON")
     for name, text in (
-        ("approve", "approve a job that awaits approval (it runs at the next claim)"),
+        (
+            "approve",
+            "approve a job that awaits approval (it runs at the next claim); the approval "
+            "covers exactly the plan the job waits with (see `jobs show`)",
+        ),
         ("retry", "run a failed, dead, skipped or dry_run job again (attempts start over)"),
         ("cancel", "cancel a pending, failed or awaiting_approval job (it ends skipped)"),
     ):
@@ -78,6 +87,13 @@ def add_jobs_parser(sub: Any) -> None:
         parser.add_argument(
             "--by", metavar="NAME", help="who does it, for the audit record (default: $USER)"
         )
+        if name == "approve":
+            parser.add_argument(
+                "--plan",
+                metavar="SHA256",
+                help="the sha256 of the plan approved, as `jobs show` prints it: refused "
+                "(exit 1) unless the job still waits with exactly that plan",
+            )
 
 
 def run_jobs_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -119,7 +135,7 @@ async def _run(args: argparse.Namespace, out: TextIO) -> int:
         by = args.by or _user()
         now = time.time()
         if command == "approve":
-            job = await store.approve(args.job_id, now=now, by=by)
+            job = await store.approve(args.job_id, now=now, by=by, plan_sha256=args.plan)
         elif command == "retry":
             job = await store.retry(args.job_id, now=now, by=by)
         else:
@@ -189,6 +205,33 @@ def _write_table(jobs: Sequence[Job], out: TextIO) -> None:
         print("  ".join([*cells, row[-1]]).rstrip(), file=out)
 
 
+def _write_plan(job: Job, out: TextIO) -> None:
+    """What the job would write: each call with its target, parameters and exact document (the
+    document and names come from the trail: each line is printed escaped)."""
+    from trailguard.telemetry.logging import printable
+
+    plan = job.plan
+    assert plan is not None
+    lines = [f"plan       {job.plan_sha256 or plan.sha256}"]
+    if job.state == "awaiting_approval":
+        lines.append(
+            f"           approve exactly this: trailguard jobs approve {job.id} "
+            f"--plan {job.plan_sha256 or plan.sha256} --config ..."
+        )
+    lines.append(f"  rests on events {', '.join(plan.events) or '-'}")
+    if plan.conflicts:
+        lines.append(
+            f"  CONFLICT: seen with two contents (one of them forged): {', '.join(plan.conflicts)}"
+        )
+    for write in plan.writes:
+        params = " ".join(f"{key}={value}" for key, value in sorted(write.params.items()))
+        lines.append(f"  {write.call} {write.target} {params}".rstrip())
+        if write.document is not None:
+            lines.append(f"    document {write.document_sha256}:")
+            lines.extend(f"      {line}" for line in write.document.splitlines() or [""])
+    print("\n".join(printable(line) for line in lines), file=out)
+
+
 def _write_job(job: Job, out: TextIO) -> None:
     from trailguard.telemetry.logging import printable
 
@@ -208,6 +251,13 @@ def _write_job(job: Job, out: TextIO) -> None:
     ]
     if job.error:
         lines.append(f"error      {job.error}")
+    if job.approved_plan:
+        lines.append(f"approved   plan {job.approved_plan}")
+    # Values from the record (names, ARNs, reasons quoting them): one line each, escaped.
+    print("\n".join(printable(line) for line in lines), file=out)
+    lines = []
+    if job.plan is not None:
+        _write_plan(job, out)
     if job.findings:
         lines.append("findings")
         for finding in job.findings:
@@ -218,5 +268,5 @@ def _write_job(job: Job, out: TextIO) -> None:
         lines.append("audit")
         for entry in job.audit:
             lines.append(f"  {entry.at}  {entry.step:<7} {entry.what}")
-    # Values from the record (names, ARNs, reasons quoting them): one line each, escaped.
-    print("\n".join(printable(line) for line in lines), file=out)
+    if lines:
+        print("\n".join(printable(line) for line in lines), file=out)

@@ -32,6 +32,7 @@ from trailguard.remediate.jobs import Job, JobStore, SqliteJobStore
 from trailguard.remediate.planner import plan
 from trailguard.state.dedup import SqliteDedupStore
 from trailguard.state.history import PolicyHistoryStore
+from trailguard.state.ledger import EventLedger
 from trailguard.telemetry.logging import get_logger
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ class Remediation:
         config: Config,
         *,
         history: PolicyHistoryStore,
+        ledger: EventLedger | None = None,
         store: JobStore | None = None,
         clients: ClientSource | None = None,
         session: AioSession | None = None,
@@ -72,6 +74,9 @@ class Remediation:
         clock: Callable[[], float] = time.time,
     ) -> AsyncIterator[Remediation]:
         """Open the job store (``[state] path``), the AWS clients and the runner.
+
+        ``ledger``: the event ledger the confirmation gate consults (the daemon passes the one
+        ingestion records into); None only in tests that do without.
 
         ``store`` and ``clients`` replace the SQLite store and the real AWS clients (tests, a
         shared store).  Raises :class:`~trailguard.errors.StateError` when the store cannot be
@@ -101,6 +106,7 @@ class Remediation:
                 config.remediation,
                 clients=clients,
                 history=history,
+                ledger=ledger,
                 http=http,
                 on_circuit_open=on_circuit_open,
                 clock=clock,

@@ -49,7 +49,8 @@ __all__ = [
 ]
 
 COMPONENT: Final = "policy_history"
-SCHEMA_VERSION: Final = 1
+#: 2 added ``event_name`` (facts recorded by version 1 have none: confirmation cannot match them)
+SCHEMA_VERSION: Final = 2
 _END_OF_TIME: Final = "\uffff"  # sorts after every time key
 _SEP: Final = "\x1f"  # joins the parts of a fact's identity
 
@@ -215,6 +216,7 @@ _COLUMNS: Final = (
     "set_as_default",
     "event_id",
     "event_time",
+    "event_name",
 )
 _SELECT: Final = f"SELECT {', '.join(_COLUMNS)} FROM policy_fact"  # noqa: S608 - constant
 _ORDER: Final = " ORDER BY time_key, event_id, seq"
@@ -552,6 +554,7 @@ _SCHEMA: Final = (
     " path TEXT,"
     " set_as_default INTEGER,"
     " event_time TEXT NOT NULL,"
+    " event_name TEXT,"  # schema 2
     " PRIMARY KEY (event_id, identity))",
     "CREATE INDEX policy_fact_by_principal ON policy_fact"
     " (account_id, principal_kind, principal_name, kind, policy_name, time_key)",
@@ -569,6 +572,14 @@ def _prepare(conn: sqlite3.Connection, where: str) -> None:
         name="policy history schema",
         table="policy_fact",
     )
+    if _schema_version(conn) < SCHEMA_VERSION:
+        with transaction(conn):
+            if _schema_version(conn) == 1:  # read again under the write lock
+                conn.execute("ALTER TABLE policy_fact ADD COLUMN event_name TEXT")
+                conn.execute(
+                    "UPDATE meta SET schema_version = ? WHERE component = ?",
+                    (SCHEMA_VERSION, COMPONENT),
+                )
 
 
 def _schema_version(conn: sqlite3.Connection) -> int:

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from trailguard.config import Config
 
 __all__ = [
+    "DELIVERY_PATHS",
     "DISPOSITIONS",
     "ERROR_STAGES",
     "JOB_ACTIONS",
@@ -353,6 +354,14 @@ class Metrics:
             buckets=LAG_BUCKETS,
             registry=r,
         )
+        self.forgery_suspected = Counter(
+            "trailguard_forgery_suspected_total",
+            "Records whose eventID the event ledger had already seen with other content (one "
+            "of the two is forged; neither is ever a source for a write), by the delivery path "
+            "of the record that made the conflict (s3, eventbridge, file).",
+            ["path"],
+            registry=r,
+        )
         self.detection_latency = Histogram(
             "trailguard_detection_latency_seconds",
             "From the SQS message's SentTimestamp to its detection being durable.",
@@ -404,6 +413,7 @@ class Metrics:
             self.s3_objects.labels(object_outcome)
         for path in DELIVERY_PATHS:
             self.delivery_lag.labels(path)
+            self.forgery_suspected.labels(path)
         for action in JOB_ACTIONS:
             for state in JOB_STATES:
                 self.jobs.labels(action, state)
@@ -568,6 +578,13 @@ class Metrics:
             self.delivery_lag.labels(_path(d)).observe(max(0.0, now - event_time))
         if sent_timestamp_ms is not None:
             self.detection_latency.observe(max(0.0, now - sent_timestamp_ms / 1000))
+
+    def forgery_suspected_in(self, path: str, count: int = 1) -> None:
+        """``count`` records arrived by ``path`` with an eventID already seen with other
+        content (event ledger conflicts)."""
+        if count > 0:
+            label = path if path in DELIVERY_PATHS else OTHER
+            self.forgery_suspected.labels(label).inc(count)
 
     def duplicates_dropped(self, count: int) -> None:
         if count > 0:
