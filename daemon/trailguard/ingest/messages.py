@@ -124,7 +124,7 @@ class MessageHandler:
         pool: DecodePool,
         sink: DetectionSink,
         object_slots: asyncio.Semaphore,
-        budget: ByteBudget,
+        budget: ByteBudget | None = None,
         stats: IngestStats,
         metrics: Metrics,
         history: PolicyHistoryStore | None = None,
@@ -136,7 +136,8 @@ class MessageHandler:
         self._store = store
         self._sink = sink
         self._slots = object_slots
-        self._budget = budget
+        # bytes of objects held at once (the daemon passes [limits] max_bytes_in_flight)
+        self._budget = budget if budget is not None else ByteBudget(1 << 62)
         self._metrics = metrics
         self._history = history
         self._ledger = ledger
