@@ -22,7 +22,12 @@ from tests.remediation_support import (
 from trailguard.config import RemediationConfig
 from trailguard.errors import PermanentError, StateError, TransientError
 from trailguard.remediate import actions
-from trailguard.remediate.actions import ActionContext, ActionOutcome, Deferred
+from trailguard.remediate.actions import (
+    ActionContext,
+    ActionOutcome,
+    Deferred,
+    confirm_before_write,
+)
 from trailguard.remediate.executor import (
     CircuitOpen,
     JobRunner,
@@ -30,7 +35,7 @@ from trailguard.remediate.executor import (
     backoff,
     effective_mode,
 )
-from trailguard.remediate.jobs import Job, SqliteJobStore
+from trailguard.remediate.jobs import Job, SqliteJobStore, WritePlan
 from trailguard.remediate.planner import plan_jobs
 
 Action = Callable[[ActionContext], Awaitable[ActionOutcome]]
@@ -284,13 +289,19 @@ async def test_an_unapproved_approve_mode_job_never_acts(
     assert stored.state == "awaiting_approval"
 
 
+async def gated_restore(ctx: ActionContext) -> ActionOutcome:
+    """A restore that writes nothing but passes the gate, as every restore does (the circuit
+    breaker is asked there, just before the first write)."""
+    refused = await confirm_before_write(ctx, [], [], "restoring")
+    if refused is not None:
+        return refused
+    return ActionOutcome(state="succeeded", changed=True)
+
+
 async def test_circuit_breaker(
     store: SqliteJobStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def restore(ctx: ActionContext) -> ActionOutcome:
-        return ActionOutcome(state="succeeded", changed=True)
-
-    use(monkeypatch, restore)
+    use(monkeypatch, gated_restore)
     config = settings(extra="[remediation.circuit_breaker]\nmax_restores = 2\nwindow_secs = 600\n")
     circuit: list[CircuitOpen] = []
     r = runner(store, config, clock, circuit)
@@ -320,13 +331,10 @@ async def test_circuit_breaker(
     assert (await store.get(late.id) or late).state == "succeeded"
 
 
-async def test_an_approved_job_bypasses_the_circuit_breaker(
+async def test_only_the_exact_approved_plan_bypasses_the_circuit_breaker(
     store: SqliteJobStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def restore(ctx: ActionContext) -> ActionOutcome:
-        return ActionOutcome(state="succeeded", changed=True)
-
-    use(monkeypatch, restore)
+    use(monkeypatch, gated_restore)
     config = settings(extra="[remediation.circuit_breaker]\nmax_restores = 1\n")
     r = runner(store, config, clock)
     await enqueue(store, config, clock, event_id="evt-0")
@@ -334,16 +342,20 @@ async def test_an_approved_job_bypasses_the_circuit_breaker(
     tripped = await enqueue(store, config, clock, event_id="evt-1")
     await r.run_once()
     assert (await store.get(tripped.id) or tripped).reason == "circuit_open"
-    # A human decides: approve mode plus approval lets it through.
-    job = msgspec.structs.replace(
-        await enqueue(store, config, clock, event_id="evt-2"), approved=True
+    # A human decides: approving exactly the plan the job would write lets it through ...
+    job = await enqueue(store, config, clock, event_id="evt-2")
+    plan = WritePlan(action=job.action, account_id=job.account_id or "", writes=(), events=())
+    approved = msgspec.structs.replace(
+        job, id="manual", state="pending", approved=True, approved_plan=plan.sha256
     )
-    await store.cancel(job.id, now=clock())
-    await store.retry(job.id, now=clock())
-    approved = msgspec.structs.replace(job, id="manual", state="pending", approved=True)
-    await store.enqueue_many([approved])
+    # ... an approval of another plan does not (the plan changed since: the breaker still asks)
+    stale = msgspec.structs.replace(
+        job, id="stale", state="pending", approved=True, approved_plan="sha256:" + "0" * 64
+    )
+    await store.enqueue_many([approved, stale])
     await r.run_once()
     assert (await store.get("manual") or approved).state == "succeeded"
+    assert (await store.get("stale") or stale).reason == "circuit_open"
 
 
 async def test_writes_to_one_account_are_serialised(

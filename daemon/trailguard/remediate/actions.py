@@ -175,6 +175,7 @@ class ActionContext:
         webhook: WebhookSender | None = None,
         ledger: EventLedger | None = None,
         clock: Callable[[], float] = time.time,
+        breaker: Callable[[], Awaitable[str | None]] | None = None,
     ) -> None:
         self.job = job
         self.clients = clients
@@ -185,6 +186,9 @@ class ActionContext:
         self.webhook = webhook
         self.ledger = ledger
         self.clock = clock
+        #: the circuit breaker, asked just before a restore's first write: None, or why the
+        #: circuit is open (see executor.JobRunner)
+        self.breaker = breaker
         self.audit: list[AuditEntry] = []
         self.findings: list[Finding] = []
         #: what this run would write, as the gate bound it (recorded on the job)
@@ -475,7 +479,16 @@ async def confirm_before_write(
     ctx.audit.extend(decision.audit)
     ctx.plan = decision.plan
     if decision.action == "write":
-        return None
+        if decision.by_approval or ctx.dry_run or ctx.breaker is None:
+            return None
+        # The circuit breaker guards every automatic restore, including one whose approved
+        # plan changed and whose new plan CloudTrail confirmed: only the exact plan an operator
+        # approved goes through an open circuit.
+        tripped = await ctx.breaker()
+        if tripped is None:
+            return None
+        ctx.record("note", tripped)
+        return ActionOutcome(state="skipped", reason="circuit_open")
     reason = decision.reason or "unconfirmed"
     if decision.action == "dry_run_wait":
         return ctx.would(f"wait for approval before {doing}: {reason}")

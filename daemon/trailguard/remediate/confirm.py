@@ -478,6 +478,9 @@ class GateDecision:
     audit: tuple[AuditEntry, ...]
     reason: str | None = None
     retry_after: float | None = None
+    #: "write" because an operator approved exactly this plan (the circuit breaker, which
+    #: guards automatic restores, does not apply then)
+    by_approval: bool = False
 
     @property
     def plan_sha256(self) -> str:
@@ -530,7 +533,7 @@ async def confirm(
                 plan_sha256=sha,
                 events=list(plan.events),
             )
-            return GateDecision("write", plan, tuple(entries))
+            return GateDecision("write", plan, tuple(entries), by_approval=True)
         note(
             "note",
             f"the plan changed since the approval (approved {job.approved_plan}, now {sha}): "

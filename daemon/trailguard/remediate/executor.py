@@ -25,7 +25,8 @@ botocore's ``adaptive`` mode.  The circuit breaker: a restore action whose targe
 ``max_restores`` times within ``window_secs`` (counted in the job store, so it survives restarts)
 is skipped ``circuit_open``; the runner logs ``remediation.circuit_open`` and hands a
 :class:`CircuitOpen` record to ``on_circuit_open`` (the daemon writes it next to detections).
-Jobs an operator approved are not subject to it.
+It is asked just before the first write (the action's ``ctx.breaker``), once the confirmation
+gate said go: only a plan an operator approved exactly goes through an open circuit.
 """
 
 from __future__ import annotations
@@ -503,10 +504,12 @@ class JobRunner:
         if dry_run and job.mode != "dry-run":
             note = f"planned in mode {job.mode}; the config now says dry-run: nothing is changed"
             job = msgspec.structs.replace(job, audit=(*job.audit, audit("note", note, at=now)))
-        if job.action in RESTORE_ACTIONS and not dry_run and not job.approved:
-            tripped = await self._circuit(job, now)
-            if tripped is not None:
-                return tripped
+        breaker = None
+        if job.action in RESTORE_ACTIONS and not dry_run:
+
+            async def breaker() -> str | None:
+                return await self._circuit(job, now)
+
         ctx = ActionContext(
             job,
             clients=self.clients,
@@ -517,6 +520,7 @@ class JobRunner:
             webhook=self._webhook,
             ledger=self.ledger,
             clock=self._clock,
+            breaker=breaker,
         )
         action = ACTIONS[job.action]
         lock = (
@@ -562,7 +566,9 @@ class JobRunner:
             return self._dead(job, ctx, f"internal error: {type(exc).__name__}: {exc}")
         return self._final(_with_plan(job, ctx), outcome, ctx.audit, findings=ctx.findings)
 
-    async def _circuit(self, job: Job, now: float) -> Job | None:
+    async def _circuit(self, job: Job, now: float) -> str | None:
+        """Whether the circuit of the job's target is open: None, or the message why (logged,
+        counted and recorded here; the action then skips the job ``circuit_open``)."""
         breaker = self.config.circuit_breaker
         count = await self.store.restores_since(job.target_key, now - breaker.window_secs)
         if count < breaker.max_restores:
@@ -601,11 +607,7 @@ class JobRunner:
                 await self.on_circuit_open(record)
             except Exception as exc:  # noqa: BLE001 - the record is best effort; the job is not
                 log.error("remediation.circuit_record_failed", job_id=job.id, error=repr(exc))
-        return self._final(
-            job,
-            ActionOutcome(state="skipped", reason="circuit_open"),
-            [audit("note", message, {"restores_in_window": count}, at=now)],
-        )
+        return message
 
     # -- outcomes ------------------------------------------------------------------------------
 
