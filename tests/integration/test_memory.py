@@ -18,6 +18,19 @@ from pathlib import Path
 
 import pytest
 
+from tests.factories import delivery_key
+from tests.integration.conftest import Boto3Clients
+from tests.integration.daemon_harness import wait_until
+from tests.integration.test_daemon import (
+    depth,
+    make_queue,
+    notify_queue,
+    put,
+    stop_ok,
+    wait_detections,
+)
+from tests.integration.test_daemon_ops import MakeDaemon, daemons  # noqa: F401 - the fixture
+
 MiB = 1 << 20
 PROMISE_MB = 512
 REMOVAL = {
@@ -138,3 +151,70 @@ def test_replay_memory_is_bounded_for_hostile_files(case: str, tmp_path: Path) -
     if says == "detections: 1":  # the neighbour of the hostile record is found, not hidden
         assert code == 0, output[-3000:]
         assert "the-real-one" in (tmp_path / "out.jsonl").read_text()
+
+
+# --------------------------------------------------------------------------- the daemon
+
+
+def big_honest_file(compressed: int, seed: int) -> bytes:
+    """A CloudTrail-shaped gzip of about ``compressed`` bytes (records carrying random base64,
+    which barely compresses): what a busy account's biggest deliveries cost to fetch."""
+    import base64
+    import random
+
+    rng = random.Random(seed)
+    record = {**REMOVAL, "eventName": "GetObject", "eventSource": "s3.amazonaws.com"}
+    parts = [b'{"Records":[']
+    size = 0
+    count = 0
+    while size < compressed * 4 // 3:
+        blob = base64.b64encode(rng.randbytes(48 << 10)).decode()
+        body = dict(record, eventID=f"big-{seed}-{count}", requestParameters={"blob": blob})
+        parts.append((b"," if count else b"") + json.dumps(body).encode())
+        size += len(blob)
+        count += 1
+    parts.append(b"]}")
+    return gzip_of(iter(parts))
+
+
+def vm_hwm_mib(pid: int) -> int:
+    """A live process's peak resident set (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) // 1024
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.integration
+def test_daemon_memory_is_bounded_for_hostile_and_maximal_objects(
+    aws: Boto3Clients,
+    daemons: MakeDaemon,  # noqa: F811 - the fixture imported above
+) -> None:
+    """The real daemon at the default concurrency (8 objects, 2 decode threads), against the
+    moto server: three ~40 MB objects and four hostile ones arrive together. The byte budget
+    (128 MiB) lets two big objects in at once; each decode worker streams what it inflates."""
+    url, arn, _ = make_queue(aws, "memory", max_receive=1)
+    notify_queue(aws, arn)
+    harness = daemons(
+        queue_urls=[url], max_objects_in_flight=8, decode_workers=2, visibility_timeout_secs=20
+    )
+    run = harness.start()
+    for n in range(3):
+        put(aws, delivery_key(suffix=f"Big{n:08d}"), big_honest_file(40 * MiB, n))
+    put(aws, delivery_key(suffix="Whitespace01"), gzip_of(whitespace(600 * MiB)))
+    put(aws, delivery_key(suffix="Nuls00000001"), gzip_of(repeated(b"\0", 600 * MiB)))
+    put(aws, delivery_key(suffix="HugeString01"), gzip_of(huge_string(600 * MiB)))
+    put(aws, delivery_key(suffix="Flood0000001"), gzip_of(candidate_flood(2_000_000)))
+    wait_detections(harness, {"the-real-one"}, timeout=120)
+    wait_until(
+        lambda: depth(aws, url) == (0, 0),
+        timeout=180,
+        what="every message deleted or moved to the dead-letter queue",
+        context=lambda: f"depth={depth(aws, url)}\n{harness.describe()}",
+    )
+    peak = vm_hwm_mib(run.pid)
+    processed = {e["key"].rsplit("_", 1)[-1] for e in run.events("s3.object_processed")}
+    assert {"Big00000000.json.gz", "Big00000001.json.gz", "Big00000002.json.gz"} <= processed
+    assert "HugeString01.json.gz" in processed  # its neighbour detected, the string a bad record
+    assert peak < PROMISE_MB, f"daemon peak RSS {peak} MiB"
+    stop_ok(harness, run)
