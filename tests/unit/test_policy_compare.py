@@ -256,3 +256,13 @@ def test_verdict_is_json() -> None:
     assert data["verdict"] == "weakened"
     assert data["witness"]["confirmed"] is True
     assert set(data) >= {"verdict", "kind", "reason", "witness", "document", "unmodelled", "steps"}
+
+
+def test_statements_that_match_nothing() -> None:
+    nothing = _doc(
+        {"Effect": "Allow", "NotAction": "*", "Resource": "*"},
+        {"Effect": "Allow", "Action": [], "Resource": "*"},
+        {"Effect": "Allow", "Action": "s3:*", "NotResource": "*"},
+    )
+    assert compare(_doc(GUARD), nothing).verdict == "not_weakened"
+    assert compare(nothing, _doc(ADMIN)).verdict == "weakened"

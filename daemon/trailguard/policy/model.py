@@ -117,16 +117,20 @@ class Space:
         self.opaque_detail: dict[str, tuple[str, tuple[str, ...]]] = {}
         self.action_texts: list[str] = []
         self.resource_texts: list[str] = []
-        self.variable_resources: dict[str, tuple[Part, ...]] = {}
+        #: names of the policy variables either document uses (witnesses give them values)
+        self.variable_names: set[str] = set()
         for doc in docs:
             self._survey(doc)
 
     # -- survey: what the documents use ----------------------------------------------------------
 
     def _survey(self, doc: Document) -> None:
+        texts: list[str] = []
         for stmt in doc.statements:
             self.action_texts.extend(stmt.actions)
             self.resource_texts.extend(stmt.resources)
+            texts.extend(stmt.resources)
+            texts.extend(v for c in stmt.conditions for v in c.values)
             for clause in stmt.conditions:
                 info = self.keys.setdefault(clause.key, KeyInfo(clause.key_text))
                 op = parse_operator(clause.operator)
@@ -137,6 +141,11 @@ class Space:
                 elif op.family != "null":
                     info.families.add(op.family)
                 info.values.extend(v for v in clause.values if "${" not in v)
+        if doc.variables:
+            for t in texts:
+                if "${" in t:
+                    parts = parse_pattern(t, wildcards=True, variables=True)
+                    self.variable_names.update(p.text for p in parts if p.kind == "var")
 
     # -- set operations per dimension --------------------------------------------------------------
 
@@ -245,6 +254,8 @@ class Space:
             if stmt.not_action
             else a.inter(self.action_universe, acts)
         )
+        if act.is_empty:
+            return []  # NotAction "*", an empty Action list: matches nothing
         alternatives: list[Box] = []  # ORed pieces from the resource element
         plain: list[tuple[Part, ...]] = []
         var_ids: list[tuple[str, tuple[Part, ...]]] = []

@@ -50,6 +50,10 @@ def requests_for(space: Space, piece: Box) -> Iterator[Request]:
                 context[info.text] = member
     if action is None or resource is None:
         return
+    for name in sorted(space.variable_names):  # a value for each variable, unless constrained
+        dim = "k:" + name.lower()
+        if dim not in piece and not any(k.lower() == name.lower() for k in context):
+            context[name] = _VAR_VALUE
     base = Request(action=action, resource=resource, context=context)
     yield base
     options: list[list[Patch]] = []
