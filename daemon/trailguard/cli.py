@@ -251,7 +251,11 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     # Without a config file there is no state to write to: detections only.  With one, the
     # policy facts the files hold go into the history (unless [history] enabled = false).
     record_history = args.config is not None and config.history.enabled
-    detector = Detector(RuleSet.from_config(config), history=record_history)
+    detector = Detector(
+        RuleSet.from_config(config),
+        history=record_history,
+        limits=config.limits.decode_limits(),
+    )
     progress = sys.stderr if (sys.stderr.isatty() and not args.no_progress) else None
     summary = asyncio.run(_replay(args, config, detector, record_history, progress))
     print(summary.render(), file=sys.stderr)

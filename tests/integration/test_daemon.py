@@ -882,7 +882,10 @@ def test_replay_s3_lists_only_the_requested_days(
     )
     put(aws, digest, gzip.compress(b"{}"))
     config = tmp_path / "replay.toml"
-    config.write_text(f'[aws]\nregion = "us-east-1"\nendpoint_url = "{proxy.endpoint_url}"\n')
+    config.write_text(
+        f'[aws]\nregion = "us-east-1"\nendpoint_url = "{proxy.endpoint_url}"\n'
+        f'[state]\npath = "{tmp_path / "state.sqlite3"}"\n'  # never the machine's own state
+    )
 
     def replay(uri: str, *window: str) -> tuple[dict[str, str], str]:
         """eventID -> key of the detections, and the summary."""

@@ -270,7 +270,10 @@ def test_replay_s3_skips_keys_cloudtrail_cannot_write(
     for key in planted.values():
         put_records(aws, key, [removal()])
     config = tmp_path / "replay.toml"
-    config.write_text(f'[aws]\nregion = "us-east-1"\nendpoint_url = "{proxy.endpoint_url}"\n')
+    config.write_text(
+        f'[aws]\nregion = "us-east-1"\nendpoint_url = "{proxy.endpoint_url}"\n'
+        f'[state]\npath = "{tmp_path / "state.sqlite3"}"\n'  # never the machine's own state
+    )
     out = tmp_path / "out.jsonl"
     result = run_cli(
         "replay", f"s3://{BUCKET}/", "--config", str(config), "-o", str(out), "--no-progress"

@@ -317,3 +317,25 @@ def test_replay_workers_must_not_be_negative(tmp_path: Path) -> None:
     result = run("replay", str(tmp_path), "--workers", "-2")
     assert result.returncode == 2
     assert "--workers" in result.stderr
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_replay_obeys_the_configs_decode_limits(tmp_path: Path, workers: str) -> None:
+    """[limits] reaches the replay's decoder, in one process or in its workers."""
+    big = make_record("DeleteRolePolicy", {"roleName": "app", "policyName": "x" * (80 << 10)})
+    small = make_record("DeleteUserPolicy")
+    _write(tmp_path / "logs" / "a.json", encode_file([big, small]))
+    cfg = _write(
+        tmp_path / "tg.toml",
+        f'[state]\npath = "{tmp_path}/state.sqlite3"\n'
+        "[limits]\nmax_record_bytes = 65536\nstream_over_bytes = 1048576\n".encode(),
+    )
+    result = run("replay", "--workers", workers, "--config", str(cfg), str(tmp_path / "logs"))
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["event_id"] for line in result.stdout.splitlines()] == [
+        small["eventID"]
+    ]
+    assert "1 malformed records ignored" in result.stderr
+    # the same file with the default limits: both removals
+    default = run("replay", "--workers", workers, str(tmp_path / "logs"))
+    assert len(default.stdout.splitlines()) == 2
