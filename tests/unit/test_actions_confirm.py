@@ -810,8 +810,9 @@ async def test_a_conflict_found_after_the_approval_needs_a_new_one(ledgered: Wor
 
 def test_every_writing_action_declares_its_claims_and_the_readme_shows_them() -> None:
     from tests.conftest import ROOT
-    from trailguard.remediate.actions import CLAIMS, WRITING_ACTIONS
+    from trailguard.remediate.actions import CLAIMS
     from trailguard.remediate.confirm import DETECTION_FIELDS, FACT_FIELDS
+    from trailguard.vocabulary import WRITING_ACTIONS
 
     assert set(CLAIMS) == WRITING_ACTIONS
     for action, claims in CLAIMS.items():

@@ -34,14 +34,31 @@ import functools
 import ipaddress
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Final, Literal, get_args
+from typing import TYPE_CHECKING, Final
 
 import msgspec
 
 from trailguard.detect.record import Record
+from trailguard.rulepack import DEFAULT_RULES, BuiltinRule
+from trailguard.vocabulary import (
+    IAM_EVENT_SOURCE,
+    IDENTITY_TYPES,
+    OUTCOMES,
+    PERMISSIONS_BOUNDARY_EVENTS,
+    REMOVAL_EVENT_NAMES,
+    SEVERITIES,
+    SEVERITY_RANK,
+    USER_AGENT_PRESETS,
+    Disposition,
+    IdentityType,
+    Outcome,
+    Severity,
+    UserAgentPreset,
+)
 
 if TYPE_CHECKING:
-    from trailguard.config import Config, Rule, SeverityConfig, Suppression
+    from trailguard.config import Config
+    from trailguard.config.rules import Rule, SeverityConfig, Suppression
 
 __all__ = [
     "DEFAULT_RULES",
@@ -66,148 +83,10 @@ __all__ = [
 ]
 
 # --------------------------------------------------------------------------------------------
-# Vocabulary (the config module validates against these)
+# Vocabulary (defined once in trailguard.vocabulary; re-exported for the rules' readers)
 # --------------------------------------------------------------------------------------------
 
-Severity = Literal["info", "low", "medium", "high", "critical"]
-Outcome = Literal["success", "failure"]
-Disposition = Literal["alert", "suppressed"]
-IdentityType = Literal[
-    "Root",
-    "IAMUser",
-    "AssumedRole",
-    "FederatedUser",
-    "AWSAccount",
-    "AWSService",
-    "IdentityCenterUser",
-    "Unknown",
-    "SAMLUser",
-    "WebIdentityUser",
-    "Directory",
-]
-UserAgentPreset = Literal["terraform", "pulumi", "cloudformation", "aws-service-linked-role"]
-
-SEVERITIES: Final[tuple[Severity, ...]] = get_args(Severity)
-SEVERITY_RANK: Final[Mapping[Severity, int]] = {s: i for i, s in enumerate(SEVERITIES)}
-OUTCOMES: Final[tuple[Outcome, ...]] = get_args(Outcome)
-IDENTITY_TYPES: Final[frozenset[str]] = frozenset(get_args(IdentityType))
-USER_AGENT_PRESETS: Final[tuple[UserAgentPreset, ...]] = get_args(UserAgentPreset)
-
-IAM_EVENT_SOURCE: Final = "iam.amazonaws.com"
-PERMISSIONS_BOUNDARY_EVENTS: Final[frozenset[str]] = frozenset(
-    {"DeleteUserPermissionsBoundary", "DeleteRolePermissionsBoundary"}
-)
-
-# --------------------------------------------------------------------------------------------
-# The built-in rule pack
-# --------------------------------------------------------------------------------------------
-
-
-class BuiltinRule(msgspec.Struct, frozen=True, kw_only=True):
-    """One rule of the built-in pack.  A ``[[rules]]`` entry with the same id overrides fields."""
-
-    id: str
-    description: str
-    event_names: tuple[str, ...]
-    event_source: str = IAM_EVENT_SOURCE
-    outcomes: tuple[Outcome, ...] = OUTCOMES
-    severity_success: Severity
-    severity_failure: Severity
-
-
-def _builtin(
-    rule_id: str, event_name: str, description: str, success: Severity, failure: Severity
-) -> BuiltinRule:
-    return BuiltinRule(
-        id=rule_id,
-        description=description,
-        event_names=(event_name,),
-        severity_success=success,
-        severity_failure=failure,
-    )
-
-
-# Severities: a successful removal is high (it may have taken away a Deny or a guardrail); a
-# failed attempt is medium (probing shows as failures).  DeletePolicyVersion is one step lower:
-# IAM refuses to delete a policy's default version, so a successful call never changes what a
-# principal may do.  Boundary removals are raised to `[severity] permissions_boundary_removal`
-# (high) for both outcomes by the escalation.
-DEFAULT_RULES: Final[tuple[BuiltinRule, ...]] = (
-    _builtin(
-        "iam-delete-user-policy",
-        "DeleteUserPolicy",
-        "An inline policy was deleted from an IAM user",
-        "high",
-        "medium",
-    ),
-    _builtin(
-        "iam-delete-role-policy",
-        "DeleteRolePolicy",
-        "An inline policy was deleted from an IAM role",
-        "high",
-        "medium",
-    ),
-    _builtin(
-        "iam-delete-group-policy",
-        "DeleteGroupPolicy",
-        "An inline policy was deleted from an IAM group",
-        "high",
-        "medium",
-    ),
-    _builtin(
-        "iam-delete-policy",
-        "DeletePolicy",
-        "A customer managed IAM policy was deleted",
-        "high",
-        "medium",
-    ),
-    _builtin(
-        "iam-delete-policy-version",
-        "DeletePolicyVersion",
-        "A non-default version of a managed IAM policy was deleted",
-        "medium",
-        "low",
-    ),
-    _builtin(
-        "iam-detach-user-policy",
-        "DetachUserPolicy",
-        "A managed policy was detached from an IAM user",
-        "high",
-        "medium",
-    ),
-    _builtin(
-        "iam-detach-role-policy",
-        "DetachRolePolicy",
-        "A managed policy was detached from an IAM role",
-        "high",
-        "medium",
-    ),
-    _builtin(
-        "iam-detach-group-policy",
-        "DetachGroupPolicy",
-        "A managed policy was detached from an IAM group",
-        "high",
-        "medium",
-    ),
-    _builtin(
-        "iam-delete-user-permissions-boundary",
-        "DeleteUserPermissionsBoundary",
-        "The permissions boundary was removed from an IAM user",
-        "high",
-        "medium",
-    ),
-    _builtin(
-        "iam-delete-role-permissions-boundary",
-        "DeleteRolePermissionsBoundary",
-        "The permissions boundary was removed from an IAM role",
-        "high",
-        "medium",
-    ),
-)
-
-POLICY_REMOVAL_EVENTS: Final[frozenset[str]] = frozenset(
-    name for rule in DEFAULT_RULES for name in rule.event_names
-)
+POLICY_REMOVAL_EVENTS: Final[frozenset[str]] = frozenset(REMOVAL_EVENT_NAMES)
 
 # --------------------------------------------------------------------------------------------
 # Globs and presets

@@ -44,7 +44,7 @@ import msgspec
 from botocore.exceptions import ClientError
 
 from trailguard.aws import classify, error_code
-from trailguard.config import ActionName, RemediationConfig
+from trailguard.config import RemediationConfig
 from trailguard.detect.detection import policy_name_from_arn
 from trailguard.detect.history import PolicyFact, PrincipalKind, path_from_policy_arn
 from trailguard.errors import PermanentError
@@ -70,6 +70,7 @@ from trailguard.remediate.notify import WebhookSender, notification, publish_sns
 from trailguard.remediate.planner import actor_principal_of, allowlisted, own_identity
 from trailguard.state.history import PolicyHistoryStore
 from trailguard.state.ledger import EventLedger
+from trailguard.vocabulary import ActionName
 
 if TYPE_CHECKING:
     from types_aiobotocore_cloudtrail.client import CloudTrailClient
@@ -1278,5 +1279,3 @@ ACTIONS: Final[dict[ActionName, Action]] = {
     "audit_actor": audit_actor,
     "notify": notify,
 }
-#: The actions that write to IAM (serialised per account, subject to the circuit breaker).
-WRITING_ACTIONS: Final[frozenset[ActionName]] = frozenset(ACTIONS) - {"audit_actor", "notify"}

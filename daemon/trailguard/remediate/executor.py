@@ -49,7 +49,6 @@ from trailguard.config import Config, RemediationConfig
 from trailguard.errors import IngestError, PermanentError, StateError, TransientError
 from trailguard.remediate.actions import (
     ACTIONS,
-    WRITING_ACTIONS,
     ActionContext,
     ActionOutcome,
     ClientSource,
@@ -58,10 +57,10 @@ from trailguard.remediate.actions import (
 )
 from trailguard.remediate.jobs import AuditEntry, Finding, Job, JobStore, audit, iso
 from trailguard.remediate.notify import WebhookSender
-from trailguard.remediate.planner import RESTORE_ACTIONS
 from trailguard.state.history import PolicyHistoryStore
 from trailguard.state.ledger import EventLedger
 from trailguard.telemetry.logging import get_logger
+from trailguard.vocabulary import RESTORE_ACTIONS, WRITING_ACTIONS
 
 if TYPE_CHECKING:
     from aiobotocore.session import AioSession

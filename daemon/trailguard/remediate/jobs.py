@@ -37,7 +37,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final, Literal, Protocol, TypeVar, get_args
+from typing import Any, Final, Literal, Protocol, TypeVar
 
 import msgspec
 
@@ -45,6 +45,7 @@ from trailguard.config import ActionName, RemediationMode
 from trailguard.detect.detection import Actor, Detection, Target
 from trailguard.errors import StateError
 from trailguard.state.sqlite import SqliteStore, ensure_schema, transaction
+from trailguard.vocabulary import JOB_STATES, TERMINAL_STATES, JobState
 
 __all__ = [
     "JOB_STATES",
@@ -69,18 +70,6 @@ __all__ = [
 
 _T = TypeVar("_T")
 
-JobState = Literal[
-    "pending",
-    "awaiting_approval",
-    "running",
-    "succeeded",
-    "failed",
-    "dead",
-    "skipped",
-    "dry_run",
-]
-JOB_STATES: Final[tuple[JobState, ...]] = get_args(JobState)
-TERMINAL_STATES: Final[frozenset[JobState]] = frozenset({"succeeded", "dead", "skipped", "dry_run"})
 AuditStep = Literal["planned", "before", "plan", "did", "after", "note"]
 
 SCHEMA_VERSION: Final = 1

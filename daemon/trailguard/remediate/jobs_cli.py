@@ -23,21 +23,14 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
+from trailguard.vocabulary import JOB_STATES
+
 if TYPE_CHECKING:
     from trailguard.remediate.jobs import Job
 
 __all__ = ["add_jobs_parser", "run_jobs_command"]
 
-_STATES = (
-    "pending",
-    "awaiting_approval",
-    "running",
-    "succeeded",
-    "failed",
-    "dead",
-    "skipped",
-    "dry_run",
-)
+_STATES = JOB_STATES
 
 
 def add_jobs_parser(sub: Any) -> None:

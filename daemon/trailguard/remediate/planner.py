@@ -30,11 +30,12 @@ from typing import Final
 
 import msgspec
 
-from trailguard.config import ActionName, RemediationConfig, RemediationPolicy
+from trailguard.config import RemediationConfig, RemediationPolicy
 from trailguard.detect.detection import Actor, Detection
 from trailguard.detect.history import PrincipalKind
-from trailguard.detect.rules import IAM_EVENT_SOURCE, SEVERITY_RANK, glob_regex
+from trailguard.detect.rules import glob_regex
 from trailguard.remediate.jobs import EventRef, Job, audit, job_id
+from trailguard.vocabulary import IAM_EVENT_SOURCE, RESTORE_ACTIONS, SEVERITY_RANK, ActionName
 
 __all__ = [
     "RESTORE_ACTIONS",
@@ -63,7 +64,6 @@ RESTORE_ACTION_FOR_EVENT: Final[dict[str, ActionName]] = {
     "DeleteUserPermissionsBoundary": "restore_permissions_boundary",
     "DeleteRolePermissionsBoundary": "restore_permissions_boundary",
 }
-RESTORE_ACTIONS: Final[frozenset[ActionName]] = frozenset(RESTORE_ACTION_FOR_EVENT.values())
 
 # trailguard/<version> as aws.USER_AGENT_EXTRA writes it, anywhere in the user agent.
 _MARKER: Final = re.compile(r"(?:^|[\s(])trailguard/\d")

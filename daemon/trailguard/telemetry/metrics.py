@@ -50,7 +50,17 @@ from prometheus_client.exposition import choose_encoder
 
 from trailguard import __version__
 from trailguard.detect.detection import Detection, EventBridgeSource, FileSource, S3Source
-from trailguard.detect.rules import OUTCOMES, POLICY_REMOVAL_EVENTS, SEVERITIES
+from trailguard.vocabulary import (
+    ACTION_NAMES,
+    DISPOSITIONS,
+    JOB_STATES,
+    OUTCOMES,
+    QUEUED_JOB_STATES,
+    REMOVAL_EVENT_NAMES,
+    SEVERITIES,
+    ActionName,
+    JobState,
+)
 
 if TYPE_CHECKING:
     from trailguard.config import Config
@@ -112,8 +122,6 @@ ObjectOutcome = Literal[
 ]
 OBJECT_OUTCOMES: Final[tuple[ObjectOutcome, ...]] = get_args(ObjectOutcome)
 
-Disposition = Literal["alert", "suppressed"]
-DISPOSITIONS: Final[tuple[Disposition, ...]] = get_args(Disposition)
 
 # Where a detection's record came from: an S3 log file, an EventBridge event, a local file.
 DeliveryPath = Literal["s3", "eventbridge", "file"]
@@ -135,36 +143,8 @@ ERROR_STAGES: Final[tuple[str, ...]] = (
     "config",
 )
 
-JobAction = Literal[
-    "restore_inline_policy",
-    "reattach_managed_policy",
-    "restore_policy_version",
-    "recreate_managed_policy",
-    "restore_permissions_boundary",
-    "quarantine_actor",
-    "audit_actor",
-    "notify",
-]
-JOB_ACTIONS: Final[tuple[JobAction, ...]] = get_args(JobAction)
-
-JobState = Literal[
-    "pending",
-    "awaiting_approval",
-    "running",
-    "succeeded",
-    "failed",
-    "dead",
-    "skipped",
-    "dry_run",
-]
-JOB_STATES: Final[tuple[JobState, ...]] = get_args(JobState)
-# States a job can sit in, waiting: the queue-depth gauge has one series for each.
-QUEUED_JOB_STATES: Final[tuple[JobState, ...]] = (
-    "pending",
-    "awaiting_approval",
-    "running",
-    "failed",
-)
+JobAction = ActionName
+JOB_ACTIONS: Final = ACTION_NAMES
 
 MAX_ERROR_SERIES: Final = 200
 MAX_ACCOUNT_SERIES: Final = 10_000
@@ -192,7 +172,7 @@ class Metrics:
         *,
         queues: Iterable[str] = (),
         queue_aliases: Mapping[str, str] | None = None,
-        event_names: Iterable[str] = POLICY_REMOVAL_EVENTS,
+        event_names: Iterable[str] = REMOVAL_EVENT_NAMES,
         account_labels: bool = True,
         version: str = __version__,
         process_collectors: bool = True,

@@ -1,0 +1,142 @@
+"""The names every part of trailguard shares, defined once; this module imports nothing of it.
+
+Severities, outcomes and dispositions of a detection; the identity types and user-agent presets
+suppressions name; the IAM event names and source; remediation action names, modes and job
+states.  The config validates against these, rules and detections use them, metrics initialise
+their label sets from them and the jobs CLI lists them, so a name added here reaches all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final, Literal, get_args
+
+__all__ = [
+    "ACTION_MODES",
+    "ACTION_NAMES",
+    "DISPOSITIONS",
+    "IAM_EVENT_SOURCE",
+    "IDENTITY_TYPES",
+    "JOB_STATES",
+    "OUTCOMES",
+    "PERMISSIONS_BOUNDARY_EVENTS",
+    "QUEUED_JOB_STATES",
+    "REMEDIATION_MODES",
+    "REMOVAL_EVENT_NAMES",
+    "RESTORE_ACTIONS",
+    "SEVERITIES",
+    "SEVERITY_RANK",
+    "TERMINAL_STATES",
+    "USER_AGENT_PRESETS",
+    "WRITING_ACTIONS",
+    "ActionMode",
+    "ActionName",
+    "Disposition",
+    "IdentityType",
+    "JobState",
+    "Outcome",
+    "RemediationMode",
+    "Severity",
+    "UserAgentPreset",
+]
+
+# -- a detection ------------------------------------------------------------------------------
+
+Severity = Literal["info", "low", "medium", "high", "critical"]
+SEVERITIES: Final[tuple[Severity, ...]] = get_args(Severity)
+SEVERITY_RANK: Final[Mapping[Severity, int]] = {s: i for i, s in enumerate(SEVERITIES)}
+
+Outcome = Literal["success", "failure"]
+OUTCOMES: Final[tuple[Outcome, ...]] = get_args(Outcome)
+
+Disposition = Literal["alert", "suppressed"]
+DISPOSITIONS: Final[tuple[Disposition, ...]] = get_args(Disposition)
+
+IdentityType = Literal[
+    "Root",
+    "IAMUser",
+    "AssumedRole",
+    "FederatedUser",
+    "AWSAccount",
+    "AWSService",
+    "IdentityCenterUser",
+    "Unknown",
+    "SAMLUser",
+    "WebIdentityUser",
+    "Directory",
+]
+IDENTITY_TYPES: Final[frozenset[str]] = frozenset(get_args(IdentityType))
+
+UserAgentPreset = Literal["terraform", "pulumi", "cloudformation", "aws-service-linked-role"]
+USER_AGENT_PRESETS: Final[tuple[UserAgentPreset, ...]] = get_args(UserAgentPreset)
+
+# -- IAM events -------------------------------------------------------------------------------
+
+IAM_EVENT_SOURCE: Final = "iam.amazonaws.com"
+#: The ten IAM policy-removal APIs trailguard watches.
+REMOVAL_EVENT_NAMES: Final[tuple[str, ...]] = (
+    "DeleteUserPolicy",
+    "DeleteRolePolicy",
+    "DeleteGroupPolicy",
+    "DeletePolicy",
+    "DeletePolicyVersion",
+    "DetachUserPolicy",
+    "DetachRolePolicy",
+    "DetachGroupPolicy",
+    "DeleteUserPermissionsBoundary",
+    "DeleteRolePermissionsBoundary",
+)
+PERMISSIONS_BOUNDARY_EVENTS: Final[frozenset[str]] = frozenset(
+    {"DeleteUserPermissionsBoundary", "DeleteRolePermissionsBoundary"}
+)
+
+# -- remediation ------------------------------------------------------------------------------
+
+RemediationMode = Literal["dry-run", "approve", "enforce"]
+REMEDIATION_MODES: Final[tuple[RemediationMode, ...]] = get_args(RemediationMode)
+ActionMode = Literal["dry-run", "approve", "enforce", "off"]
+ACTION_MODES: Final[tuple[ActionMode, ...]] = get_args(ActionMode)
+
+ActionName = Literal[
+    "restore_inline_policy",
+    "reattach_managed_policy",
+    "restore_policy_version",
+    "recreate_managed_policy",
+    "restore_permissions_boundary",
+    "quarantine_actor",
+    "audit_actor",
+    "notify",
+]
+ACTION_NAMES: Final[tuple[ActionName, ...]] = get_args(ActionName)
+#: The actions that put back what a removal took away (subject to the circuit breaker).
+RESTORE_ACTIONS: Final[frozenset[ActionName]] = frozenset(
+    {
+        "restore_inline_policy",
+        "reattach_managed_policy",
+        "restore_policy_version",
+        "recreate_managed_policy",
+        "restore_permissions_boundary",
+    }
+)
+#: The actions that write to IAM (serialised per account, confirmed before writing).
+WRITING_ACTIONS: Final[frozenset[ActionName]] = RESTORE_ACTIONS | {"quarantine_actor"}
+
+JobState = Literal[
+    "pending",
+    "awaiting_approval",
+    "running",
+    "succeeded",
+    "failed",
+    "dead",
+    "skipped",
+    "dry_run",
+]
+JOB_STATES: Final[tuple[JobState, ...]] = get_args(JobState)
+TERMINAL_STATES: Final[frozenset[JobState]] = frozenset({"succeeded", "dead", "skipped", "dry_run"})
+#: States a job can sit in, waiting: the queue-depth gauge has one series for each.
+QUEUED_JOB_STATES: Final[tuple[JobState, ...]] = (
+    "pending",
+    "awaiting_approval",
+    "running",
+    "failed",
+)
