@@ -10,14 +10,14 @@ from elsewhere on the machine hits every contender alike:
     (a) decompression alone, with trailguard's decompressor (libdeflate): the limit
     (b) the loop users write from AWS's docs: gzip.decompress + json.loads + a Python loop
     (c) trailguard's processing path in one process, as the daemon runs it: Detector.process_file
-        with the policy history on (decode, candidates, rules, detections, policy facts) and the
-        detections encoded as JSON Lines
+        with the policy history on (decode, candidate records, rules, detections, policy facts)
+        and the detections encoded as JSON Lines
     (d) the same through the daemon's DecodePool on every core (compressed bytes in, outcome out,
         8 objects in flight as [limits] max_objects_in_flight), JSON Lines encoded in the parent
 
-plus two reference rows on the default set: (c) without the C scanner (msgspec's passes alone, as
-on a machine without a compiler or AVX2) and the rejected design of a byte prefilter in front of
-decoding.
+plus a reference row on the default set: (c) without the C scanner (msgspec's passes alone, as
+on a machine without a compiler or AVX2).  (The rejected design of a byte prefilter in front of
+decoding was measured until issue 14 dropped its code: bench/README.md keeps the figures.)
 
 For each: records/s per core (the best of the repetitions, as timeit reports: on a shared machine
 the slower ones measure the neighbours; medians are in the JSON; (d) divided by its workers), MB/s
@@ -133,23 +133,6 @@ class _Nothing(msgspec.Struct):
 
 class _Count(msgspec.Struct):
     records: list[_Nothing] = msgspec.field(name="Records")
-
-
-def prefilter_first(detector: Detector) -> Callable[[bytes, int], int]:
-    """Issue 2's first design: a byte prefilter rejects files without a candidate name (they
-    still need counting: a field-less pass), the others take the full path."""
-    count = msgspec.json.Decoder(_Count).decode
-    prefilter = detector.prefilter
-    work = processing(detector)
-
-    def run(blob: bytes, index: int) -> int:
-        text = decompress(blob, source="bench")
-        if not prefilter.may_match(text):
-            count(text)
-            return 0
-        return work(blob, index)
-
-    return run
 
 
 class PoolRun:
@@ -317,7 +300,7 @@ def probe(kind: str, set_name: str) -> dict[str, float]:
             records = outcome.decoded.records
         else:  # the whole object in memory, as before streaming
             whole = DecodeLimits(stream_over=1 << 40, max_candidate_bytes=1 << 40)
-            decoded = decode_file(data, detector.prefilter, source="big", limits=whole)
+            decoded = decode_file(data, detector.candidates, source="big", limits=whole)
             records = decoded.records
         return {
             "peak_rss_mb": own_peak_rss_mb(),
@@ -396,7 +379,7 @@ def run_set(spec: SetSpec, reps: int, naive_reps: int, main: bool) -> dict[str, 
     config = Config()  # the daemon's defaults: policy history on, 8 objects in flight
     detector = Detector.from_config(config)
     with_candidates = sum(
-        1 for t in texts if decode_file(t, detector.prefilter, source="x").candidates
+        1 for t in texts if decode_file(t, detector.candidates, source="x").candidates
     )
     del texts
     print(
@@ -446,12 +429,6 @@ def run_set(spec: SetSpec, reps: int, naive_reps: int, main: bool) -> dict[str, 
                 "    (c) without the C scanner (msgspec)",
                 over(files, msgspec_path(detector)),
                 reps,
-            ),
-            Contender(
-                "rejected",
-                "    rejected: byte prefilter first",
-                over(files, prefilter_first(detector)),
-                max(1, reps // 2),
             ),
         ]
     measure(contenders)

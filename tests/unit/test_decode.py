@@ -1,4 +1,4 @@
-"""decode_file, decompress and Prefilter: shapes, gzip, skips, errors, escapes, bad records."""
+"""decode_file, decompress and CandidateNames: shapes, gzip, skips, errors, escapes, bad records."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from trailguard.detect.decode import DecodedFile, Prefilter, decode_file, decompress
+from trailguard.detect.decode import CandidateNames, DecodedFile, decode_file, decompress
 from trailguard.detect.record import Record
 from trailguard.errors import DecodeError
 
@@ -34,7 +34,7 @@ NAMES = (
     "DeleteUserPermissionsBoundary",
     "DeleteRolePermissionsBoundary",
 )
-PF = Prefilter(NAMES)
+PF = CandidateNames(NAMES)
 LOG_KEY = (
     "AWSLogs/o-abcdefghij/123456789012/CloudTrail/us-east-1/2024/06/01/"
     "123456789012_CloudTrail_us-east-1_20240601T0000Z_abcdefgh.json.gz"
@@ -144,46 +144,21 @@ def names(result: DecodedFile) -> list[str | None]:
     return [r.event_name for r in result.candidates]
 
 
-# -- Prefilter -------------------------------------------------------------------------------------
+# -- CandidateNames -------------------------------------------------------------------------------
 
 
-def test_prefilter_event_names_and_literal_match() -> None:
+def test_candidate_names_refuse_what_no_rule_can_name() -> None:
     assert PF.event_names == frozenset(NAMES)
-    body = json.dumps({"Records": [rec("DeleteRolePermissionsBoundary")]}).encode()
-    assert PF.may_match(body)
-    assert PF.may_match(bytearray(body))
-    assert PF.may_match(memoryview(body))
-    assert not PF.may_match(json.dumps({"Records": [rec("GetObject")]}).encode())
-
-
-def test_prefilter_escapes_are_conservative() -> None:
-    assert PF.may_match(rb'{"eventName":"Delete\u0055serPolicy"}')
-    assert PF.may_match(rb'{"eventName":"\u0044eletePolicy"}')
-    # doubly encoded, as inside lookup-events' CloudTrailEvent strings
-    assert PF.may_match(rb'{"CloudTrailEvent":"{\"eventName\":\"Delete\\u0055serPolicy\"}"}')
-    # escapes that cannot stand for a letter of the names do not trigger it
-    assert not PF.may_match(rb'{"policyDocument":"a\u003db\u0026c\u00e9\u4e2d\n"}')
-
-
-def test_prefilter_other_names() -> None:
-    assert not Prefilter([]).may_match(b"anything \\u0041")
-    odd = Prefilter(["Put:Thing/1", "Caf\u00e9"])
-    assert odd.may_match(b'"Put:Thing/1"')
-    assert odd.may_match(b'"Put:Thing\\/1"')  # \/ is a legal JSON escape of /
-    assert odd.may_match(b'"Put\\u003aThing/1"')
-    assert odd.may_match('"Café"'.encode())
-    assert odd.may_match(b'"Caf\\u00e9"')
-    assert not odd.may_match(b'"PutThing"')
     with pytest.raises(ValueError, match="empty"):
-        Prefilter([""])
+        CandidateNames([""])
     with pytest.raises(TypeError):
-        Prefilter([1])  # type: ignore[list-item]
+        CandidateNames([1])  # type: ignore[list-item]
 
 
-def test_prefilter_pickles() -> None:
+def test_candidate_names_pickle() -> None:
     copy = pickle.loads(pickle.dumps(PF))
     assert copy.event_names == PF.event_names
-    assert copy.may_match(b"DeletePolicy")
+    assert copy.name_bytes == PF.name_bytes
 
 
 # -- decompress ------------------------------------------------------------------------------------
@@ -601,9 +576,9 @@ def test_candidates_are_exact_names() -> None:
 
 def test_candidate_set_comes_from_the_prefilter() -> None:
     text = encode(MIXED, "records")
-    only = decode_file(text, Prefilter(["PutUserPolicy", "GetObject"]), source="x")
+    only = decode_file(text, CandidateNames(["PutUserPolicy", "GetObject"]), source="x")
     assert names(only) == ["GetObject", "PutUserPolicy"]
-    assert decode_file(text, Prefilter([]), source="x").candidates == []
+    assert decode_file(text, CandidateNames([]), source="x").candidates == []
 
 
 def test_duplicate_keys_last_one_wins_consistently() -> None:

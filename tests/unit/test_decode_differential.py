@@ -22,12 +22,12 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from trailguard.detect.decode import SCANNER, DecodeLimits, Prefilter, decode_file
+from trailguard.detect.decode import SCANNER, CandidateNames, DecodeLimits, decode_file
 from trailguard.errors import DecodeError
 from trailguard.ingest.notifications import parse_body
 
 NAMES = ("DeleteUserPolicy", "DetachRolePolicy", "PutRolePolicy", "DeletePolicy")
-PF = Prefilter(NAMES)
+PF = CandidateNames(NAMES)
 SETTINGS = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SMALL = DecodeLimits(max_record_bytes=64 << 10)  # so that "too big" is reachable
 

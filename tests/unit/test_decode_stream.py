@@ -19,13 +19,13 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import trailguard.detect.locate as locate_mod
-from trailguard.detect.decode import DecodedFile, DecodeLimits, Prefilter, decode_file
+from trailguard.detect.decode import CandidateNames, DecodedFile, DecodeLimits, decode_file
 from trailguard.detect.stream import PieceDecoder
 from trailguard.errors import DecodeError
 
 NAMES = ("DeleteUserPolicy", "DetachRolePolicy", "PutRolePolicy", "AttachRolePolicy")
 OTHER = ("GetObject", "Decrypt", "ListPolicies", "DeleteUserPolicyX")
-PF = Prefilter(NAMES)
+PF = CandidateNames(NAMES)
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 

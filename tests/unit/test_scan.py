@@ -22,11 +22,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import use_decoder
-from trailguard.detect.decode import SCANNER, DecodedFile, Prefilter, decode_file
+from trailguard.detect.decode import SCANNER, CandidateNames, DecodedFile, decode_file
 from trailguard.errors import DecodeError
 
 NAMES = ("DeleteRolePolicy", "DeleteUserPolicy", "PutRolePolicy", "DetachGroupPolicy")
-PF = Prefilter(NAMES)
+PF = CandidateNames(NAMES)
 NAME_BYTES = PF.name_bytes
 SETTINGS = settings(
     max_examples=250,

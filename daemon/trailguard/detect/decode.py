@@ -2,7 +2,7 @@
 
 Input is the raw bytes of a file (gzip or not, told apart by the magic bytes, never by the name).
 Output: how many records it holds, the candidate records (those whose ``eventName`` is one the
-:class:`Prefilter` names) decoded into :class:`~trailguard.detect.record.Record`, and the bad
+:class:`CandidateNames` names) decoded into :class:`~trailguard.detect.record.Record`, and the bad
 records, each with its reason.  A problem with the file as a whole raises
 :class:`~trailguard.errors.DecodeError` with a reason an operator can act on; no other exception
 escapes for any input bytes.
@@ -36,7 +36,7 @@ import msgspec
 
 from trailguard.detect.gunzip import GZIP_MAGIC, decompress, inflate_bounded, trailer_size
 from trailguard.detect.keys import KeyKind, classify_key
-from trailguard.detect.locate import Prefilter
+from trailguard.detect.locate import CandidateNames
 from trailguard.detect.records import (
     DEFAULT_LIMITS,
     Collector,
@@ -51,9 +51,9 @@ from trailguard.errors import DecodeError
 __all__ = [
     "DEFAULT_LIMITS",
     "SCANNER",
+    "CandidateNames",
     "DecodeLimits",
     "DecodedFile",
-    "Prefilter",
     "decode_file",
     "decompress",
     "gil_free",
@@ -74,7 +74,7 @@ _DEC_PROBE: Final = msgspec.json.Decoder(_Probe)
 
 def decode_file(
     data: Buffer,
-    prefilter: Prefilter,
+    candidates: CandidateNames,
     *,
     source: str,
     key: str | None = None,
@@ -110,11 +110,11 @@ def decode_file(
         isize = trailer_size(blob, min(limits.stream_over, limits.max_inflated_bytes))
         if scan is not None and isize is not None and gil_free():
             # inflate and scan in one call without the GIL, into a buffer each thread keeps
-            found = scan.gunzip_records(blob, isize, prefilter.name_bytes, limits.max_record_bytes)
+            found = scan.gunzip_records(blob, isize, candidates.name_bytes, limits.max_record_bytes)
             if isinstance(found, tuple):
                 count, first, doubtful = found
                 pairs = list(zip(doubtful[0::2], doubtful[1::2], strict=True))
-                result = _from_scan(prefilter, limits, source, count, first, pairs, isize, True)
+                result = _from_scan(candidates, limits, source, count, first, pairs, isize, True)
                 if result is not None:
                     return result
             scanned = found is not None  # declined, or probed: not again
@@ -125,11 +125,11 @@ def decode_file(
     else:
         text = data
     if scan is not None and not scanned and rest is None and len(text) <= limits.stream_over:
-        result = _scanned_text(scan, prefilter, limits, source, text, compressed)
+        result = _scanned_text(scan, candidates, limits, source, text, compressed)
         if result is not None:
             return result
     decoder = PieceDecoder(
-        prefilter,
+        candidates,
         limits,
         source=source,
         compressed=compressed,
@@ -140,7 +140,7 @@ def decode_file(
 
 def _scanned_text(
     scan: object,
-    prefilter: Prefilter,
+    candidates: CandidateNames,
     limits: DecodeLimits,
     source: str,
     text: Buffer,
@@ -148,7 +148,7 @@ def _scanned_text(
 ) -> DecodedFile | None:
     """``{"Records": [...]}`` text by the C scanner; None when it declines."""
     found = scan.records(  # type: ignore[attr-defined]
-        text, prefilter.name_bytes, max_record=limits.max_record_bytes
+        text, candidates.name_bytes, max_record=limits.max_record_bytes
     )
     if isinstance(found, str):
         return None
@@ -156,7 +156,7 @@ def _scanned_text(
     view = memoryview(text)
     doubtful = [(spans[at], view[spans[at + 1] : spans[at + 2]]) for at in range(0, len(spans), 3)]
     return _from_scan(
-        prefilter,
+        candidates,
         limits,
         source,
         count,
@@ -168,7 +168,7 @@ def _scanned_text(
 
 
 def _from_scan(
-    prefilter: Prefilter,
+    candidates: CandidateNames,
     limits: DecodeLimits,
     source: str,
     count: int,
@@ -185,7 +185,7 @@ def _from_scan(
     second eventName key) is probed here, and one whose eventName decodes to null (or whose
     eventSource to ``aws:...``) sends the file to the reference walk, which judges it.
     """
-    names = prefilter.event_names
+    names = candidates.event_names
     collector = Collector(names, limits, source)
     if count:
         try:

@@ -1,10 +1,8 @@
 """Which records are candidates: the event names asked for, and where their bytes are.
 
-:class:`Prefilter` holds the names (the rules' and the policy history's); its
-:class:`_Locator` finds the bytes of the candidate records the msgspec probe pass named, so
-that only those few are decoded in full.  :meth:`Prefilter.may_match` is a conservative byte
-test for callers that hold bytes they need not count (the decoder itself does not use it: the
-probe pass validates and counts in the same pass; see bench/README.md, "where the time goes").
+:class:`CandidateNames` holds the names (the rules' and the policy history's) in the forms the
+decoders compare them in; its :class:`_Locator` finds the bytes of the candidate records the
+msgspec probe pass named, so that only those few are decoded in full.
 """
 
 from __future__ import annotations
@@ -16,7 +14,7 @@ from typing import Final
 
 import msgspec
 
-__all__ = ["RECORD_SEP", "Prefilter"]
+__all__ = ["RECORD_SEP", "CandidateNames"]
 
 
 class _Name(msgspec.Struct, gc=False):
@@ -26,20 +24,11 @@ class _Name(msgspec.Struct, gc=False):
 _DEC_NAME: Final = msgspec.json.Decoder(_Name)
 
 
-class Prefilter:
-    """Byte-level prefilter built from the event names the rules and policy history care about.
+class CandidateNames:
+    """The event names whose records are decoded in full (compared exactly, case-sensitive, as
+    the rules compare them), and where to find such records' bytes."""
 
-    :meth:`may_match` is conservative: it is true whenever a JSON text *could* hold one of the
-    names once decoded.  A JSON string may spell any character as an escape
-    (``"Delete\\u0055serPolicy"`` is ``DeleteUserPolicy``), which a search for the literal bytes
-    misses; so besides the literal names, any ``\\u`` escape that could stand for a character of
-    one of the names (for ASCII names ``\\u00`` followed by the character's high nibble), and any
-    short escape (``\\"``, ``\\/``, ...) of such a character, counts as "may match".  Real
-    CloudTrail rarely escapes letters, so the false positives stay rare; false negatives are
-    impossible.  Event names are compared exactly (case-sensitive), as the rules compare them.
-    """
-
-    __slots__ = ("_escapes", "_literals", "_names", "locator", "name_bytes")
+    __slots__ = ("_names", "locator", "name_bytes")
 
     def __init__(self, event_names: Iterable[str]) -> None:
         names = frozenset(event_names)
@@ -49,7 +38,6 @@ class Prefilter:
             if not name:
                 raise ValueError("event names must not be empty")
         self._names = names
-        self._literals, self._escapes = _prefilter_patterns(names)
         self.locator = _Locator(names)
         #: the names as the C scanner compares them (UTF-8, as JSON text spells them unescaped)
         self.name_bytes = tuple(sorted(name.encode() for name in names))
@@ -58,20 +46,8 @@ class Prefilter:
     def event_names(self) -> frozenset[str]:
         return self._names
 
-    def may_match(self, data: bytes | bytearray | memoryview) -> bool:
-        """True when ``data`` (decompressed JSON bytes) may hold one of the event names."""
-        if self._literals is None or self._escapes is None:
-            return False
-        if self._literals.search(data) is not None:
-            return True
-        # Two searches beat one regex holding both: sre finds the first byte of the names
-        # quickly but not an alternation that also starts with a backslash.  Most CloudTrail
-        # files hold no backslash at all, which memchr (bytes.find) tells at once.
-        start = 0 if isinstance(data, memoryview) else data.find(b"\\")
-        return start >= 0 and self._escapes.search(data, start) is not None
-
     def __repr__(self) -> str:
-        return f"Prefilter({sorted(self._names)!r})"
+        return f"CandidateNames({sorted(self._names)!r})"
 
 
 # JSON's short escapes: the character, and the byte that follows the backslash
@@ -87,21 +63,21 @@ _SHORT_ESCAPES: Final = {
 }
 
 
-def _prefilter_patterns(
-    names: frozenset[str],
-) -> tuple[re.Pattern[bytes] | None, re.Pattern[bytes] | None]:
-    """(the literal names, the escapes that could spell one of their characters)."""
+def _escape_pattern(names: frozenset[str]) -> re.Pattern[bytes] | None:
+    """The escapes that could spell a character of one of ``names`` (a JSON string may spell
+    any character as an escape: ``"Delete\\u0055serPolicy"`` is ``DeleteUserPolicy``): for
+    ASCII names ``\\u00`` followed by the character's high nibble, and the short escape of such
+    a character."""
     if not names:
-        return None, None
+        return None
     chars = set("".join(names))
-    literals = b"|".join(re.escape(n.encode()) for n in sorted(names))
     if any(ord(c) > 0x7F for c in chars):
         escapes = [rb"u"]  # a non-ASCII character may be escaped as any \uXXXX
     else:
         nibbles = "".join(sorted({f"{ord(c) >> 4:x}" for c in chars}))
         escapes = [rb"u00[" + nibbles.encode() + rb"]"]
     escapes += [re.escape(_SHORT_ESCAPES[c]) for c in sorted(chars) if c in _SHORT_ESCAPES]
-    return re.compile(literals), re.compile(rb"\\(?:" + b"|".join(escapes) + rb")")
+    return re.compile(rb"\\(?:" + b"|".join(escapes) + rb")")
 
 
 # -- locating candidate records by their bytes ----------------------------------------------------
@@ -150,7 +126,7 @@ class _Locator:
             if not any(c in _SHORT_ESCAPES or ord(c) < 0x20 for c in name)
         }
         spelled = names | {"eventName"}
-        self._escapes = _prefilter_patterns(spelled)[1]
+        self._escapes = _escape_pattern(spelled)
         # Plain ASCII names (the usual case): only \u00XX escapes could spell them, and a
         # bytes.find loop for "\u00" beats the regex; ``_nibbles`` are the possible X's.
         chars = set("".join(spelled))

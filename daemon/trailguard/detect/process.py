@@ -1,6 +1,6 @@
 """From the bytes of one CloudTrail file to its detections and policy facts.
 
-decode (gunzip, prefilter, typed candidate records) -> rules -> detections; and, when the policy
+decode (gunzip, find the candidate records, type them) -> rules -> detections; and, when the policy
 history is on, -> policy facts (Put*/Attach*/Create* events and the removals themselves), which
 the caller records so remediation can put a removed policy back, and the digest of every record
 that yielded a detection or a fact, which the caller checks against the event ledger (an eventID
@@ -18,9 +18,9 @@ import msgspec
 
 from trailguard.detect.decode import (
     DEFAULT_LIMITS,
+    CandidateNames,
     DecodedFile,
     DecodeLimits,
-    Prefilter,
     decode_file,
 )
 from trailguard.detect.detection import Detection, Source, build_detection
@@ -44,9 +44,9 @@ class FileOutcome(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Detector:
-    """Rules plus the byte prefilter derived from them (and from the history's event names)."""
+    """Rules plus the candidate event names derived from them (and from the history's)."""
 
-    __slots__ = ("history", "limits", "prefilter", "rules")
+    __slots__ = ("candidates", "history", "limits", "rules")
 
     def __init__(
         self, rules: RuleSet, *, history: bool = False, limits: DecodeLimits = DEFAULT_LIMITS
@@ -55,7 +55,7 @@ class Detector:
         self.history = history
         self.limits = limits
         names = rules.event_names | HISTORY_EVENT_NAMES if history else rules.event_names
-        self.prefilter = Prefilter(names)
+        self.candidates = CandidateNames(names)
 
     @classmethod
     def from_config(cls, config: Config) -> Detector:
@@ -102,7 +102,7 @@ class Detector:
         decoder recognise digest and Insight files by CloudTrail's layout.
         Raises :class:`trailguard.errors.DecodeError` for a file-level problem.
         """
-        decoded = decode_file(data, self.prefilter, source=name, key=key, limits=self.limits)
+        decoded = decode_file(data, self.candidates, source=name, key=key, limits=self.limits)
         detections: list[Detection] = []
         facts: list[PolicyFact] = []
         events: list[EventDigest] = []

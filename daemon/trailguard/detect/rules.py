@@ -378,7 +378,7 @@ class RuleSet:
 
     @property
     def event_names(self) -> frozenset[str]:
-        """Every event name an enabled rule lists: the decoder's byte prefilter looks for these."""
+        """Every event name an enabled rule lists: the decoder decodes their records in full."""
         return self._event_names
 
     @property

@@ -31,7 +31,7 @@ from typing import Final
 import msgspec
 
 from trailguard.detect.frame import Element, FrameError, Walker, describe
-from trailguard.detect.locate import RECORD_SEP, Prefilter
+from trailguard.detect.locate import RECORD_SEP, CandidateNames
 from trailguard.detect.records import Collector, DecodedFile, DecodeLimits, skipped, utf8_ok
 from trailguard.errors import DecodeError
 
@@ -79,15 +79,15 @@ class PieceDecoder:
 
     def __init__(
         self,
-        prefilter: Prefilter,
+        candidates: CandidateNames,
         limits: DecodeLimits,
         *,
         source: str,
         compressed: bool,
         reference_only: bool = False,
     ) -> None:
-        self.prefilter = prefilter
-        self.names = prefilter.event_names
+        self.candidates = candidates
+        self.names = candidates.event_names
         self.limits = limits
         self.source = source
         self.compressed = compressed
@@ -225,7 +225,7 @@ class PieceDecoder:
         if wanted.isdisjoint(names):
             return True
         picked = [(i, name) for i, name in enumerate(names) if name in wanted]
-        located = self.prefilter.locator.locate(data, picked, len(data) - 1)
+        located = self.candidates.locator.locate(data, picked, len(data) - 1)
         if located is None:
             try:
                 raws = _DEC_RAWS.decode(data)
