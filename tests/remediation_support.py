@@ -17,13 +17,13 @@ from botocore.exceptions import ClientError
 from tests.factories import ACCOUNT, make_record
 from trailguard.config import Config, RemediationConfig, parse_config
 from trailguard.detect.detection import Detection, FileSource, policy_name_from_arn
-from trailguard.detect.history import PolicyFact, PrincipalKind
+from trailguard.detect.policy_facts import PolicyFact, PrincipalKind
 from trailguard.detect.process import Detector
 from trailguard.detect.record import Record
 from trailguard.detect.rules import RuleSet
 from trailguard.remediate.jobs import Job, WritePlan
 from trailguard.remediate.planner import plan_jobs
-from trailguard.state.history import ManagedPolicyState, PolicyVersionState
+from trailguard.state.policy_history import ManagedPolicyState, PolicyVersionState
 
 if TYPE_CHECKING:
     from types_aiobotocore_cloudtrail.client import CloudTrailClient
@@ -143,7 +143,7 @@ def fact(
 
 
 class FakeHistory:
-    """An in-memory :class:`~trailguard.state.history.PolicyHistoryStore` with canned answers.
+    """An in-memory :class:`~trailguard.state.policy_history.PolicyHistoryStore`, canned answers.
 
     It ignores ``before``: each test sets the answer the real store would give for the event.
     """

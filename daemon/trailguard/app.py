@@ -54,8 +54,8 @@ from trailguard.telemetry.sdnotify import Notifier
 
 if TYPE_CHECKING:
     from trailguard.remediate.service import Remediation
-    from trailguard.state.history import SqliteHistoryStore
     from trailguard.state.ledger import SqliteEventLedger
+    from trailguard.state.policy_history import SqliteHistoryStore
 
 log = get_logger(__name__)
 
@@ -249,8 +249,8 @@ class Daemon:
         config = self.config
         if not config.history.enabled:
             return None, None
-        from trailguard.state.history import SqliteHistoryStore, default_history_path
         from trailguard.state.ledger import SqliteEventLedger
+        from trailguard.state.policy_history import SqliteHistoryStore, default_history_path
 
         path = config.history.path or default_history_path(config.state.path)
         history = await SqliteHistoryStore.open(path)

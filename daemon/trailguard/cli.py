@@ -174,7 +174,7 @@ def _cmd_snapshot(args: argparse.Namespace) -> int:
 
     from trailguard.config import load_config
     from trailguard.remediate.snapshot import AccountSnapshot, take_snapshot
-    from trailguard.state.history import SqliteHistoryStore, default_history_path
+    from trailguard.state.policy_history import SqliteHistoryStore, default_history_path
     from trailguard.telemetry.logging import configure_logging
 
     for account in args.account or ():
@@ -273,8 +273,8 @@ async def _replay(
 
     from trailguard.ingest.replay import LocalReplay
     from trailguard.outputs.jsonl import JsonlWriter
-    from trailguard.state.history import SqliteHistoryStore, default_history_path
     from trailguard.state.ledger import SqliteEventLedger
+    from trailguard.state.policy_history import SqliteHistoryStore, default_history_path
 
     s3_uris = [p for p in args.paths if p.startswith("s3://")]
     local = [p for p in args.paths if not p.startswith("s3://")]

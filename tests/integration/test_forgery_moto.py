@@ -50,8 +50,8 @@ from trailguard.outputs.sink import DetectionSink
 from trailguard.remediate.jobs import Job, PlanMismatchError, iso
 from trailguard.remediate.service import Remediation
 from trailguard.state.dedup import SqliteDedupStore
-from trailguard.state.history import SqliteHistoryStore, default_history_path
 from trailguard.state.ledger import SqliteEventLedger
+from trailguard.state.policy_history import SqliteHistoryStore, default_history_path
 from trailguard.telemetry.metrics import Metrics
 
 if TYPE_CHECKING:

@@ -52,14 +52,14 @@ from tests.remediation_support import (
 )
 from trailguard.config import Config, parse_config
 from trailguard.detect.detection import Detection, FileSource
-from trailguard.detect.history import facts_from_record
+from trailguard.detect.policy_facts import facts_from_record
 from trailguard.detect.process import Detector
 from trailguard.detect.record import Record
 from trailguard.detect.rules import RuleSet
 from trailguard.remediate.executor import CircuitOpen
 from trailguard.remediate.jobs import Job, iso
 from trailguard.remediate.service import Remediation
-from trailguard.state.history import SqliteHistoryStore
+from trailguard.state.policy_history import SqliteHistoryStore
 
 if TYPE_CHECKING:
     from mypy_boto3_iam.client import IAMClient

@@ -25,11 +25,11 @@ from tests.conftest import ROOT
 from tests.factories import make_record
 from tests.integration.conftest import Boto3Clients, MotoServer
 from trailguard.config import Config, parse_config
-from trailguard.detect.history import facts_from_record
+from trailguard.detect.policy_facts import facts_from_record
 from trailguard.detect.record import Record
 from trailguard.errors import IngestError
 from trailguard.remediate.snapshot import take_snapshot
-from trailguard.state.history import SqliteHistoryStore, default_history_path
+from trailguard.state.policy_history import SqliteHistoryStore, default_history_path
 
 if TYPE_CHECKING:
     from mypy_boto3_iam.client import IAMClient

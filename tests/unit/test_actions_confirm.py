@@ -40,7 +40,7 @@ from tests.remediation_support import (
     remediation_config,
 )
 from trailguard.detect.digest import digest_of
-from trailguard.detect.history import facts_from_record
+from trailguard.detect.policy_facts import facts_from_record
 from trailguard.detect.record import Record
 from trailguard.remediate.actions import (
     ActionContext,
@@ -53,8 +53,8 @@ from trailguard.remediate.actions import (
     restore_policy_version,
 )
 from trailguard.remediate.jobs import Job, audit
-from trailguard.state.history import SqliteHistoryStore
 from trailguard.state.ledger import SqliteEventLedger
+from trailguard.state.policy_history import SqliteHistoryStore
 
 ALLOW_ALL = json.dumps(
     {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}

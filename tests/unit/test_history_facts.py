@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.factories import ACCOUNT, REMOVALS, make_record
-from trailguard.detect.history import (
+from trailguard.detect.policy_facts import (
     HISTORY_EVENT_NAMES,
     PolicyFact,
     event_time_key,

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from trailguard.detect.history import PolicyFact
+from trailguard.detect.policy_facts import PolicyFact
 from trailguard.errors import StateError
 from trailguard.state.dedup import SqliteDedupStore
-from trailguard.state.history import (
+from trailguard.state.policy_history import (
     ManagedPolicyState,
     PolicyHistoryStore,
     SqliteHistoryStore,

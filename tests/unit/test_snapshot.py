@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 
 from tests.conftest import ROOT
 from trailguard.config import Config, HistoryConfig, SnapshotConfig, load_config, parse_config
-from trailguard.detect.history import PolicyFact
+from trailguard.detect.policy_facts import PolicyFact
 from trailguard.errors import ConfigError
 from trailguard.remediate.snapshot import (
     facts_from_authorization_details,
@@ -28,7 +28,7 @@ from trailguard.remediate.snapshot import (
     snapshot_event_id,
     take_snapshot,
 )
-from trailguard.state.history import SqliteHistoryStore
+from trailguard.state.policy_history import SqliteHistoryStore
 
 LOCAL = "123456789012"
 OTHER = "111122223333"

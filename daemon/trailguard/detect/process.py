@@ -25,7 +25,7 @@ from trailguard.detect.decode import (
 )
 from trailguard.detect.detection import Detection, Source, build_detection
 from trailguard.detect.digest import EventDigest, digest_of
-from trailguard.detect.history import HISTORY_EVENT_NAMES, PolicyFact, facts_from_record
+from trailguard.detect.policy_facts import HISTORY_EVENT_NAMES, PolicyFact, facts_from_record
 from trailguard.detect.record import Record
 from trailguard.detect.rules import RuleSet
 

@@ -70,7 +70,7 @@ class Record(msgspec.Struct, frozen=True):
     # Read by policy history (the versionId CreatePolicyVersion assigned, the ARN CreatePolicy
     # returned).  Typed Any on purpose: a record whose responseElements is not an object must
     # still decode, so that an odd value there can never hide the record from the rules;
-    # detect/history.py reads it defensively.
+    # detect/policy_facts.py reads it defensively.
     response_elements: Any = msgspec.field(default=None, name="responseElements")
 
     def param(self, name: str) -> str | None:

@@ -41,8 +41,8 @@ import msgspec
 from trailguard.decode_pool import DecodePool
 from trailguard.detect.detection import Detection, EventBridgeSource, S3Source
 from trailguard.detect.digest import EventDigest
-from trailguard.detect.history import PolicyFact
 from trailguard.detect.keys import KeyKind, classify_key, key_account_region
+from trailguard.detect.policy_facts import PolicyFact
 from trailguard.detect.process import Detector, FileOutcome
 from trailguard.errors import DecodeError, IngestError, PermanentError, TransientError
 from trailguard.ingest.budget import ByteBudget, Reservation
@@ -62,8 +62,8 @@ from trailguard.telemetry.metrics import (
 
 if TYPE_CHECKING:
     from trailguard.remediate.service import Remediation
-    from trailguard.state.history import PolicyHistoryStore
     from trailguard.state.ledger import EventLedger
+    from trailguard.state.policy_history import PolicyHistoryStore
 
 log = get_logger(__name__)
 

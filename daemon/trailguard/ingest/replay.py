@@ -24,7 +24,7 @@ from trailguard.detect.process import Detector, FileOutcome
 from trailguard.errors import DecodeError
 from trailguard.ingest.messages import check_ledger, flag_conflicts
 from trailguard.outputs.jsonl import JsonlWriter
-from trailguard.state.history import PolicyHistoryStore
+from trailguard.state.policy_history import PolicyHistoryStore
 from trailguard.telemetry.logging import get_logger, printable
 
 if TYPE_CHECKING:

@@ -46,7 +46,7 @@ from botocore.exceptions import ClientError
 from trailguard.aws import classify, error_code
 from trailguard.config import RemediationConfig
 from trailguard.detect.detection import policy_name_from_arn
-from trailguard.detect.history import PolicyFact, PrincipalKind, path_from_policy_arn
+from trailguard.detect.policy_facts import PolicyFact, PrincipalKind, path_from_policy_arn
 from trailguard.errors import PermanentError
 from trailguard.remediate import confirm as gate
 from trailguard.remediate.confirm import (
@@ -68,8 +68,8 @@ from trailguard.remediate.jobs import (
 )
 from trailguard.remediate.notify import WebhookSender, notification, publish_sns, slack_message
 from trailguard.remediate.planner import actor_principal_of, allowlisted, own_identity
-from trailguard.state.history import PolicyHistoryStore
 from trailguard.state.ledger import EventLedger
+from trailguard.state.policy_history import PolicyHistoryStore
 from trailguard.vocabulary import ActionName
 
 if TYPE_CHECKING:

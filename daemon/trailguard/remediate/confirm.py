@@ -10,8 +10,8 @@ LookupEvents (by EventId, in the claim's account and region, through the clients
 use), derives the same fields from CloudTrail's record with the same extraction code the trail's
 record went through (:func:`~trailguard.detect.detection.build_actor` /
 :func:`~trailguard.detect.detection.build_target` for the removal,
-:func:`~trailguard.detect.history.facts_from_record` for a fact) and compares each one.  A field
-present on one side and absent on the other is a mismatch.  One LookupEvents answer per
+:func:`~trailguard.detect.policy_facts.facts_from_record` for a fact) and compares each one.
+A field present on one side and absent on the other is a mismatch.  One LookupEvents answer per
 (eventID, account, region) is asked for and reused; every claim under that eventID is still
 compared on its own (two claims under one eventID -- a forged Put carrying the removal's eventID
 -- can never both match CloudTrail's single record).
@@ -48,7 +48,7 @@ import msgspec
 from trailguard.aws import classify
 from trailguard.config import RemediationConfig
 from trailguard.detect.detection import Actor, Target, build_actor, build_target
-from trailguard.detect.history import PolicyFact, facts_from_record, is_snapshot_event_id
+from trailguard.detect.policy_facts import PolicyFact, facts_from_record, is_snapshot_event_id
 from trailguard.detect.record import Record
 from trailguard.detect.rules import IAM_EVENT_SOURCE
 from trailguard.detect.times import event_time_key

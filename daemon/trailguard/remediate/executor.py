@@ -57,8 +57,8 @@ from trailguard.remediate.actions import (
 )
 from trailguard.remediate.jobs import AuditEntry, Finding, Job, JobStore, audit, iso
 from trailguard.remediate.notify import WebhookSender
-from trailguard.state.history import PolicyHistoryStore
 from trailguard.state.ledger import EventLedger
+from trailguard.state.policy_history import PolicyHistoryStore
 from trailguard.telemetry.logging import get_logger
 from trailguard.vocabulary import RESTORE_ACTIONS, WRITING_ACTIONS
 

@@ -32,7 +32,7 @@ import msgspec
 
 from trailguard.config import RemediationConfig, RemediationPolicy
 from trailguard.detect.detection import Actor, Detection
-from trailguard.detect.history import PrincipalKind
+from trailguard.detect.policy_facts import PrincipalKind
 from trailguard.detect.rules import glob_regex
 from trailguard.remediate.jobs import EventRef, Job, audit, job_id
 from trailguard.vocabulary import IAM_EVENT_SOURCE, RESTORE_ACTIONS, SEVERITY_RANK, ActionName

@@ -31,8 +31,8 @@ from trailguard.remediate.executor import AwsClients, CircuitOpen, JobRunner
 from trailguard.remediate.jobs import Job, JobStore, SqliteJobStore
 from trailguard.remediate.planner import plan
 from trailguard.state.dedup import SqliteDedupStore
-from trailguard.state.history import PolicyHistoryStore
 from trailguard.state.ledger import EventLedger
+from trailguard.state.policy_history import PolicyHistoryStore
 from trailguard.telemetry.logging import get_logger
 
 if TYPE_CHECKING:

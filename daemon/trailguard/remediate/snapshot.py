@@ -32,7 +32,7 @@ from botocore.handlers import json_decode_policies
 from trailguard.aws import classify, client_config, client_kwargs, make_session
 from trailguard.config import Config
 from trailguard.detect.detection import policy_name_from_arn
-from trailguard.detect.history import (
+from trailguard.detect.policy_facts import (
     FactKind,
     PolicyFact,
     PrincipalKind,
@@ -41,7 +41,7 @@ from trailguard.detect.history import (
     path_from_policy_arn,
 )
 from trailguard.errors import IngestError
-from trailguard.state.history import PolicyHistoryStore
+from trailguard.state.policy_history import PolicyHistoryStore
 from trailguard.telemetry.logging import get_logger
 
 __all__ = [

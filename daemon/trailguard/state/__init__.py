@@ -7,6 +7,6 @@ order (:class:`PolicyHistoryStore`; SQLite by default).
 """
 
 from trailguard.state.dedup import DedupStore, SqliteDedupStore
-from trailguard.state.history import PolicyHistoryStore, SqliteHistoryStore
+from trailguard.state.policy_history import PolicyHistoryStore, SqliteHistoryStore
 
 __all__ = ["DedupStore", "PolicyHistoryStore", "SqliteDedupStore", "SqliteHistoryStore"]

@@ -1,7 +1,8 @@
 """The plumbing trailguard's SQLite stores share: :class:`SqliteStore` and two helpers.
 
-The dedup store (``state/dedup.py``), the policy history (``state/history.py``) and the job store
-(``remediate/jobs.py``) subclass :class:`SqliteStore`; each keeps its schema and queries.  The
+The dedup store (``state/dedup.py``), the policy history (``state/policy_history.py``) and the
+job store (``remediate/jobs.py``) subclass :class:`SqliteStore`; each keeps its schema and
+queries.  The
 conventions they share:
 
 - WAL journal with ``synchronous=FULL``: a write that returned survives a crash or power loss;

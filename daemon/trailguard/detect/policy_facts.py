@@ -3,9 +3,9 @@
 Delete events carry no policy document, but the events that created a policy did:
 Put{User,Role,Group}Policy, CreatePolicy and CreatePolicyVersion carry
 ``requestParameters.policyDocument`` as the raw JSON text submitted, and the Attach* /
-Put*PermissionsBoundary events say what was attached.  :func:`facts_from_record` turns one record
-into :class:`PolicyFact` values, which the policy history store (``state/history.py``) keeps in
-eventTime order so that a removed policy can be put back.
+Put*PermissionsBoundary events say what was attached.  :func:`facts_from_record` turns one
+record into :class:`PolicyFact` values, which the policy history store
+(``state/policy_history.py``) keeps in eventTime order so that a removed policy can be put back.
 
 Rules, in order:
 

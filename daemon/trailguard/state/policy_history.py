@@ -6,7 +6,7 @@ SQLite file, with the conventions of :class:`~trailguard.state.sqlite.SqliteStor
 with ``synchronous=FULL`` (a ``record`` that returned survives a crash), one connection used only
 from one dedicated worker thread, :class:`~trailguard.errors.StateError` for every storage failure.
 
-Facts (:class:`~trailguard.detect.history.PolicyFact`) are kept as they came, keyed by
+Facts (:class:`~trailguard.detect.policy_facts.PolicyFact`) are kept as they came, keyed by
 (eventID, fact identity): recording the same event again changes nothing.  Every query folds the
 facts in **eventTime order** (files arrive out of order; ties broken by eventID), considering only
 facts whose eventTime is strictly before ``before`` (None: all of them).  A snapshot's facts take
@@ -29,7 +29,7 @@ from typing import Any, Final, Protocol
 import msgspec
 
 from trailguard.detect.detection import policy_name_from_arn
-from trailguard.detect.history import (
+from trailguard.detect.policy_facts import (
     PolicyFact,
     PrincipalKind,
     event_time_key,
