@@ -2,8 +2,7 @@
 
 The dedup store (``state/dedup.py``), the policy history (``state/policy_history.py``) and the
 job store (``remediate/jobs.py``) subclass :class:`SqliteStore`; each keeps its schema and
-queries.  The
-conventions they share:
+queries.  The conventions they share:
 
 - WAL journal with ``synchronous=FULL``: a write that returned survives a crash or power loss;
 - one connection, used only from one dedicated worker thread (:meth:`SqliteStore._run`), so the
