@@ -39,7 +39,7 @@ from trailguard.config import Config, SqsSourceConfig, load_config, unconfirmed_
 from trailguard.decode_pool import DecodePool
 from trailguard.detect.decode import SCANNER
 from trailguard.detect.process import Detector
-from trailguard.errors import ConfigError, IngestError, StartupError, TrailguardError
+from trailguard.errors import ConfigError, OperationError, StartupError, TrailguardError
 from trailguard.ingest.budget import ByteBudget
 from trailguard.ingest.messages import HandlerSettings, IngestStats, MessageHandler
 from trailguard.ingest.s3 import ObjectStore, S3ObjectStore
@@ -292,7 +292,7 @@ class Daemon:
     async def _check_queue(self, queue: SqsQueue, src: SqsSourceConfig) -> None:
         try:
             info = await queue.info()
-        except IngestError as exc:
+        except OperationError as exc:
             raise StartupError(f"queue {src.label}: {exc.detail}") from exc
         if not info.has_redrive_policy:
             log.warning(
@@ -353,7 +353,7 @@ class Daemon:
                     wait_time_secs=src.wait_time_secs,
                     visibility_timeout_secs=src.visibility_timeout_secs,
                 )
-            except IngestError as exc:
+            except OperationError as exc:
                 failures += 1
                 delay = min(POLL_BACKOFF_CAP_SECS, 0.5 * 2**failures)
                 self.stats.errors[(exc.stage, exc.reason)] = (

@@ -23,7 +23,7 @@ from botocore.exceptions import (
 )
 
 from trailguard import __version__
-from trailguard.errors import IngestError, PermanentError, StartupError, TransientError
+from trailguard.errors import OperationError, PermanentError, StartupError, TransientError
 
 USER_AGENT_EXTRA = f"trailguard/{__version__}"
 
@@ -88,9 +88,9 @@ def error_code(exc: ClientError) -> str:
     return str(error.get("Code") or "Unknown")
 
 
-def classify(exc: BaseException, *, stage: str, what: str) -> IngestError:
+def classify(exc: BaseException, *, stage: str, what: str) -> OperationError:
     """Map an exception from botocore/aiohttp into Transient/PermanentError."""
-    if isinstance(exc, IngestError):
+    if isinstance(exc, OperationError):
         return exc
     if isinstance(exc, ClientError):
         code = error_code(exc)

@@ -60,12 +60,15 @@ class StateError(TrailguardError):
     """
 
 
-class IngestError(TrailguardError):
-    """Fetching or decoding one S3 object, or talking to SQS, failed.
+class OperationError(TrailguardError):
+    """One operation on the outside world failed: fetching or decoding an S3 object, talking to
+    SQS, a remediation's call to IAM, CloudTrail or SNS.
 
-    ``stage`` is where (``s3_get``, ``decode``, ``sqs_receive`` ...), ``reason`` is the short,
-    stable cause used in logs and as a bounded metric label (``NoSuchKey``, ``too_large``,
-    ``throttled`` ...); ``detail`` is the longer operator-facing explanation.
+    ``stage`` is where (``s3_get``, ``decode``, ``sqs_receive``, ``remediate`` ...), ``reason`` is
+    the short, stable cause used in logs and as a bounded metric label (``NoSuchKey``,
+    ``too_large``, ``throttled`` ...); ``detail`` is the longer operator-facing explanation.
+    Whether trying again may help is the subclass: :class:`TransientError` or
+    :class:`PermanentError`.
     """
 
     transient = False
@@ -76,21 +79,21 @@ class IngestError(TrailguardError):
         self.detail = detail or reason
         super().__init__(f"{stage}: {self.detail}")
 
-    def __reduce__(self) -> tuple[type[IngestError], tuple[str, str, str]]:
+    def __reduce__(self) -> tuple[type[OperationError], tuple[str, str, str]]:
         return (type(self), (self.stage, self.reason, self.detail))
 
 
-class TransientError(IngestError):
+class TransientError(OperationError):
     """May succeed if tried again: throttling, 5xx, timeouts, connection resets."""
 
     transient = True
 
 
-class PermanentError(IngestError):
+class PermanentError(OperationError):
     """Will fail the same way every time: NoSuchKey, AccessDenied, corrupt or oversized object.
 
-    The message is left to the queue's redrive policy (dead-letter queue), never retried in a
-    hot loop.
+    An ingest failure leaves its message to the queue's redrive policy (dead-letter queue); a
+    remediation failure ends its job ``dead``; neither is retried in a hot loop.
     """
 
 

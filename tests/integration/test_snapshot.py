@@ -27,7 +27,7 @@ from tests.integration.conftest import Boto3Clients, MotoServer
 from trailguard.config import Config, parse_config
 from trailguard.detect.policy_facts import facts_from_record
 from trailguard.detect.record import Record
-from trailguard.errors import IngestError
+from trailguard.errors import OperationError
 from trailguard.remediate.snapshot import take_snapshot
 from trailguard.state.policy_history import SqliteHistoryStore, default_history_path
 
@@ -285,7 +285,7 @@ async def test_an_unreachable_endpoint_fails_clearly(tmp_path: Path) -> None:
         '[aws]\nendpoint_url = "http://127.0.0.1:9"\n[snapshot]\naccounts = []\n', file="x"
     )
     async with await SqliteHistoryStore.open(tmp_path / "history.sqlite3") as store:
-        with pytest.raises(IngestError, match="GetCallerIdentity"):
+        with pytest.raises(OperationError, match="GetCallerIdentity"):
             await take_snapshot(config, store)
 
 

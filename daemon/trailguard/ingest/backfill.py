@@ -17,7 +17,7 @@ from trailguard.aws import check_region, client_config, client_kwargs, make_sess
 from trailguard.config import Config
 from trailguard.decode_pool import DecodePool
 from trailguard.detect.detection import S3Source
-from trailguard.errors import DecodeError, IngestError, UsageError
+from trailguard.errors import DecodeError, OperationError, UsageError
 from trailguard.ingest.budget import ByteBudget, Reservation
 from trailguard.ingest.replay import LocalReplay
 from trailguard.ingest.retry import retry_transient
@@ -53,7 +53,7 @@ async def replay_s3(
             try:
                 async for key, _size in list_log_keys(s3, bucket, prefix, since=since, until=until):
                     keys.append((bucket, key))
-            except IngestError as exc:
+            except OperationError as exc:
                 summary.files += 1
                 summary.failed.append((uri, exc.detail))
                 log.error("replay.list_failed", uri=uri, reason=exc.reason, detail=exc.detail)
@@ -81,7 +81,7 @@ async def replay_s3(
                 outcome = await pool.process(
                     data, source=S3Source(bucket=bucket, key=key), name=name, key=key
                 )
-            except IngestError as exc:
+            except OperationError as exc:
                 replay.fail(name, exc.detail)
             except DecodeError as exc:
                 replay.fail(name, exc.reason)

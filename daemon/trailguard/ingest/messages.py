@@ -44,7 +44,7 @@ from trailguard.detect.digest import EventDigest
 from trailguard.detect.keys import KeyKind, classify_key, key_account_region
 from trailguard.detect.policy_facts import PolicyFact
 from trailguard.detect.process import Detector, FileOutcome
-from trailguard.errors import DecodeError, IngestError, PermanentError, TransientError
+from trailguard.errors import DecodeError, OperationError, PermanentError, TransientError
 from trailguard.ingest.budget import ByteBudget, Reservation
 from trailguard.ingest.notifications import ObjectRef, parse_body
 from trailguard.ingest.retry import retry_transient
@@ -263,9 +263,9 @@ class MessageHandler:
             detections: list[Detection] = []
             facts: list[PolicyFact] = []
             events: list[EventDigest] = []
-            failures: list[IngestError] = []
+            failures: list[OperationError] = []
             for ref, result in zip(wanted, results, strict=True):
-                if isinstance(result, IngestError):
+                if isinstance(result, OperationError):
                     failures.append(result)
                     self._object_failed(ref, result)
                 elif isinstance(result, BaseException):
@@ -370,7 +370,7 @@ class MessageHandler:
             )
         return outcome
 
-    def _object_failed(self, ref: ObjectRef, error: IngestError) -> None:
+    def _object_failed(self, ref: ObjectRef, error: OperationError) -> None:
         transient = isinstance(error, TransientError)
         self._object_outcome("failed_transient" if transient else "failed_permanent")
         self._error(error.stage, error.reason)
@@ -452,7 +452,7 @@ class MessageHandler:
                 self.stats.bump(self.stats.messages, "visibility_extended")
                 self._metrics.visibility_extended(settings.queue_label)
                 log.debug("sqs.visibility_extended", message_id=message.message_id, secs=timeout)
-            except IngestError as exc:
+            except OperationError as exc:
                 self._error(exc.stage, exc.reason)
                 log.warning(
                     "sqs.visibility_extend_failed",

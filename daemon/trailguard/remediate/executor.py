@@ -46,7 +46,7 @@ from aiobotocore.config import AioConfig
 
 from trailguard.aws import USER_AGENT_EXTRA, classify, client_kwargs, make_session
 from trailguard.config import Config, RemediationConfig
-from trailguard.errors import IngestError, PermanentError, StateError, TransientError
+from trailguard.errors import OperationError, PermanentError, StateError, TransientError
 from trailguard.remediate.actions import (
     ACTIONS,
     ActionContext,
@@ -558,7 +558,7 @@ class JobRunner:
             return self._retry_or(job, ctx, "state", str(exc), final=None)
         except ValueError as exc:  # e.g. history refusing a malformed eventTime
             return self._dead(job, ctx, f"invalid: {exc}")
-        except IngestError as exc:
+        except OperationError as exc:
             return self._dead(job, ctx, f"{exc.reason}: {exc.detail}")
         except Exception as exc:  # a bug: keep the job, mark it dead, go on with the others
             log.exception("remediation.job_crashed", job_id=job.id, action=job.action)

@@ -40,7 +40,7 @@ from trailguard.detect.policy_facts import (
     is_policy_arn,
     path_from_policy_arn,
 )
-from trailguard.errors import IngestError
+from trailguard.errors import OperationError
 from trailguard.state.policy_history import PolicyHistoryStore
 from trailguard.telemetry.logging import get_logger
 
@@ -294,7 +294,7 @@ async def take_snapshot(
     """Snapshot the local account and ``[snapshot] accounts`` (or just ``accounts``) into
     ``store``; one :class:`AccountSnapshot` per account, failed ones with ``error`` set.
 
-    Raises :class:`~trailguard.errors.IngestError` when the caller's own identity cannot be
+    Raises :class:`~trailguard.errors.OperationError` when the caller's own identity cannot be
     read (no credentials, no network), and :class:`~trailguard.errors.StateError` when the
     store fails: then nothing more can work.
     """
@@ -321,7 +321,7 @@ async def take_snapshot(
                     role_arn,
                     include_aws_managed=snap.include_aws_managed_policies,
                 )
-            except IngestError as exc:
+            except OperationError as exc:
                 log.error(
                     "snapshot.account_failed",
                     account_id=account_id,

@@ -13,7 +13,7 @@ Naming follows the Prometheus guide: one prefix (``trailguard_``), base units (s
 * ``event_name`` -- only names that the configured rules watch; anything else is ``other``;
 * ``outcome``, ``severity``, ``disposition``, ``stage``, ``action``, ``state``, ``path`` -- closed
   vocabularies defined here;
-* ``type`` (of an error) -- the stable ``reason`` of an :class:`~trailguard.errors.IngestError`
+* ``type`` (of an error) -- the stable ``reason`` of an :class:`~trailguard.errors.OperationError`
   (an AWS error code or a short word), capped at :data:`MAX_ERROR_SERIES` label sets;
 * ``account`` / ``region`` -- only on the two ``*_by_account_total`` counters, switched off with
   ``[metrics] account_labels = false``, validated (12 digits, a region name) and capped at
@@ -127,7 +127,7 @@ OBJECT_OUTCOMES: Final[tuple[ObjectOutcome, ...]] = get_args(ObjectOutcome)
 DeliveryPath = Literal["s3", "eventbridge", "file"]
 DELIVERY_PATHS: Final[tuple[DeliveryPath, ...]] = get_args(DeliveryPath)
 
-# The stages IngestError and the rest of the error tree name (errors.py); others are "other".
+# The stages OperationError and the rest of the error tree name (errors.py); others are "other".
 ERROR_STAGES: Final[tuple[str, ...]] = (
     "sqs_attributes",
     "sqs_receive",
@@ -573,7 +573,7 @@ class Metrics:
     # -- errors --------------------------------------------------------------------------------
 
     def error(self, stage: str, error_type: str) -> None:
-        """An error at ``stage`` (``IngestError.stage``) of ``error_type`` (its ``reason``)."""
+        """An error at ``stage`` (``OperationError.stage``) of ``error_type`` (its ``reason``)."""
         stage = stage if stage in ERROR_STAGES else OTHER
         error_type = error_type if _ERROR_TYPE.fullmatch(error_type) else OTHER
         with self._lock:
