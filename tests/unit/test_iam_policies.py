@@ -20,13 +20,13 @@ ACTION = re.compile(r"[a-z0-9-]+:[A-Za-z0-9]+")
 
 # The actions and the confirmation gate (which makes the LookupEvents calls).
 ACTIONS_SOURCES = [
-    ROOT / "daemon" / "trailguard" / "remediate" / "actions.py",
+    *sorted((ROOT / "daemon" / "trailguard" / "remediate" / "actions").glob("*.py")),
     ROOT / "daemon" / "trailguard" / "remediate" / "confirm.py",
 ]
 
 
 def calls_in_actions() -> set[str]:
-    """Every AWS call remediate/actions.py and remediate/confirm.py make, as IAM actions."""
+    """Every AWS call remediate/actions/ and remediate/confirm.py make, as IAM actions."""
     source = "\n".join(path.read_text() for path in ACTIONS_SOURCES)
     session = botocore.session.get_session()
     names = {
