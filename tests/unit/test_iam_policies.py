@@ -13,6 +13,7 @@ import pytest
 from botocore import xform_name
 
 from tests.conftest import ROOT
+from trailguard.remediate.actions.context import PRINCIPALS
 
 IAM_DIR = ROOT / "config" / "iam"
 POLICIES = sorted(IAM_DIR.glob("*.json"))
@@ -33,10 +34,10 @@ def calls_in_actions() -> set[str]:
         service: {xform_name(op): op for op in session.get_service_model(service).operation_names}
         for service in ("iam", "cloudtrail")
     }
-    return {
-        f"{service}:{names[service][method]}"
-        for service, method in re.findall(r"\b(iam|cloudtrail)\.([a-z_]+)\b", source)
-    }
+    found = re.findall(r"\b(iam|cloudtrail)\.([a-z_]+)\b", source)
+    # The calls made per principal kind through the PRINCIPALS table (getattr by name).
+    found += [("iam", call) for api in PRINCIPALS.values() for call in api.calls.values()]
+    return {f"{service}:{names[service][method]}" for service, method in found}
 
 
 def load(name: str) -> dict[str, Any]:

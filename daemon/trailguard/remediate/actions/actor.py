@@ -6,7 +6,7 @@ import datetime as dt
 from typing import TYPE_CHECKING
 
 from trailguard.errors import PermanentError
-from trailguard.remediate.actions.context import _STAGE, ActionContext, ActionOutcome
+from trailguard.remediate.actions.context import _STAGE, PRINCIPALS, ActionContext, ActionOutcome
 from trailguard.remediate.actions.gate import confirm_before_write, removal_claim
 from trailguard.remediate.jobs import (
     Finding,
@@ -47,7 +47,7 @@ async def quarantine_actor(ctx: ActionContext) -> ActionOutcome:
         planned_write("UpdateAccessKey", f"user/{name}", accessKeyId=key_id, status="Inactive")
         if by_key
         else planned_write(
-            f"Attach{kind.capitalize()}Policy", f"{kind}/{name}", policyArn=policy_arn
+            PRINCIPALS[kind].call_name("attach"), f"{kind}/{name}", policyArn=policy_arn
         )
     )
     # A forged file must not be able to frame anyone: CloudTrail must confirm the event, and

@@ -8,7 +8,8 @@ import datetime as dt
 import json
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal, ParamSpec, Protocol, TypeVar
 
 import msgspec
@@ -201,57 +202,124 @@ class ActionContext:
 
     async def principal(self, kind: PrincipalKind, name: str) -> dict[str, Any] | None:
         """The live user/role/group (GetUser/GetRole/GetGroup), or None if it does not exist."""
-        iam = await self.iam()
-        if kind == "user":
-            user = await self.find(iam.get_user, UserName=name)
-            return None if user is None else dict(user["User"])
-        if kind == "role":
-            role = await self.find(iam.get_role, RoleName=name)
-            return None if role is None else dict(role["Role"])
-        group = await self.find(iam.get_group, GroupName=name, MaxItems=1)
-        return None if group is None else dict(group["Group"])
+        api = PRINCIPALS[kind]
+        found = await self.find(
+            api.method(await self.iam(), "get"), **api.named(name), **api.get_extra
+        )
+        return None if found is None else dict(found[api.entity])
 
     async def attached_policy_arns(self, kind: PrincipalKind, name: str) -> list[str]:
-        iam = await self.iam()
+        api = PRINCIPALS[kind]
+        list_attached = api.method(await self.iam(), "list_attached")
         arns: list[str] = []
         marker: str | None = None
         while True:
             extra: dict[str, Any] = {"Marker": marker} if marker else {}
-            if kind == "user":
-                user_page = await self.call(iam.list_attached_user_policies, UserName=name, **extra)
-                policies, truncated, marker = (
-                    user_page["AttachedPolicies"],
-                    user_page.get("IsTruncated", False),
-                    user_page.get("Marker"),
-                )
-            elif kind == "role":
-                role_page = await self.call(iam.list_attached_role_policies, RoleName=name, **extra)
-                policies, truncated, marker = (
-                    role_page["AttachedPolicies"],
-                    role_page.get("IsTruncated", False),
-                    role_page.get("Marker"),
-                )
-            else:
-                group_page = await self.call(
-                    iam.list_attached_group_policies, GroupName=name, **extra
-                )
-                policies, truncated, marker = (
-                    group_page["AttachedPolicies"],
-                    group_page.get("IsTruncated", False),
-                    group_page.get("Marker"),
-                )
-            arns.extend(p["PolicyArn"] for p in policies if "PolicyArn" in p)
-            if not truncated or not marker:
+            page = await self.call(list_attached, **api.named(name), **extra)
+            arns.extend(p["PolicyArn"] for p in page["AttachedPolicies"] if "PolicyArn" in p)
+            marker = page.get("Marker")
+            if not page.get("IsTruncated", False) or not marker:
                 return arns
 
     async def attach(self, kind: PrincipalKind, name: str, policy_arn: str) -> None:
-        iam = await self.iam()
-        if kind == "user":
-            await self.call(iam.attach_user_policy, UserName=name, PolicyArn=policy_arn)
-        elif kind == "role":
-            await self.call(iam.attach_role_policy, RoleName=name, PolicyArn=policy_arn)
-        else:
-            await self.call(iam.attach_group_policy, GroupName=name, PolicyArn=policy_arn)
+        api = PRINCIPALS[kind]
+        attach = api.method(await self.iam(), "attach")
+        await self.call(attach, **api.named(name), PolicyArn=policy_arn)
+
+    async def inline_document(
+        self, kind: PrincipalKind, name: str, policy_name: str
+    ) -> object | None:
+        """The live inline policy's document (Get{User,Role,Group}Policy), or None."""
+        api = PRINCIPALS[kind]
+        get_inline = api.method(await self.iam(), "get_inline")
+        found = await self.find(get_inline, **api.named(name), PolicyName=policy_name)
+        return None if found is None else found["PolicyDocument"]
+
+    async def put_inline(
+        self, kind: PrincipalKind, name: str, policy_name: str, document: str
+    ) -> None:
+        api = PRINCIPALS[kind]
+        put_inline = api.method(await self.iam(), "put_inline")
+        await self.call(
+            put_inline, **api.named(name), PolicyName=policy_name, PolicyDocument=document
+        )
+
+    async def put_boundary(self, kind: PrincipalKind, name: str, boundary_arn: str) -> None:
+        api = PRINCIPALS[kind]
+        put_boundary = api.method(await self.iam(), "put_boundary")
+        await self.call(put_boundary, **api.named(name), PermissionsBoundary=boundary_arn)
+
+
+@dataclass(frozen=True, slots=True)
+class PrincipalApi:
+    """How IAM names one kind of principal's calls: a row of :data:`PRINCIPALS`."""
+
+    kind: PrincipalKind
+    #: the request parameter naming the principal ("UserName", "RoleName", "GroupName")
+    key: str
+    #: the response field holding it for ``get`` ("User", ...)
+    entity: str
+    #: the client methods, by job; a kind without one (a group's boundary) lacks the key
+    calls: Mapping[str, str]
+    get_extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def named(self, name: str) -> dict[str, str]:
+        return {self.key: name}
+
+    def method(self, iam: IAMClient, job: str) -> Callable[..., Awaitable[Any]]:
+        call = self.calls.get(job)
+        if call is None:
+            raise PermanentError(_STAGE, "unsupported", f"IAM has no {job} for a {self.kind}")
+        method: Callable[..., Awaitable[Any]] = getattr(iam, call)
+        return method
+
+    def call_name(self, job: str) -> str:
+        """The API name of a call (``put_inline`` of a role -> ``PutRolePolicy``)."""
+        return "".join(part.capitalize() for part in self.calls[job].split("_"))
+
+
+#: One row per principal kind instead of a branch per kind in every action.
+PRINCIPALS: Final[Mapping[PrincipalKind, PrincipalApi]] = {
+    "user": PrincipalApi(
+        kind="user",
+        key="UserName",
+        entity="User",
+        calls={
+            "get": "get_user",
+            "list_attached": "list_attached_user_policies",
+            "attach": "attach_user_policy",
+            "get_inline": "get_user_policy",
+            "put_inline": "put_user_policy",
+            "put_boundary": "put_user_permissions_boundary",
+        },
+    ),
+    "role": PrincipalApi(
+        kind="role",
+        key="RoleName",
+        entity="Role",
+        calls={
+            "get": "get_role",
+            "list_attached": "list_attached_role_policies",
+            "attach": "attach_role_policy",
+            "get_inline": "get_role_policy",
+            "put_inline": "put_role_policy",
+            "put_boundary": "put_role_permissions_boundary",
+        },
+    ),
+    "group": PrincipalApi(
+        kind="group",
+        key="GroupName",
+        entity="Group",
+        calls={
+            "get": "get_group",
+            "list_attached": "list_attached_group_policies",
+            "attach": "attach_group_policy",
+            "get_inline": "get_group_policy",
+            "put_inline": "put_group_policy",
+        },
+        get_extra={"MaxItems": 1},
+    ),
+}
 
 
 Action = Callable[[ActionContext], Awaitable[ActionOutcome]]

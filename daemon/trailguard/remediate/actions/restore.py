@@ -10,6 +10,7 @@ from trailguard.errors import PermanentError
 from trailguard.remediate.actions.context import (
     _MAX_VERSIONS,
     _STAGE,
+    PRINCIPALS,
     ActionContext,
     ActionOutcome,
     Deferred,
@@ -57,7 +58,7 @@ async def restore_inline_policy(ctx: ActionContext) -> ActionOutcome:
             "document_unknown",
             f"the last put of {policy_name} (event {fact.event_id}) has no usable document",
         )
-    live = await _get_inline(ctx, kind, name, policy_name)
+    live = await ctx.inline_document(kind, name, policy_name)
     ctx.record(
         "before",
         f"inline policy {policy_name} on {kind} {name}: {'present' if live else 'absent'}",
@@ -71,7 +72,7 @@ async def restore_inline_policy(ctx: ActionContext) -> ActionOutcome:
             f"{kind} {name} has a different {policy_name} now; it is not overwritten",
         )
     document = fact.document
-    call = f"Put{kind.capitalize()}Policy"
+    call = PRINCIPALS[kind].call_name("put_inline")
     refused = await confirm_before_write(
         ctx,
         [
@@ -90,42 +91,13 @@ async def restore_inline_policy(ctx: ActionContext) -> ActionOutcome:
     }
     if ctx.dry_run:
         return ctx.would(f"put inline policy {policy_name} back on {kind} {name}", **planned)
-    iam = await ctx.iam()
-    if kind == "user":
-        await ctx.call(
-            iam.put_user_policy, UserName=name, PolicyName=policy_name, PolicyDocument=document
-        )
-    elif kind == "role":
-        await ctx.call(
-            iam.put_role_policy, RoleName=name, PolicyName=policy_name, PolicyDocument=document
-        )
-    else:
-        await ctx.call(
-            iam.put_group_policy,
-            GroupName=name,
-            PolicyName=policy_name,
-            PolicyDocument=document,
-        )
+    await ctx.put_inline(kind, name, policy_name, document)
     ctx.record("did", f"put inline policy {policy_name} on {kind} {name}", **planned)
-    after = await _get_inline(ctx, kind, name, policy_name)
+    after = await ctx.inline_document(kind, name, policy_name)
     ctx.record("after", f"inline policy {policy_name} on {kind} {name}", document=after)
     if after is None or not same_document(after, document):
         raise PermanentError(_STAGE, "verify_failed", "the document read back differs")
     return ActionOutcome(state="succeeded", changed=True)
-
-
-async def _get_inline(
-    ctx: ActionContext, kind: PrincipalKind, name: str, policy_name: str
-) -> object | None:
-    iam = await ctx.iam()
-    if kind == "user":
-        user = await ctx.find(iam.get_user_policy, UserName=name, PolicyName=policy_name)
-        return None if user is None else user["PolicyDocument"]
-    if kind == "role":
-        role = await ctx.find(iam.get_role_policy, RoleName=name, PolicyName=policy_name)
-        return None if role is None else role["PolicyDocument"]
-    group = await ctx.find(iam.get_group_policy, GroupName=name, PolicyName=policy_name)
-    return None if group is None else group["PolicyDocument"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,7 +127,11 @@ async def reattach_managed_policy(ctx: ActionContext) -> ActionOutcome:
     refused = await confirm_before_write(
         ctx,
         [removal_claim(ctx)],
-        [planned_write(f"Attach{kind.capitalize()}Policy", f"{kind}/{name}", policyArn=policy_arn)],
+        [
+            planned_write(
+                PRINCIPALS[kind].call_name("attach"), f"{kind}/{name}", policyArn=policy_arn
+            )
+        ],
         f"attaching {policy_arn} to {kind} {name} again",
     )
     if refused is not None:
@@ -402,7 +378,7 @@ async def recreate_managed_policy(ctx: ActionContext) -> ActionOutcome:
     )
     writes.extend(
         planned_write(
-            f"Attach{kind.capitalize()}Policy", f"{kind}/{principal_name}", policyArn=policy_arn
+            PRINCIPALS[kind].call_name("attach"), f"{kind}/{principal_name}", policyArn=policy_arn
         )
         for kind, principal_name, _ in missing
     )
@@ -555,7 +531,7 @@ async def restore_permissions_boundary(ctx: ActionContext) -> ActionOutcome:
         ],
         [
             planned_write(
-                f"Put{kind.capitalize()}PermissionsBoundary",
+                PRINCIPALS[kind].call_name("put_boundary"),
                 f"{kind}/{name}",
                 permissionsBoundary=desired,
             )
@@ -566,14 +542,7 @@ async def restore_permissions_boundary(ctx: ActionContext) -> ActionOutcome:
         return refused
     if ctx.dry_run:
         return ctx.would(f"set the permissions boundary of {kind} {name} to {desired}")
-    if kind == "user":
-        await ctx.call(
-            iam.put_user_permissions_boundary, UserName=name, PermissionsBoundary=desired
-        )
-    else:
-        await ctx.call(
-            iam.put_role_permissions_boundary, RoleName=name, PermissionsBoundary=desired
-        )
+    await ctx.put_boundary(kind, name, desired)
     ctx.record("did", f"set the permissions boundary of {kind} {name} to {desired}")
     after = await ctx.principal(kind, name)
     after_boundary = None if after is None else _boundary_of(after)
