@@ -8,6 +8,7 @@ AWS_REGION, AWS_ENDPOINT_URL, instance/container roles ...); the config file may
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 import aiobotocore.session
@@ -116,3 +117,55 @@ def classify(exc: BaseException, *, stage: str, what: str) -> OperationError:
     if module.startswith("aiohttp"):
         return TransientError(stage, "connection", f"{what}: {type(exc).__name__}: {exc}")
     return PermanentError(stage, type(exc).__name__, f"{what}: {type(exc).__name__}: {exc}")
+
+
+@dataclass(frozen=True, slots=True)
+class AssumedRole:
+    """Credentials for one assumed role: client keyword arguments and when they expire."""
+
+    role_arn: str
+    client_kwargs: dict[str, str]
+    expires: float
+
+
+async def caller_account(sts: Any, *, stage: str) -> str:
+    """The account of the credentials ``sts`` was made with (sts:GetCallerIdentity)."""
+    try:
+        identity = await sts.get_caller_identity()
+    except Exception as exc:
+        raise classify(exc, stage=stage, what="sts:GetCallerIdentity") from exc
+    return str(identity["Account"])
+
+
+async def assume_role(
+    sts: Any,
+    role_arn: str,
+    *,
+    session_name: str,
+    duration_secs: int,
+    external_id: str | None,
+    stage: str,
+) -> AssumedRole:
+    """sts:AssumeRole -- the one place trailguard assumes a role (remediation and snapshots);
+    the credentials go only into client keyword arguments, never into a log or an error."""
+    request: dict[str, Any] = {
+        "RoleArn": role_arn,
+        "RoleSessionName": session_name,
+        "DurationSeconds": duration_secs,
+    }
+    if external_id:
+        request["ExternalId"] = external_id
+    try:
+        response = await sts.assume_role(**request)
+    except Exception as exc:
+        raise classify(exc, stage=stage, what=f"sts:AssumeRole {role_arn}") from exc
+    creds = response["Credentials"]
+    return AssumedRole(
+        role_arn=role_arn,
+        client_kwargs={
+            "aws_access_key_id": creds["AccessKeyId"],
+            "aws_secret_access_key": creds["SecretAccessKey"],
+            "aws_session_token": creds["SessionToken"],
+        },
+        expires=creds["Expiration"].timestamp(),
+    )

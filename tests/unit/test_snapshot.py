@@ -7,6 +7,7 @@ ignores PermissionsBoundary; Put/DeleteUserPermissionsBoundary answer HTTP 500).
 
 from __future__ import annotations
 
+import datetime as dt
 import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -239,6 +240,7 @@ class FakeClient:
                 "AccessKeyId": f"ASIA{account}",
                 "SecretAccessKey": "secret",
                 "SessionToken": "token",
+                "Expiration": dt.datetime(2030, 1, 1, tzinfo=dt.UTC),
             }
         }
 

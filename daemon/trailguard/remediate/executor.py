@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import random
 import time
 from collections import Counter
@@ -44,7 +45,13 @@ import aiohttp
 import msgspec
 from aiobotocore.config import AioConfig
 
-from trailguard.aws import USER_AGENT_EXTRA, classify, client_kwargs, make_session
+from trailguard.aws import (
+    USER_AGENT_EXTRA,
+    assume_role,
+    caller_account,
+    client_kwargs,
+    make_session,
+)
 from trailguard.config import Config, RemediationConfig
 from trailguard.errors import OperationError, PermanentError, StateError, TransientError
 from trailguard.remediate.actions import (
@@ -218,12 +225,7 @@ class AwsClients:
 
     async def own_account(self) -> str:
         if self._own_account is None:
-            sts = await self._default_sts()
-            try:
-                identity = await sts.get_caller_identity()
-            except Exception as exc:
-                raise classify(exc, stage="remediate", what="GetCallerIdentity") from exc
-            self._own_account = identity["Account"]
+            self._own_account = await caller_account(await self._default_sts(), stage="remediate")
         return self._own_account
 
     async def iam(self, account_id: str) -> IAMClient:
@@ -279,33 +281,21 @@ class AwsClients:
                 raise NoRoleForAccount(account_id)
             return {}, None
         role_arn = template.format(account_id=account_id)
-        sts = await self._default_sts()
-        params: dict[str, Any] = {
-            "RoleArn": role_arn,
-            "RoleSessionName": self._remediation.role_session_name,
-            "DurationSeconds": _ASSUME_DURATION_SECS,
-        }
-        if self._remediation.external_id:
-            params["ExternalId"] = self._remediation.external_id
-        try:
-            assumed = await sts.assume_role(**params)
-        except Exception as exc:
-            raise classify(exc, stage="remediate", what=f"AssumeRole {role_arn}") from exc
-        creds = assumed["Credentials"]
+        assumed = await assume_role(
+            await self._default_sts(),
+            role_arn,
+            session_name=self._remediation.role_session_name,
+            duration_secs=_ASSUME_DURATION_SECS,
+            external_id=self._remediation.external_id,
+            stage="remediate",
+        )
         log.info(
             "remediation.role_assumed",
             account_id=account_id,
             role_arn=role_arn,
-            expires=creds["Expiration"].isoformat(),
+            expires=dt.datetime.fromtimestamp(assumed.expires, dt.UTC).isoformat(),
         )
-        return (
-            {
-                "aws_access_key_id": creds["AccessKeyId"],
-                "aws_secret_access_key": creds["SecretAccessKey"],
-                "aws_session_token": creds["SessionToken"],
-            },
-            creds["Expiration"].timestamp(),
-        )
+        return assumed.client_kwargs, assumed.expires
 
     def _close_retired_soon(self, now: float) -> None:
         due = [entry for at, entry in self._retired if at <= now]

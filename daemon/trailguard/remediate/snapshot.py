@@ -29,7 +29,14 @@ from typing import Any, Final
 import msgspec
 from botocore.handlers import json_decode_policies
 
-from trailguard.aws import classify, client_config, client_kwargs, make_session
+from trailguard.aws import (
+    assume_role,
+    caller_account,
+    classify,
+    client_config,
+    client_kwargs,
+    make_session,
+)
 from trailguard.config import Config
 from trailguard.detect.detection import policy_name_from_arn
 from trailguard.detect.policy_facts import (
@@ -303,16 +310,26 @@ async def take_snapshot(
     snap = config.snapshot
     results: list[AccountSnapshot] = []
     async with session.create_client("sts", config=client_config(), **kwargs) as sts:
-        try:
-            local = str((await sts.get_caller_identity())["Account"])
-        except Exception as exc:
-            raise classify(exc, stage="snapshot", what="sts:GetCallerIdentity") from exc
+        local = await caller_account(sts, stage="snapshot")
         wanted = list(accounts) if accounts is not None else [local, *snap.accounts]
         for account_id in dict.fromkeys(wanted):
             role_arn = None if account_id == local else snap.role_arn(account_id)
             taken_at = _now(clock)
             try:
-                credentials = await _assume(sts, role_arn, snap.external_id)
+                credentials = (
+                    None
+                    if role_arn is None
+                    else (
+                        await assume_role(
+                            sts,
+                            role_arn,
+                            session_name=ROLE_SESSION_NAME,
+                            duration_secs=SESSION_SECONDS,
+                            external_id=snap.external_id,
+                            stage="snapshot",
+                        )
+                    ).client_kwargs
+                )
                 pages = await _read_account(
                     session,
                     kwargs,
@@ -357,29 +374,6 @@ async def take_snapshot(
             log.info("snapshot.account_done", **msgspec.structs.asdict(result))
             results.append(result)
     return results
-
-
-async def _assume(sts: Any, role_arn: str | None, external_id: str | None) -> dict[str, str] | None:
-    """Credentials for ``role_arn`` (None: use the default credentials)."""
-    if role_arn is None:
-        return None
-    request: dict[str, Any] = {
-        "RoleArn": role_arn,
-        "RoleSessionName": ROLE_SESSION_NAME,
-        "DurationSeconds": SESSION_SECONDS,
-    }
-    if external_id is not None:
-        request["ExternalId"] = external_id
-    try:
-        response = await sts.assume_role(**request)
-    except Exception as exc:
-        raise classify(exc, stage="snapshot", what=f"sts:AssumeRole {role_arn}") from exc
-    creds = response["Credentials"]
-    return {
-        "aws_access_key_id": creds["AccessKeyId"],
-        "aws_secret_access_key": creds["SecretAccessKey"],
-        "aws_session_token": creds["SessionToken"],
-    }
 
 
 async def _read_account(
