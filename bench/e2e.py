@@ -106,7 +106,7 @@ class Harness:
             await self.queue.all_done.wait()
 
     def usage(self) -> tuple[float, int]:
-        return total_cpu(helper_pids()), self.daemon.stats.records
+        return total_cpu(helper_pids()), self.daemon.tally.records
 
     def own_cpu(self) -> float:
         return total_cpu([])
@@ -213,8 +213,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         result["backlog"] = await backlog(h, keys, args.backlog)
         if args.big:
             result["big"] = await big(h, args.big)
-        result["detections"] = h.daemon.stats.detections
-        result["duplicates_dropped"] = h.daemon.stats.duplicates
+        result["detections"] = h.daemon.tally.detections
+        result["duplicates_dropped"] = h.daemon.tally.duplicates
         h.daemon.request_stop()
         await task
     return result

@@ -41,16 +41,28 @@ from trailguard.detect.decode import SCANNER
 from trailguard.detect.process import Detector
 from trailguard.errors import ConfigError, OperationError, StartupError, TrailguardError
 from trailguard.ingest.budget import ByteBudget
-from trailguard.ingest.messages import HandlerSettings, IngestStats, MessageHandler
+from trailguard.ingest.messages import HandlerSettings, MessageHandler
 from trailguard.ingest.s3 import ObjectStore, S3ObjectStore
 from trailguard.ingest.sqs import Message, SqsQueue
+from trailguard.observe import (
+    ConfigReloaded,
+    ConfigReloadRejected,
+    MessageFailed,
+    MessageFinished,
+    MessageReceived,
+    MessageReleased,
+    PollFailed,
+    PollSucceeded,
+)
 from trailguard.outputs.jsonl import JsonlWriter
 from trailguard.outputs.sink import DetectionSink, recover_from_output
 from trailguard.state.dedup import SqliteDedupStore
 from trailguard.telemetry.http import HealthServer, stale_queue_reasons
 from trailguard.telemetry.logging import configure_logging, get_logger
-from trailguard.telemetry.metrics import MessageOutcome, Metrics
+from trailguard.telemetry.metrics import Metrics
+from trailguard.telemetry.observers import standard_observers
 from trailguard.telemetry.sdnotify import Notifier
+from trailguard.vocabulary import MessageOutcome
 
 if TYPE_CHECKING:
     from trailguard.remediate.service import Remediation
@@ -61,7 +73,6 @@ log = get_logger(__name__)
 
 POLL_BACKOFF_CAP_SECS = 30.0
 PURGE_INTERVAL_SECS = 3600.0
-JOB_METRICS_INTERVAL_SECS = 5.0
 
 # Sections a live reload applies; any other change is reported and waits for a restart.
 _RELOADABLE = frozenset({"logging", "rules", "suppress", "severity", "remediation", "keys"})
@@ -103,9 +114,12 @@ class Daemon:
         self.config_path = config_path
         self._queues = queues
         self._store = store
-        self.stats = IngestStats()
         self.state = DaemonState()
         self.metrics = Metrics.from_config(config)
+        # The one observation path: every part reports its events here; metrics, the exit
+        # summary (the tally) and the log lines are its readers.
+        self.observer, self.tally = standard_observers(self.metrics)
+        self.metrics.watch_in_flight(messages=lambda: self.state.in_flight)
         # unset: the decode workers (and anything else started later) must not inherit it.
         self.notifier = Notifier.from_environ(unset=True)
         self._stop = asyncio.Event()
@@ -175,14 +189,23 @@ class Daemon:
                 sink=self._sink,
                 object_slots=asyncio.Semaphore(config.limits.max_objects_in_flight),
                 budget=ByteBudget(config.limits.max_bytes_in_flight),
-                stats=self.stats,
-                metrics=self.metrics,
+                observer=self.observer,
                 history=history,
                 ledger=ledger,
                 remediation=remediation,
             )
+            handler = self._handler
+            self.metrics.watch_in_flight(
+                objects=lambda: handler.objects_in_flight,
+                held_bytes=lambda: handler.budget.in_use,
+            )
             if config.http.enabled:
-                server = HealthServer(config.http.listen, self.metrics, self._not_ready_reasons)
+                server = HealthServer(
+                    config.http.listen,
+                    self.metrics,
+                    self._not_ready_reasons,
+                    before_scrape=remediation.sample_queue if remediation is not None else None,
+                )
                 await stack.enter_async_context(server)
                 log.info("http.listening", url=server.url)
 
@@ -199,7 +222,6 @@ class Daemon:
                 ]
                 if remediation is not None:
                     helpers.append(group.create_task(remediation.runner.run()))
-                    helpers.append(group.create_task(self._job_metrics(remediation)))
                 self.state.ready = True
                 self.started.set()
                 self.notifier.ready(f"watching {len(queues)} queue(s)")
@@ -221,7 +243,7 @@ class Daemon:
                 await self._drain()
                 for task in helpers:
                     task.cancel()
-        log.info("daemon.stopped", **self._summary())
+        log.info("daemon.stopped", **self.tally.summary())
         return 0
 
     async def _open_aws(
@@ -280,10 +302,15 @@ class Daemon:
         async def circuit_open(record: msgspec.Struct) -> None:
             # The breaker's own detection goes next to the others, durably.
             await asyncio.to_thread(writer.write_raw, msgspec.json.encode(record) + b"\n")
-            self.metrics.error("remediation", "circuit_open")
 
         remediation = await stack.enter_async_context(
-            Remediation.open(config, history=history, ledger=ledger, on_circuit_open=circuit_open)
+            Remediation.open(
+                config,
+                history=history,
+                ledger=ledger,
+                on_circuit_open=circuit_open,
+                observer=self.observer,
+            )
         )
         self._remediation = remediation
         _warn_unconfirmed(config)
@@ -356,34 +383,22 @@ class Daemon:
             except OperationError as exc:
                 failures += 1
                 delay = min(POLL_BACKOFF_CAP_SECS, 0.5 * 2**failures)
-                self.stats.errors[(exc.stage, exc.reason)] = (
-                    self.stats.errors.get((exc.stage, exc.reason), 0) + 1
-                )
-                self.metrics.error(exc.stage, exc.reason)
-                log.error(
-                    "sqs.receive_failed",
-                    queue=src.label,
-                    reason=exc.reason,
-                    detail=exc.detail,
-                    transient=exc.transient,
-                    retry_in_secs=delay,
-                )
+                self.observer.observe(PollFailed(src.label, exc, delay))
                 await asyncio.sleep(delay)
                 continue
             failures = 0
-            self.state.last_poll_ok[src.label] = time.time()
-            self.metrics.poll_succeeded(src.label)
+            now = time.time()
+            self.state.last_poll_ok[src.label] = now
+            self.observer.observe(PollSucceeded(src.label, now))
             settings = self._settings(src)  # read per poll: [keys] may change on reload
             for message in messages:
                 self._spawn(queue, message, settings)
 
     def _spawn(self, queue: SqsQueue, message: Message, settings: HandlerSettings) -> None:
         self.state.in_flight += 1
-        self.metrics.messages_in_flight(self.state.in_flight)
-        self.metrics.message_received(
-            settings.queue_label, sent_timestamp_ms=message.sent_timestamp_ms
+        self.observer.observe(
+            MessageReceived(settings.queue_label, message.message_id, message.sent_timestamp_ms)
         )
-        self.stats.bump(self.stats.messages, "received")
         task = asyncio.create_task(self._handle(queue, message, settings))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -397,33 +412,46 @@ class Daemon:
             # Shutdown deadline passed: give the message back now rather than after its timeout.
             outcome = "released"
             with contextlib.suppress(Exception):
-                await asyncio.shield(self._release(queue, message))
+                await asyncio.shield(self._release(queue, message, settings))
             raise
         except TrailguardError as exc:
             # Nothing was deleted: the message comes back after its visibility timeout.
-            log.error(
-                "sqs.message_failed",
-                queue=settings.queue_label,
-                message_id=message.message_id,
-                error=str(exc),
-                error_type=type(exc).__name__,
+            self.observer.observe(
+                MessageFailed(
+                    settings.queue_label,
+                    message.message_id,
+                    stage=getattr(exc, "stage", "state"),
+                    error_type=type(exc).__name__,
+                    error=str(exc),
+                )
             )
-            stage = getattr(exc, "stage", "state")
-            self.metrics.error(stage, type(exc).__name__)
-        except Exception as exc:  # Promise: one bad message never takes the daemon down.
-            log.exception("sqs.message_crashed", message_id=message.message_id, error=repr(exc))
-            self.metrics.error("other", type(exc).__name__)
+        except Exception as exc:  # noqa: BLE001 - one bad message never takes the daemon down
+            self.observer.observe(
+                MessageFailed(
+                    settings.queue_label,
+                    message.message_id,
+                    stage="other",
+                    error_type=type(exc).__name__,
+                    error=repr(exc),
+                    crashed=True,
+                    exc=exc,
+                )
+            )
         finally:
-            self.stats.bump(self.stats.messages, outcome)
-            self.metrics.message_handled(settings.queue_label, outcome)
             self.state.in_flight -= 1
-            self.metrics.messages_in_flight(self.state.in_flight)
+            self.observer.observe(
+                MessageFinished(settings.queue_label, message.message_id, outcome)
+            )
             async with self._capacity:
                 self._capacity.notify_all()
 
-    async def _release(self, queue: SqsQueue, message: Message) -> None:
+    async def _release(self, queue: SqsQueue, message: Message, settings: HandlerSettings) -> None:
         await asyncio.wait_for(queue.set_visibility(message, 0), timeout=5)
-        log.info("sqs.message_released", message_id=message.message_id, reason="shutdown")
+        self.observer.observe(
+            MessageReleased(
+                settings.queue_label, message.message_id, "shutdown", 0, message.receive_count
+            )
+        )
 
     async def _drain(self) -> None:
         deadline = self.config.shutdown.deadline_secs
@@ -446,24 +474,6 @@ class Daemon:
                     log.info("state.dedup_purged", removed=removed)
             await asyncio.sleep(PURGE_INTERVAL_SECS)
 
-    async def _job_metrics(self, remediation: Remediation) -> None:
-        """Mirror the job runner's counters and the job store's depth into Prometheus."""
-        seen: dict[tuple[str, str], int] = {}
-        while True:
-            for (action, state), count in list(remediation.runner.stats.finished.items()):
-                delta = count - seen.get((action, state), 0)
-                for _ in range(delta):
-                    self.metrics.remediation_job(action, state)
-                seen[(action, state)] = count
-            with contextlib.suppress(TrailguardError):
-                counts = await remediation.store.counts()
-                depth: dict[str, int] = {}
-                for (_action, state), n in counts.items():
-                    depth[state] = depth.get(state, 0) + n
-                oldest = await remediation.store.oldest_due_age(time.time())
-                self.metrics.remediation_queue(depth, oldest)
-            await asyncio.sleep(JOB_METRICS_INTERVAL_SECS)
-
     # -- live reload ------------------------------------------------------------------------------
 
     async def _reloader(self) -> None:
@@ -482,14 +492,7 @@ class Daemon:
             new = await asyncio.to_thread(load_config, self.config_path)
             detector = Detector.from_config(new)
         except ConfigError as exc:
-            self.metrics.config_reloaded(False)
-            log.error(
-                "config.reload_rejected",
-                file=exc.file,
-                key=exc.key_path,
-                reason=exc.reason,
-                keeping="the running config",
-            )
+            self.observer.observe(ConfigReloadRejected(exc.file, exc.key_path, exc.reason))
             self.notifier.ready("reload rejected; running config kept")
             return False
         old = self.config
@@ -530,22 +533,9 @@ class Daemon:
             self._remediation.config = merged
             self._remediation.runner.config = merged.remediation
             _warn_unconfirmed(merged)
-        self.metrics.config_reloaded(True)
-        log.info("config.reloaded", applied=applied, restart_required=restart)
+        self.observer.observe(ConfigReloaded(tuple(applied), tuple(restart)))
         self.notifier.ready("config reloaded")
         return True
-
-    def _summary(self) -> dict[str, object]:
-        stats = self.stats
-        return {
-            "messages": dict(stats.messages),
-            "objects": dict(stats.objects),
-            "records": stats.records,
-            "detections": stats.detections,
-            "duplicates": stats.duplicates,
-            "facts": stats.facts,
-            "jobs": stats.jobs,
-        }
 
 
 def _warn_unconfirmed(config: Config) -> None:

@@ -2,7 +2,8 @@
 
 Severities, outcomes and dispositions of a detection; the identity types and user-agent presets
 suppressions name; the IAM event names and source; remediation action names, modes and job
-states.  The config validates against these, rules and detections use them, metrics initialise
+states; the outcomes of a message and an object, the delivery paths and error stages.  The
+config validates against these, rules and detections use them, metrics initialise
 their label sets from them and the jobs CLI lists them, so a name added here reaches all of them.
 """
 
@@ -14,13 +15,18 @@ from typing import Final, Literal, get_args
 __all__ = [
     "ACTION_MODES",
     "ACTION_NAMES",
+    "DELIVERY_PATHS",
     "DISPOSITIONS",
+    "ERROR_STAGES",
     "IAM_EVENT_SOURCE",
     "IDENTITY_TYPES",
     "JOB_STATES",
+    "MESSAGE_OUTCOMES",
+    "OBJECT_OUTCOMES",
     "OUTCOMES",
     "PERMISSIONS_BOUNDARY_EVENTS",
     "QUEUED_JOB_STATES",
+    "REJECT_REASONS",
     "REMEDIATION_MODES",
     "REMOVAL_EVENT_NAMES",
     "RESTORE_ACTIONS",
@@ -31,10 +37,14 @@ __all__ = [
     "WRITING_ACTIONS",
     "ActionMode",
     "ActionName",
+    "DeliveryPath",
     "Disposition",
     "IdentityType",
     "JobState",
+    "MessageOutcome",
+    "ObjectOutcome",
     "Outcome",
+    "RejectReason",
     "RemediationMode",
     "Severity",
     "UserAgentPreset",
@@ -139,4 +149,56 @@ QUEUED_JOB_STATES: Final[tuple[JobState, ...]] = (
     "awaiting_approval",
     "running",
     "failed",
+)
+
+# -- ingest -----------------------------------------------------------------------------------
+
+MessageOutcome = Literal[
+    "deleted",  # every object processed and its detections durable: deleted
+    "test_event",  # an s3:TestEvent: acknowledged (deleted)
+    "released",  # transient failures outlived their retries (or shutdown): visible again soon
+    "left_for_redrive",  # a permanent failure: left invisible for the queue's redrive policy
+    "unrecognised",  # a body of no known shape: left for the redrive policy
+    "rejected",  # too many objects, or a bucket not allowed: nothing fetched, left for redrive
+    "failed",  # handling raised: the message comes back after its visibility timeout
+]
+MESSAGE_OUTCOMES: Final[tuple[MessageOutcome, ...]] = get_args(MessageOutcome)
+
+# Why a message was rejected before anything it names was fetched (left for the redrive policy).
+RejectReason = Literal[
+    "too_many_objects",  # more objects than [limits] max_objects_per_message
+    "bucket_not_allowed",  # a bucket not in its queue's [[sources.sqs]] buckets
+]
+REJECT_REASONS: Final[tuple[RejectReason, ...]] = get_args(RejectReason)
+
+ObjectOutcome = Literal[
+    "ok",
+    "skipped_digest",
+    "skipped_insight",
+    "skipped_excluded",
+    "skipped_other",
+    "failed_transient",
+    "failed_permanent",
+]
+OBJECT_OUTCOMES: Final[tuple[ObjectOutcome, ...]] = get_args(ObjectOutcome)
+
+
+# Where a detection's record came from: an S3 log file, an EventBridge event, a local file.
+DeliveryPath = Literal["s3", "eventbridge", "file"]
+DELIVERY_PATHS: Final[tuple[DeliveryPath, ...]] = get_args(DeliveryPath)
+
+# The stages OperationError and the rest of the error tree name (errors.py); others are "other".
+ERROR_STAGES: Final[tuple[str, ...]] = (
+    "sqs_attributes",
+    "sqs_receive",
+    "sqs_delete",
+    "sqs_visibility",
+    "parse",
+    "s3_get",
+    "s3_list",
+    "decode",
+    "output",
+    "state",
+    "remediation",
+    "config",
 )

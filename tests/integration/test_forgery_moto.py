@@ -42,7 +42,7 @@ from trailguard.config import Config, parse_config
 from trailguard.decode_pool import DecodePool
 from trailguard.detect.process import Detector
 from trailguard.ingest.budget import ByteBudget
-from trailguard.ingest.messages import HandlerSettings, IngestStats, MessageHandler
+from trailguard.ingest.messages import HandlerSettings, MessageHandler
 from trailguard.ingest.s3 import S3ObjectStore
 from trailguard.ingest.sqs import SqsQueue
 from trailguard.outputs.jsonl import JsonlWriter
@@ -53,6 +53,7 @@ from trailguard.state.dedup import SqliteDedupStore
 from trailguard.state.ledger import SqliteEventLedger
 from trailguard.state.policy_history import SqliteHistoryStore, default_history_path
 from trailguard.telemetry.metrics import Metrics
+from trailguard.telemetry.observers import standard_observers
 
 if TYPE_CHECKING:
     from mypy_boto3_iam.client import IAMClient
@@ -273,8 +274,7 @@ async def make_world(
             sink=DetectionSink(writer, dedup),
             object_slots=asyncio.Semaphore(4),
             budget=ByteBudget(128 << 20),
-            stats=IngestStats(),
-            metrics=metrics,
+            observer=standard_observers(metrics)[0],
             history=history,
             ledger=ledger,
             remediation=remediation,

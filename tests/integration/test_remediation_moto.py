@@ -56,10 +56,10 @@ from trailguard.detect.policy_facts import facts_from_record
 from trailguard.detect.process import Detector
 from trailguard.detect.record import Record
 from trailguard.detect.rules import RuleSet
-from trailguard.remediate.executor import CircuitOpen
-from trailguard.remediate.jobs import Job, iso
+from trailguard.remediate.jobs import CircuitOpen, Job, iso
 from trailguard.remediate.service import Remediation
 from trailguard.state.policy_history import SqliteHistoryStore
+from trailguard.telemetry.observers import Tally
 
 if TYPE_CHECKING:
     from mypy_boto3_iam.client import IAMClient
@@ -86,6 +86,7 @@ class Harness:
     account: str = ACCOUNT
     detector: Detector = field(init=False)
     circuit: list[CircuitOpen] = field(default_factory=list)
+    tally: Tally = field(default_factory=Tally)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
     _minute: Any = field(default_factory=lambda: itertools.count(0))
 
@@ -167,6 +168,7 @@ async def harness(
     config = harness_config(moto, tmp_path, toml, endpoint_url)
     clock = FakeClock(time.time())
     circuit: list[CircuitOpen] = []
+    tally = Tally()
 
     async def on_circuit_open(record: CircuitOpen) -> None:
         circuit.append(record)
@@ -180,6 +182,7 @@ async def harness(
                 config,
                 history=history,
                 on_circuit_open=on_circuit_open,
+                observer=tally,
                 clock=clock,
             )
         )
@@ -190,6 +193,7 @@ async def harness(
             remediation=remediation,
             clock=clock,
             circuit=circuit,
+            tally=tally,
         )
 
 
@@ -714,7 +718,7 @@ async def test_audit_actor_reports_hygiene_findings(
             ("no_mfa", "user/mallory"),
             ("no_password_policy", f"account/{ACCOUNT}"),
         ]
-        assert h.remediation.runner.stats.findings["no_mfa"] == 1
+        assert h.tally.findings["no_mfa"] == 1
         # Read-only: nothing changed.
         assert (
             iam.list_access_keys(UserName="mallory")["AccessKeyMetadata"][0]["Status"] == "Active"
@@ -795,7 +799,7 @@ async def test_circuit_breaker_stops_fighting(
         [record] = h.circuit
         assert record.restores_in_window == 2
         assert record.target_key == f"{ACCOUNT}:role/app-role:inline/guard"
-        assert h.remediation.runner.stats.circuit_open == 1
+        assert h.tally.circuit_open == 1
 
 
 async def test_notify_publishes_to_sns(

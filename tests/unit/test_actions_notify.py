@@ -28,7 +28,8 @@ from trailguard.config import RemediationConfig
 from trailguard.errors import ConfigError, PermanentError, TransientError
 from trailguard.remediate.actions import ActionContext, notify
 from trailguard.remediate.executor import JobRunner
-from trailguard.remediate.jobs import Job, SqliteJobStore, audit
+from trailguard.remediate.job_store import SqliteJobStore
+from trailguard.remediate.jobs import Job, audit
 from trailguard.remediate.notify import WebhookSender
 
 SECRET = "T0000/B0000/SECRETTOKEN"

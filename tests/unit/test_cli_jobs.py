@@ -12,10 +12,10 @@ import pytest
 from tests.factories import iam_user_identity
 from tests.remediation_support import T0, config_toml, detection, remediation_config
 from trailguard.cli import main
+from trailguard.remediate.job_store import SqliteJobStore
 from trailguard.remediate.jobs import (
     Finding,
     Job,
-    SqliteJobStore,
     WritePlan,
     audit,
     planned_write,

@@ -28,15 +28,12 @@ from trailguard.remediate.actions import (
     Deferred,
     confirm_before_write,
 )
-from trailguard.remediate.executor import (
-    CircuitOpen,
-    JobRunner,
-    TokenBucket,
-    backoff,
-    effective_mode,
-)
-from trailguard.remediate.jobs import Job, SqliteJobStore, WritePlan
+from trailguard.remediate.executor import JobRunner, backoff, effective_mode
+from trailguard.remediate.job_store import SqliteJobStore
+from trailguard.remediate.jobs import CircuitOpen, Job, WritePlan
+from trailguard.remediate.limits import TokenBucket
 from trailguard.remediate.planner import plan_jobs
+from trailguard.telemetry.observers import Tally
 
 Action = Callable[[ActionContext], Awaitable[ActionOutcome]]
 
@@ -79,6 +76,7 @@ def runner(
         clock=clock,
         rng=random.Random(7),
         on_circuit_open=on_circuit_open,
+        observer=Tally(),
     )
 
 
@@ -115,7 +113,8 @@ async def test_success_is_stored_with_the_audit(
     assert stored is not None
     assert (stored.state, stored.changed, stored.attempts) == ("succeeded", True, 1)
     assert [e.step for e in stored.audit] == ["planned", "did"]
-    assert r.stats.finished[("restore_inline_policy", "succeeded")] == 1
+    assert isinstance(r.observer, Tally)
+    assert r.observer.jobs_finished[("restore_inline_policy", "succeeded")] == 1
     assert await r.run_once() == 0  # never runs again
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from tests.remediation_support import T0, FakeClock, config_toml, detection, remediation_config
 from trailguard.errors import StateError
+from trailguard.remediate.job_store import SqliteJobStore
 from trailguard.remediate.jobs import (
     EventRef,
     Job,
@@ -20,7 +21,6 @@ from trailguard.remediate.jobs import (
     JobNotFoundError,
     JobStore,
     PlanMismatchError,
-    SqliteJobStore,
     WritePlan,
     job_id,
     planned_write,

@@ -332,7 +332,8 @@ def test_sqs_metrics(metrics: Metrics) -> None:
     metrics.message_handled("trail", "left_for_redrive")
     metrics.visibility_extended("trail")
     metrics.poll_succeeded(QUEUE_URL, at=NOW)
-    metrics.messages_in_flight(3)
+    in_flight = [3]
+    metrics.watch_in_flight(messages=lambda: in_flight[0])
     assert value(metrics, "trailguard_sqs_messages_received_total", queue="trail") == 2
     assert (
         value(metrics, "trailguard_sqs_messages_handled_total", queue="trail", outcome="deleted")
@@ -378,9 +379,13 @@ def test_object_metrics(metrics: Metrics) -> None:
     metrics.object_processed("skipped_digest")
     metrics.object_processed("failed_permanent", 0)
     metrics.object_processed("weird")  # type: ignore[arg-type]
-    with metrics.object_in_flight():
-        assert value(metrics, "trailguard_s3_objects_in_flight") == 1
+    held = {"objects": 1, "bytes": 4096}
+    metrics.watch_in_flight(objects=lambda: held["objects"], held_bytes=lambda: held["bytes"])
+    assert value(metrics, "trailguard_s3_objects_in_flight") == 1
+    assert value(metrics, "trailguard_s3_object_bytes_in_flight_bytes") == 4096
+    held.update(objects=0, bytes=0)  # read at each scrape, not when set
     assert value(metrics, "trailguard_s3_objects_in_flight") == 0
+    assert value(metrics, "trailguard_s3_object_bytes_in_flight_bytes") == 0
     assert value(metrics, "trailguard_s3_objects_total", outcome="ok") == 1
     assert value(metrics, "trailguard_s3_objects_total", outcome="skipped_digest") == 1
     assert value(metrics, "trailguard_s3_objects_total", outcome="failed_permanent") == 2

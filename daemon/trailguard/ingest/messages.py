@@ -32,11 +32,9 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
-
-import msgspec
 
 from trailguard.decode_pool import DecodePool
 from trailguard.detect.detection import Detection, EventBridgeSource, S3Source
@@ -44,28 +42,38 @@ from trailguard.detect.digest import EventDigest
 from trailguard.detect.keys import KeyKind, classify_key, key_account_region
 from trailguard.detect.policy_facts import PolicyFact
 from trailguard.detect.process import Detector, FileOutcome
-from trailguard.errors import DecodeError, OperationError, PermanentError, TransientError
+from trailguard.errors import DecodeError, OperationError, PermanentError
 from trailguard.ingest.budget import ByteBudget, Reservation
+from trailguard.ingest.forgery import check_ledger, flag_conflicts
 from trailguard.ingest.notifications import ObjectRef, parse_body
 from trailguard.ingest.retry import retry_transient
 from trailguard.ingest.s3 import ObjectStore
 from trailguard.ingest.sqs import Message, SqsQueue
-from trailguard.outputs.sink import DetectionSink
-from trailguard.telemetry.logging import get_logger
-from trailguard.telemetry.metrics import (
-    DeliveryPath,
-    MessageOutcome,
-    Metrics,
-    ObjectOutcome,
-    RejectReason,
+from trailguard.observe import (
+    DetectionCommitted,
+    DuplicatesDropped,
+    EventBridgeRecordRead,
+    FactsRecorded,
+    JobsEnqueued,
+    MessageLeftForRedrive,
+    MessageRejected,
+    MessageReleased,
+    MessageUnrecognised,
+    ObjectFailed,
+    ObjectProcessed,
+    ObjectSkipped,
+    Observer,
+    TestEventAcknowledged,
+    VisibilityExtended,
+    VisibilityExtendFailed,
 )
+from trailguard.outputs.sink import DetectionSink
+from trailguard.vocabulary import DeliveryPath, MessageOutcome, ObjectOutcome, RejectReason
 
 if TYPE_CHECKING:
     from trailguard.remediate.service import Remediation
     from trailguard.state.ledger import EventLedger
     from trailguard.state.policy_history import PolicyHistoryStore
-
-log = get_logger(__name__)
 
 # Why an object was not downloaded (or was skipped after decoding) -> its metric outcome.
 _SKIPPED: dict[str, ObjectOutcome] = {
@@ -78,25 +86,6 @@ _SKIPPED: dict[str, ObjectOutcome] = {
 FETCH_ATTEMPTS = 4
 RELEASE_BASE_SECS = 15
 RELEASE_CAP_SECS = 900
-
-
-@dataclass
-class IngestStats:
-    """Counters for the daemon's exit summary (and tests); metrics mirror these."""
-
-    messages: dict[str, int] = field(default_factory=dict)  # outcome -> count
-    objects: dict[str, int] = field(default_factory=dict)  # outcome -> count
-    records: int = 0
-    bytes_compressed: int = 0
-    detections: int = 0
-    duplicates: int = 0
-    facts: int = 0
-    conflicts: int = 0
-    jobs: int = 0
-    errors: dict[tuple[str, str], int] = field(default_factory=dict)  # (stage, reason)
-
-    def bump(self, table: dict[str, int], key: str, n: int = 1) -> None:
-        table[key] = table.get(key, 0) + n
 
 
 @dataclass(frozen=True)
@@ -125,8 +114,7 @@ class MessageHandler:
         sink: DetectionSink,
         object_slots: asyncio.Semaphore,
         budget: ByteBudget | None = None,
-        stats: IngestStats,
-        metrics: Metrics,
+        observer: Observer,
         history: PolicyHistoryStore | None = None,
         ledger: EventLedger | None = None,
         remediation: Remediation | None = None,
@@ -137,12 +125,13 @@ class MessageHandler:
         self._sink = sink
         self._slots = object_slots
         # bytes of objects held at once (the daemon passes [limits] max_bytes_in_flight)
-        self._budget = budget if budget is not None else ByteBudget(1 << 62)
-        self._metrics = metrics
+        self.budget = budget if budget is not None else ByteBudget(1 << 62)
+        self._observer = observer
+        #: objects being fetched or decoded now (a gauge reads it at scrape time)
+        self.objects_in_flight = 0
         self._history = history
         self._ledger = ledger
         self._remediation = remediation
-        self.stats = stats
 
     # -- entry point ---------------------------------------------------------------------------
 
@@ -150,28 +139,26 @@ class MessageHandler:
         self, queue: SqsQueue, message: Message, settings: HandlerSettings
     ) -> MessageOutcome:
         """Process one message; returns its outcome (deleted, released, left, ...)."""
-        bound = log.bind(queue=settings.queue_label, message_id=message.message_id)
+        emit = self._observer.observe
+        label, message_id = settings.queue_label, message.message_id
         parsed = parse_body(message.body)
         if parsed.kind == "unknown":
-            self._error("parse", "unrecognised_body")
-            bound.warning(
-                "sqs.message_unrecognised",
-                format=parsed.format,
-                reason=parsed.reason,
-                receive_count=message.receive_count,
+            emit(
+                MessageUnrecognised(
+                    label, message_id, parsed.format, parsed.reason or "", message.receive_count
+                )
             )
             return "unrecognised"
         if parsed.kind == "test_event":
             await queue.delete(message)
-            bound.info("sqs.test_event_acknowledged", format=parsed.format)
+            emit(TestEventAcknowledged(label, message_id, parsed.format))
             return "test_event"
         if parsed.kind == "api_call":
             assert parsed.record is not None
             record = parsed.record
             source = EventBridgeSource(queue=queue.url, message_id=message.message_id)
             detection, facts, digest = self.detector.examine(record, source)
-            self.stats.records += 1
-            self._metrics.records(1)
+            emit(EventBridgeRecordRead(label, message_id))
             await self._finish(
                 [detection] if detection else [],
                 facts,
@@ -184,13 +171,10 @@ class MessageHandler:
         rejected = self._rejection(parsed.objects, settings)
         if rejected is not None:
             reason, fields = rejected
-            self._metrics.message_rejected(settings.queue_label, reason)
-            bound.warning(
-                "sqs.message_rejected",
-                reason=reason,
-                format=parsed.format,
-                receive_count=message.receive_count,
-                **fields,
+            emit(
+                MessageRejected(
+                    label, message_id, reason, parsed.format, message.receive_count, fields
+                )
             )
             return "rejected"
         return await self._handle_objects(queue, message, parsed.objects, settings)
@@ -249,8 +233,7 @@ class MessageHandler:
             if reason is None:
                 wanted.append(ref)
             else:
-                self._object_outcome(_SKIPPED[reason])
-                log.debug("s3.object_skipped", bucket=ref.bucket, key=ref.key, reason=reason)
+                self._observer.observe(ObjectSkipped(ref.bucket, ref.key, reason, _SKIPPED[reason]))
         if not wanted:
             await queue.delete(message)
             return "deleted"
@@ -267,7 +250,7 @@ class MessageHandler:
             for ref, result in zip(wanted, results, strict=True):
                 if isinstance(result, OperationError):
                     failures.append(result)
-                    self._object_failed(ref, result)
+                    self._observer.observe(ObjectFailed(ref.bucket, ref.key, result))
                 elif isinstance(result, BaseException):
                     raise result
                 else:
@@ -288,20 +271,20 @@ class MessageHandler:
                 min(RELEASE_CAP_SECS, RELEASE_BASE_SECS * 2 ** max(0, message.receive_count - 1))
             )
             await queue.set_visibility(message, delay)
-            log.warning(
-                "sqs.message_released",
-                queue=settings.queue_label,
-                message_id=message.message_id,
-                retry_in_secs=delay,
-                receive_count=message.receive_count,
+            self._observer.observe(
+                MessageReleased(
+                    settings.queue_label,
+                    message.message_id,
+                    "transient",
+                    delay,
+                    message.receive_count,
+                )
             )
             return "released"
-        log.warning(
-            "sqs.message_left_for_redrive",
-            queue=settings.queue_label,
-            message_id=message.message_id,
-            receive_count=message.receive_count,
-            failed_objects=len(failures),
+        self._observer.observe(
+            MessageLeftForRedrive(
+                settings.queue_label, message.message_id, message.receive_count, len(failures)
+            )
         )
         return "left_for_redrive"
 
@@ -309,80 +292,52 @@ class MessageHandler:
         started = time.perf_counter()
         name = f"s3://{ref.bucket}/{ref.key}"
         async with self._slots:
-            held = Reservation(self._budget)
+            held = Reservation(self.budget)
+            self.objects_in_flight += 1
             try:
-                with self._metrics.object_in_flight():
 
-                    async def fetch() -> bytes | bytearray:
-                        held.release()  # what a failed attempt took goes back first
-                        return await self._store.fetch(
-                            ref.bucket,
-                            ref.key,
-                            max_bytes=settings.max_object_bytes,
-                            reserve=held.take,
-                        )
+                async def fetch() -> bytes | bytearray:
+                    held.release()  # what a failed attempt took goes back first
+                    return await self._store.fetch(
+                        ref.bucket,
+                        ref.key,
+                        max_bytes=settings.max_object_bytes,
+                        reserve=held.take,
+                    )
 
-                    data = await retry_transient(fetch, attempts=FETCH_ATTEMPTS, what=name)
-                    self._metrics.bytes_in_flight(self._budget.in_use)
-                    try:
-                        outcome = await self.pool.process(
-                            data,
-                            source=S3Source(bucket=ref.bucket, key=ref.key),
-                            name=name,
-                            key=ref.key,
-                        )
-                    except DecodeError as exc:
-                        raise PermanentError("decode", "undecodable", exc.reason) from exc
+                data = await retry_transient(fetch, attempts=FETCH_ATTEMPTS, what=name)
+                try:
+                    outcome = await self.pool.process(
+                        data,
+                        source=S3Source(bucket=ref.bucket, key=ref.key),
+                        name=name,
+                        key=ref.key,
+                    )
+                except DecodeError as exc:
+                    raise PermanentError("decode", "undecodable", exc.reason) from exc
             finally:
                 held.release()
-                self._metrics.bytes_in_flight(self._budget.in_use)
+                self.objects_in_flight -= 1
         decoded = outcome.decoded
-        seconds = time.perf_counter() - started
-        self.stats.records += decoded.records
-        self.stats.bytes_compressed += len(data)
-        self._metrics.records(decoded.records, invalid=decoded.bad_record_count)
         account, region = key_account_region(ref.key)
-        result: ObjectOutcome = (
-            _SKIPPED.get(decoded.skipped, "skipped_other") if decoded.skipped else "ok"
-        )
-        self.stats.bump(self.stats.objects, result)
-        self._metrics.object_processed(result, len(data), seconds, account=account, region=region)
-        log.info(
-            "s3.object_processed",
-            bucket=ref.bucket,
-            key=ref.key,
-            records=decoded.records,
-            candidates=len(decoded.candidates),
-            detections=len(outcome.detections),
-            facts=len(outcome.facts),
-            bad_records=decoded.bad_record_count,
-            bytes=len(data),
-            duration_secs=round(seconds, 4),
-        )
-        if decoded.bad_record_count:
-            # which records, and why: each bad record is its own problem, never its neighbours'
-            log.warning(
-                "s3.records_invalid",
+        self._observer.observe(
+            ObjectProcessed(
                 bucket=ref.bucket,
                 key=ref.key,
-                count=decoded.bad_record_count,
-                first=decoded.bad_records[:10],
+                outcome=_SKIPPED.get(decoded.skipped, "skipped_other") if decoded.skipped else "ok",
+                size_bytes=len(data),
+                seconds=time.perf_counter() - started,
+                account=account,
+                region=region,
+                records=decoded.records,
+                candidates=len(decoded.candidates),
+                detections=len(outcome.detections),
+                facts=len(outcome.facts),
+                bad_records=decoded.bad_record_count,
+                first_bad_records=tuple(decoded.bad_records[:10]),
             )
-        return outcome
-
-    def _object_failed(self, ref: ObjectRef, error: OperationError) -> None:
-        transient = isinstance(error, TransientError)
-        self._object_outcome("failed_transient" if transient else "failed_permanent")
-        self._error(error.stage, error.reason)
-        log.error(
-            "s3.object_failed",
-            bucket=ref.bucket,
-            key=ref.key,
-            stage=error.stage,
-            reason=error.reason,
-            detail=error.detail,
-            transient=error.transient,
         )
+        return outcome
 
     # -- history, commit, jobs ----------------------------------------------------------------
 
@@ -403,41 +358,20 @@ class MessageHandler:
         write and the enqueue must not lose the jobs of a redelivered message whose detections
         are already written.
         """
+        emit = self._observer.observe
         if self._ledger is not None and events:
-            conflicted = await check_ledger(self._ledger, events, path, self._metrics)
-            self.stats.conflicts += sum(1 for c in conflicted.values() if c)
+            conflicted = await check_ledger(self._ledger, events, path, self._observer)
             detections = flag_conflicts(detections, conflicted)
         if self._history is not None and facts:
-            new = await self._history.record(facts)
-            self.stats.facts += new
-            if new:
-                log.debug("history.facts_recorded", new=new, seen=len(facts))
+            emit(FactsRecorded(new=await self._history.record(facts), seen=len(facts)))
         result = await self._sink.commit(detections)
-        self.stats.detections += len(result.written)
-        self.stats.duplicates += result.duplicates
-        self._metrics.duplicates_dropped(result.duplicates)
+        emit(DuplicatesDropped(result.duplicates))
         for detection in result.written:
-            self._metrics.detection(detection, sent_timestamp_ms=message.sent_timestamp_ms)
-            log.info(
-                "detection",
-                event_id=detection.event_id,
-                event_name=detection.event_name,
-                outcome=detection.outcome,
-                severity=detection.severity,
-                disposition=detection.disposition,
-                suppressed_by=detection.suppressed_by,
-                forgery_suspected=detection.forgery_suspected,
-                rule=detection.rule,
-                account_id=detection.account_id,
-                actor_arn=detection.actor.arn,
-                target=detection.target.name,
-            )
-        if result.duplicates:
-            log.debug("detection.duplicates_dropped", count=result.duplicates)
+            emit(DetectionCommitted(detection, sent_timestamp_ms=message.sent_timestamp_ms))
         if self._remediation is not None and detections:
-            self.stats.jobs += await self._remediation.plan_and_enqueue(detections)
+            emit(JobsEnqueued(await self._remediation.plan_and_enqueue(detections)))
 
-    # -- heartbeat, bookkeeping ----------------------------------------------------------------
+    # -- heartbeat ---------------------------------------------------------------------------
 
     async def _heartbeat(
         self, queue: SqsQueue, message: Message, settings: HandlerSettings
@@ -445,68 +379,11 @@ class MessageHandler:
         """Keep the message invisible while its objects are processed."""
         timeout = settings.visibility_timeout_secs
         interval = max(1.0, settings.heartbeat_interval_secs)
+        label, message_id = settings.queue_label, message.message_id
         while True:
             await asyncio.sleep(interval)
             try:
                 await queue.set_visibility(message, timeout)
-                self.stats.bump(self.stats.messages, "visibility_extended")
-                self._metrics.visibility_extended(settings.queue_label)
-                log.debug("sqs.visibility_extended", message_id=message.message_id, secs=timeout)
+                self._observer.observe(VisibilityExtended(label, message_id, timeout))
             except OperationError as exc:
-                self._error(exc.stage, exc.reason)
-                log.warning(
-                    "sqs.visibility_extend_failed",
-                    message_id=message.message_id,
-                    reason=exc.reason,
-                    detail=exc.detail,
-                )
-
-    def _error(self, stage: str, reason: str) -> None:
-        key = (stage, reason)
-        self.stats.errors[key] = self.stats.errors.get(key, 0) + 1
-        self._metrics.error(stage, reason)
-
-    def _object_outcome(self, outcome: ObjectOutcome) -> None:
-        self.stats.bump(self.stats.objects, outcome)
-        self._metrics.object_processed(outcome)
-
-
-async def check_ledger(
-    ledger: EventLedger,
-    events: Sequence[EventDigest],
-    path: DeliveryPath,
-    metrics: Metrics | None = None,
-) -> dict[str, bool]:
-    """Record the digests in the event ledger; the conflicted eventIDs among them, each True
-    when this delivery made the conflict (a content the ledger did not know): those are logged
-    (``ledger.conflict``) and counted (``trailguard_forgery_suspected_total``)."""
-    conflicts = await ledger.observe(events, path=path)
-    for conflict in conflicts:
-        if not conflict.new:
-            continue
-        if metrics is not None:
-            metrics.forgery_suspected_in(path)
-        log.warning(
-            "ledger.conflict",
-            event_id=conflict.event_id,
-            path=path,
-            contents=len(conflict.entries),
-            event_names=[entry.event_name for entry in conflict.entries],
-            digests=list(conflict.digests),
-            seen_via=[entry.path for entry in conflict.entries],
-            account_id=next((e.account_id for e in conflict.entries if e.account_id), None),
-            meaning="one of these records is forged: neither is ever a source for a write",
-        )
-    return {conflict.event_id: conflict.new for conflict in conflicts}
-
-
-def flag_conflicts(detections: list[Detection], conflicted: Mapping[str, bool]) -> list[Detection]:
-    """The detections, those of a conflicted eventID flagged ``forgery_suspected``."""
-    if not conflicted:
-        return detections
-    return [
-        msgspec.structs.replace(d, forgery_suspected=True)
-        if d.event_id is not None and d.event_id in conflicted
-        else d
-        for d in detections
-    ]
+                self._observer.observe(VisibilityExtendFailed(label, message_id, exc))

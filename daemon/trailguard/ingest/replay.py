@@ -22,10 +22,12 @@ from typing import TYPE_CHECKING, TextIO
 from trailguard.detect.detection import Detection, FileSource, dedup_key
 from trailguard.detect.process import Detector, FileOutcome
 from trailguard.errors import DecodeError
-from trailguard.ingest.messages import check_ledger, flag_conflicts
+from trailguard.ingest.forgery import check_ledger, flag_conflicts
+from trailguard.observe import Observer
 from trailguard.outputs.jsonl import JsonlWriter
 from trailguard.state.policy_history import PolicyHistoryStore
 from trailguard.telemetry.logging import get_logger, printable
+from trailguard.telemetry.observers import LogObserver
 
 if TYPE_CHECKING:
     from trailguard.decode_pool import DecodePool
@@ -131,8 +133,10 @@ class LocalReplay:
         *,
         history: PolicyHistoryStore | None = None,
         ledger: EventLedger | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.detector = detector
+        self.observer: Observer = observer if observer is not None else LogObserver()
         self.writer = writer
         self.history = history
         self.ledger = ledger
@@ -216,7 +220,7 @@ class LocalReplay:
         summary = self.summary
         detections = outcome.detections
         if self.ledger is not None and outcome.events:
-            conflicted = await check_ledger(self.ledger, outcome.events, "file")
+            conflicted = await check_ledger(self.ledger, outcome.events, "file", self.observer)
             summary.conflicts += sum(1 for new in conflicted.values() if new)
             detections = flag_conflicts(detections, conflicted)
         if self.history is not None and outcome.facts:

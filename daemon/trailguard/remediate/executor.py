@@ -1,5 +1,7 @@
-"""Running jobs: :class:`JobRunner` (workers, retries, the circuit breaker), :class:`AwsClients`
-(per-account clients through an assumed role) and :class:`TokenBucket` (IAM's rate limit).
+"""Running remediation jobs: :class:`JobRunner` -- workers, leases, retries and outcomes.
+
+The runner's helpers live next to it: AWS clients per account in ``clients.py``, the IAM token
+bucket and the circuit breaker in ``limits.py``.
 
 A worker claims one due job at a time (a lease: a worker that dies leaves the job to be claimed
 again after ``2 x job_timeout_secs``), runs its action with a timeout and stores the outcome:
@@ -21,39 +23,28 @@ already queued, too.
 
 IAM writes to one account are serialised (one ``asyncio.Lock`` per account); every IAM call takes
 a token from one bucket (``iam_rate_per_sec``) and the IAM clients retry throttling with
-botocore's ``adaptive`` mode.  The circuit breaker: a restore action whose target was changed
-``max_restores`` times within ``window_secs`` (counted in the job store, so it survives restarts)
-is skipped ``circuit_open``; the runner logs ``remediation.circuit_open`` and hands a
-:class:`CircuitOpen` record to ``on_circuit_open`` (the daemon writes it next to detections).
-It is asked just before the first write (the action's ``ctx.breaker``), once the confirmation
-gate said go: only a plan an operator approved exactly goes through an open circuit.
+botocore's ``adaptive`` mode.  The circuit breaker (``limits.py``) hands a ``CircuitOpen`` record
+to ``on_circuit_open`` (the daemon writes it next to detections).
+
+What the runner does is reported as events (:mod:`trailguard.observe`): ``JobFinished``,
+``JobLeaseLost``, ``CircuitOpened``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import random
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import aiohttp
 import msgspec
-from aiobotocore.config import AioConfig
 
-from trailguard.aws import (
-    USER_AGENT_EXTRA,
-    assume_role,
-    caller_account,
-    client_kwargs,
-    make_session,
-)
-from trailguard.config import Config, RemediationConfig
+from trailguard.config import RemediationConfig
 from trailguard.errors import OperationError, PermanentError, StateError, TransientError
+from trailguard.observe import JobFinished, JobLeaseLost, Observer
 from trailguard.remediate.actions import (
     ACTIONS,
     ActionContext,
@@ -62,256 +53,23 @@ from trailguard.remediate.actions import (
     Deferred,
     NoRoleForAccount,
 )
-from trailguard.remediate.jobs import AuditEntry, Finding, Job, JobStore, audit, iso
+from trailguard.remediate.jobs import AuditEntry, CircuitOpen, Finding, Job, JobStore, audit, iso
+from trailguard.remediate.limits import CircuitBreaker, TokenBucket
 from trailguard.remediate.notify import WebhookSender
 from trailguard.state.ledger import EventLedger
 from trailguard.state.policy_history import PolicyHistoryStore
 from trailguard.telemetry.logging import get_logger
+from trailguard.telemetry.observers import LogObserver
 from trailguard.vocabulary import RESTORE_ACTIONS, WRITING_ACTIONS
 
-if TYPE_CHECKING:
-    from aiobotocore.session import AioSession
-    from types_aiobotocore_cloudtrail.client import CloudTrailClient
-    from types_aiobotocore_iam.client import IAMClient
-    from types_aiobotocore_sns.client import SNSClient
-    from types_aiobotocore_sts.client import STSClient
-
-__all__ = [
-    "AwsClients",
-    "CircuitOpen",
-    "JobRunner",
-    "RunnerStats",
-    "TokenBucket",
-    "backoff",
-    "effective_mode",
-]
+__all__ = ["JobRunner", "backoff", "effective_mode"]
 
 log = get_logger(__name__)
-
-IAM_REGION: Final = "us-east-1"  # IAM is global; its endpoint lives in us-east-1
-_REFRESH_MARGIN_SECS: Final = 300.0
-_ASSUME_DURATION_SECS: Final = 3600
 
 
 def backoff(attempt: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:
     """Full-jitter delay after failed attempt ``attempt`` (1-based)."""
     return (rng or random).uniform(0, min(cap, base * 2 ** (attempt - 1)))
-
-
-class TokenBucket:
-    """``rate`` tokens per second, at most ``burst`` stored; waiters are served in order."""
-
-    def __init__(
-        self,
-        rate: float,
-        burst: float | None = None,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        if rate <= 0:
-            raise ValueError("rate must be positive")
-        self.rate = rate
-        self.burst = max(1.0, burst if burst is not None else rate)
-        self._tokens = self.burst
-        self._clock = clock
-        self._sleep = sleep
-        self._stamp = clock()
-        self._lock = asyncio.Lock()
-
-    async def acquire(self) -> None:
-        async with self._lock:
-            while True:
-                now = self._clock()
-                self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-                self._stamp = now
-                if self._tokens >= 1 - 1e-9:  # tolerance: float rounding must not spin
-                    self._tokens = max(0.0, self._tokens - 1)
-                    return
-                await self._sleep((1 - self._tokens) / self.rate)
-
-
-class CircuitOpen(msgspec.Struct, frozen=True, kw_only=True):
-    """The circuit breaker's own detection-like record (one JSON line next to detections)."""
-
-    type: str = "remediation.circuit_open"
-    rule: str = "trailguard-remediation-circuit-open"
-    severity: str = "high"
-    time: str
-    account_id: str | None
-    target_key: str
-    action: str
-    job_id: str
-    event_id: str
-    restores_in_window: int
-    max_restores: int
-    window_secs: float
-    message: str
-
-
-class RunnerStats:
-    """Counters for logs and metrics (the daemon maps them to Prometheus)."""
-
-    def __init__(self) -> None:
-        self.finished: Counter[tuple[str, str]] = Counter()  # (action, state)
-        self.findings: Counter[str] = Counter()  # finding code
-        self.circuit_open = 0
-        self.lease_lost = 0
-
-
-# ---------------------------------------------------------------------------------------------
-# AWS clients per account
-# ---------------------------------------------------------------------------------------------
-
-
-class _Entry:
-    def __init__(self, stack: AsyncExitStack, client: Any, expires: float | None) -> None:
-        self.stack = stack
-        self.client = client
-        self.expires = expires
-
-
-class AwsClients:
-    """:class:`~trailguard.remediate.actions.ClientSource` for real AWS (or moto).
-
-    With ``role_arn_template`` set, every account's clients use that role, assumed through STS
-    (credentials cached until ``_REFRESH_MARGIN_SECS`` + one job timeout before they expire).
-    Without it, the daemon's own credentials serve its own account only (learned once through
-    GetCallerIdentity); any other account raises :class:`NoRoleForAccount`.  Clients carry the
-    user-agent marker (``aws.USER_AGENT_EXTRA``) and IAM clients use botocore's adaptive retries.
-    """
-
-    def __init__(
-        self,
-        config: Config,
-        *,
-        session: AioSession | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._remediation = config.remediation
-        self._kwargs = client_kwargs(config.aws.region, config.aws.endpoint_url)
-        self._endpoint_url = config.aws.endpoint_url
-        self._session = session or make_session()
-        self._clock = clock
-        self._clients: dict[tuple[str, str, str], _Entry] = {}
-        self._retired: list[tuple[float, _Entry]] = []
-        self._own_account: str | None = None
-        self._lock = asyncio.Lock()
-        self._stack = AsyncExitStack()
-        self._sts: STSClient | None = None
-
-    def _config(self, service: str) -> AioConfig:
-        retries: Any = (
-            {"mode": "adaptive", "max_attempts": 5}
-            if service == "iam"
-            else {"mode": "standard", "max_attempts": 3}
-        )
-        return AioConfig(
-            user_agent_extra=USER_AGENT_EXTRA,
-            retries=retries,
-            connect_timeout=10,
-            read_timeout=30,
-            max_pool_connections=10,
-        )
-
-    async def _default_sts(self) -> STSClient:
-        if self._sts is None:
-            kwargs = dict(self._kwargs)
-            kwargs.setdefault("region_name", IAM_REGION)
-            self._sts = await self._stack.enter_async_context(
-                self._session.create_client("sts", config=self._config("sts"), **kwargs)
-            )
-        return self._sts
-
-    async def own_account(self) -> str:
-        if self._own_account is None:
-            self._own_account = await caller_account(await self._default_sts(), stage="remediate")
-        return self._own_account
-
-    async def iam(self, account_id: str) -> IAMClient:
-        client: IAMClient = await self._client("iam", account_id, IAM_REGION)
-        return client
-
-    async def cloudtrail(self, account_id: str, region: str) -> CloudTrailClient:
-        client: CloudTrailClient = await self._client("cloudtrail", account_id, region)
-        return client
-
-    async def sns(self, region: str) -> SNSClient:
-        """SNS with the daemon's own credentials (the topic is trailguard's, not the target's)."""
-        client: SNSClient = await self._client("sns", "", region)
-        return client
-
-    async def _client(self, service: str, account_id: str, region: str) -> Any:
-        async with self._lock:
-            now = self._clock()
-            self._close_retired_soon(now)
-            key = (service, account_id, region)
-            entry = self._clients.get(key)
-            if entry is not None and (
-                entry.expires is None or entry.expires - now > self._margin()
-            ):
-                return entry.client
-            if entry is not None:  # credentials about to expire: new client, old one retires
-                self._retired.append((now + 2 * self._remediation.job_timeout_secs, entry))
-                del self._clients[key]
-            credentials, expires = await self._credentials(account_id)
-            kwargs = dict(self._kwargs)
-            kwargs["region_name"] = (
-                region if service != "iam" else self._kwargs.get("region_name", region)
-            )
-            kwargs.update(credentials)
-            stack = AsyncExitStack()
-            session: Any = self._session  # create_client is overloaded per literal service name
-            client = await stack.enter_async_context(
-                session.create_client(service, config=self._config(service), **kwargs)
-            )
-            self._clients[key] = _Entry(stack, client, expires)
-            return client
-
-    def _margin(self) -> float:
-        return _REFRESH_MARGIN_SECS + self._remediation.job_timeout_secs
-
-    async def _credentials(self, account_id: str) -> tuple[dict[str, str], float | None]:
-        """Client keyword arguments with credentials for ``account_id`` ("" = the daemon's)."""
-        template = self._remediation.role_arn_template
-        if not account_id:
-            return {}, None
-        if not template:
-            if account_id != await self.own_account():
-                raise NoRoleForAccount(account_id)
-            return {}, None
-        role_arn = template.format(account_id=account_id)
-        assumed = await assume_role(
-            await self._default_sts(),
-            role_arn,
-            session_name=self._remediation.role_session_name,
-            duration_secs=_ASSUME_DURATION_SECS,
-            external_id=self._remediation.external_id,
-            stage="remediate",
-        )
-        log.info(
-            "remediation.role_assumed",
-            account_id=account_id,
-            role_arn=role_arn,
-            expires=dt.datetime.fromtimestamp(assumed.expires, dt.UTC).isoformat(),
-        )
-        return assumed.client_kwargs, assumed.expires
-
-    def _close_retired_soon(self, now: float) -> None:
-        due = [entry for at, entry in self._retired if at <= now]
-        self._retired = [(at, entry) for at, entry in self._retired if at > now]
-        for entry in due:
-            task = asyncio.get_running_loop().create_task(entry.stack.aclose())
-            task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
-
-    async def close(self) -> None:
-        entries = [*self._clients.values(), *(entry for _, entry in self._retired)]
-        self._clients.clear()
-        self._retired.clear()
-        for entry in entries:
-            with contextlib.suppress(Exception):
-                await entry.stack.aclose()
-        await self._stack.aclose()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -343,6 +101,7 @@ class JobRunner:
         http: aiohttp.ClientSession | None = None,
         limiter: TokenBucket | None = None,
         on_circuit_open: Callable[[CircuitOpen], Awaitable[None]] | None = None,
+        observer: Observer | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
@@ -352,8 +111,8 @@ class JobRunner:
         self.history = history
         self.ledger = ledger
         self.limiter = limiter or TokenBucket(config.iam_rate_per_sec)
-        self.on_circuit_open = on_circuit_open
-        self.stats = RunnerStats()
+        self.observer: Observer = observer if observer is not None else LogObserver()
+        self.breaker = CircuitBreaker(store, config.circuit_breaker, self.observer, on_circuit_open)
         self._clock = clock
         self._rng = rng or random.Random()
         self._locks: dict[str, asyncio.Lock] = {}
@@ -442,36 +201,9 @@ class JobRunner:
             raise
         stored = await self.store.complete(done)
         if not stored:
-            self.stats.lease_lost += 1
-            log.warning("remediation.lease_lost", job_id=job.id, action=job.action)
+            self.observer.observe(JobLeaseLost(done))
             return done
-        self.stats.finished[(done.action, done.state)] += 1
-        for finding in done.findings:
-            self.stats.findings[finding.code] += 1
-            log.warning(
-                "remediation.finding",
-                job_id=done.id,
-                code=finding.code,
-                severity=finding.severity,
-                subject=finding.subject,
-                detail=finding.detail,
-                account_id=done.account_id,
-            )
-        log.info(
-            "remediation.job_finished",
-            job_id=done.id,
-            action=done.action,
-            state=done.state,
-            mode=done.mode,
-            changed=done.changed,
-            reason=done.reason,
-            error=done.error,
-            attempts=done.attempts,
-            event_id=done.event_id,
-            account_id=done.account_id,
-            target=done.target_key,
-            duration_secs=round(self._clock() - started, 3),
-        )
+        self.observer.observe(JobFinished(done, duration_secs=self._clock() - started))
         return done
 
     async def _execute(self, job: Job) -> Job:
@@ -497,7 +229,7 @@ class JobRunner:
         if job.action in RESTORE_ACTIONS and not dry_run:
 
             async def breaker() -> str | None:
-                return await self._circuit(job, now)
+                return await self.breaker.check(job, now)
 
         ctx = ActionContext(
             job,
@@ -554,49 +286,6 @@ class JobRunner:
             log.exception("remediation.job_crashed", job_id=job.id, action=job.action)
             return self._dead(job, ctx, f"internal error: {type(exc).__name__}: {exc}")
         return self._final(_with_plan(job, ctx), outcome, ctx.audit, findings=ctx.findings)
-
-    async def _circuit(self, job: Job, now: float) -> str | None:
-        """Whether the circuit of the job's target is open: None, or the message why (logged,
-        counted and recorded here; the action then skips the job ``circuit_open``)."""
-        breaker = self.config.circuit_breaker
-        count = await self.store.restores_since(job.target_key, now - breaker.window_secs)
-        if count < breaker.max_restores:
-            return None
-        message = (
-            f"{job.target_key} was restored {count} times in the last {breaker.window_secs:g} s "
-            f"(limit {breaker.max_restores}): something keeps removing it -- often an "
-            "infrastructure-as-code pipeline. trailguard stops restoring it automatically; "
-            "decide who is right, then `trailguard jobs retry` if needed"
-        )
-        record = CircuitOpen(
-            time=iso(now),
-            account_id=job.account_id,
-            target_key=job.target_key,
-            action=job.action,
-            job_id=job.id,
-            event_id=job.event_id,
-            restores_in_window=count,
-            max_restores=breaker.max_restores,
-            window_secs=breaker.window_secs,
-            message=message,
-        )
-        self.stats.circuit_open += 1
-        log.warning(
-            "remediation.circuit_open",
-            job_id=job.id,
-            action=job.action,
-            target=job.target_key,
-            account_id=job.account_id,
-            restores_in_window=count,
-            max_restores=breaker.max_restores,
-            window_secs=breaker.window_secs,
-        )
-        if self.on_circuit_open is not None:
-            try:
-                await self.on_circuit_open(record)
-            except Exception as exc:  # noqa: BLE001 - the record is best effort; the job is not
-                log.error("remediation.circuit_record_failed", job_id=job.id, error=repr(exc))
-        return message
 
     # -- outcomes ------------------------------------------------------------------------------
 

@@ -100,7 +100,8 @@ async def _run(args: argparse.Namespace, out: TextIO) -> int:
     import time
 
     from trailguard.config import load_config
-    from trailguard.remediate.jobs import JobNotFoundError, SqliteJobStore
+    from trailguard.remediate.job_store import SqliteJobStore
+    from trailguard.remediate.jobs import JobNotFoundError
 
     config = load_config(args.config)
     if args.jobs_command == "list" and args.limit < 1:

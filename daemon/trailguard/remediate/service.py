@@ -26,9 +26,12 @@ import aiohttp
 
 from trailguard.config import Config
 from trailguard.detect.detection import Detection
+from trailguard.observe import JobQueueSampled, Observer
 from trailguard.remediate.actions import ClientSource
-from trailguard.remediate.executor import AwsClients, CircuitOpen, JobRunner
-from trailguard.remediate.jobs import Job, JobStore, SqliteJobStore
+from trailguard.remediate.clients import AwsClients
+from trailguard.remediate.executor import JobRunner
+from trailguard.remediate.job_store import SqliteJobStore
+from trailguard.remediate.jobs import CircuitOpen, Job, JobStore
 from trailguard.remediate.planner import plan
 from trailguard.state.dedup import SqliteDedupStore
 from trailguard.state.ledger import EventLedger
@@ -71,6 +74,7 @@ class Remediation:
         clients: ClientSource | None = None,
         session: AioSession | None = None,
         on_circuit_open: Callable[[CircuitOpen], Awaitable[None]] | None = None,
+        observer: Observer | None = None,
         clock: Callable[[], float] = time.time,
     ) -> AsyncIterator[Remediation]:
         """Open the job store (``[state] path``), the AWS clients and the runner.
@@ -109,6 +113,7 @@ class Remediation:
                 ledger=ledger,
                 http=http,
                 on_circuit_open=on_circuit_open,
+                observer=observer,
                 clock=clock,
             )
             yield cls(config, store, runner, clock=clock)
@@ -164,3 +169,14 @@ class Remediation:
             self.runner.wake()
             log.info("remediation.jobs_enqueued", new=new, planned=len(jobs))
         return new
+
+    async def sample_queue(self) -> JobQueueSampled:
+        """The job store's depth by state and the oldest due job's age, read now and reported
+        to the runner's observer (the daemon calls this when ``/metrics`` is scraped, so the
+        gauges are as fresh as the scrape and count jobs other processes changed too)."""
+        depth: dict[str, int] = {}
+        for (_action, state), n in (await self.store.counts()).items():
+            depth[state] = depth.get(state, 0) + n
+        sample = JobQueueSampled(depth, await self.store.oldest_due_age(self._clock()))
+        self.runner.observer.observe(sample)
+        return sample

@@ -12,7 +12,8 @@ worker processes, so a scrape is never starved.
 ``/metrics``
     The :class:`~trailguard.telemetry.metrics.Metrics` registry in Prometheus text format
     (OpenMetrics when the scraper's ``Accept`` asks for it), gzip-compressed when the request
-    accepts gzip.
+    accepts gzip.  ``before_scrape`` (optional) runs first, to refresh what is read from a
+    store rather than counted from events (the remediation queue's depth).
 ``/healthz``
     200 ``ok``: the process is alive and its event loop answers.
 ``/readyz``
@@ -92,6 +93,7 @@ class HealthServer:
         readiness: ReadinessCheck | None = None,
         *,
         readiness_timeout: float = 5.0,
+        before_scrape: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         if isinstance(listen, str):
             try:
@@ -103,6 +105,7 @@ class HealthServer:
         self.metrics = metrics
         self._readiness = readiness
         self._readiness_timeout = readiness_timeout
+        self._before_scrape = before_scrape
         self._runner: web.AppRunner | None = None
         self.addresses: list[tuple[str, int]] = []
 
@@ -173,6 +176,14 @@ class HealthServer:
         return web.Response(text=INDEX, content_type="text/plain")
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        if self._before_scrape is not None:
+            # e.g. the remediation queue's depth, read from its store now; a slow or failing
+            # store costs those gauges their freshness, never the scrape
+            try:
+                async with asyncio.timeout(self._readiness_timeout):
+                    await self._before_scrape()
+            except Exception as exc:  # noqa: BLE001
+                log.warning("http.scrape_refresh_failed", error=repr(exc))
         body, content_type = self.metrics.render(request.headers.get("Accept"))
         response = web.Response(body=body, headers={"Content-Type": content_type})
         if "gzip" in request.headers.get("Accept-Encoding", ""):

@@ -1,9 +1,10 @@
 """Every Prometheus metric trailguard exports, in one class that owns its own registry.
 
 :class:`Metrics` holds a private :class:`~prometheus_client.CollectorRegistry` (never the global
-one), so a test, a replay and the daemon can each build their own.  The daemon calls the methods
-below at the points named in their docstrings; the HTTP server (:mod:`.http`) renders
-:meth:`Metrics.render` at ``/metrics``.
+one), so a test, a replay and the daemon can each build their own.  The daemon calls the
+methods below through :class:`~trailguard.telemetry.observers.MetricsObserver` (the events of
+:mod:`trailguard.observe`) and reads the in-flight gauges at scrape time; the HTTP server
+(:mod:`.http`) renders :meth:`Metrics.render` at ``/metrics``.
 
 Naming follows the Prometheus guide: one prefix (``trailguard_``), base units (seconds, bytes),
 ``_total`` on counters, and labels whose values are bounded:
@@ -29,14 +30,13 @@ not be the reason a message is not processed.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import platform
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Final, Literal, get_args
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Final
 
 import prometheus_client
 from prometheus_client import (
@@ -52,14 +52,23 @@ from trailguard import __version__
 from trailguard.detect.detection import Detection, EventBridgeSource, FileSource, S3Source
 from trailguard.vocabulary import (
     ACTION_NAMES,
+    DELIVERY_PATHS,
     DISPOSITIONS,
+    ERROR_STAGES,
     JOB_STATES,
+    MESSAGE_OUTCOMES,
+    OBJECT_OUTCOMES,
     OUTCOMES,
     QUEUED_JOB_STATES,
+    REJECT_REASONS,
     REMOVAL_EVENT_NAMES,
     SEVERITIES,
     ActionName,
+    DeliveryPath,
     JobState,
+    MessageOutcome,
+    ObjectOutcome,
+    RejectReason,
 )
 
 if TYPE_CHECKING:
@@ -92,56 +101,6 @@ __all__ = [
 prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 OTHER: Final = "other"
-
-MessageOutcome = Literal[
-    "deleted",  # every object processed and its detections durable: deleted
-    "test_event",  # an s3:TestEvent: acknowledged (deleted)
-    "released",  # transient failures outlived their retries (or shutdown): visible again soon
-    "left_for_redrive",  # a permanent failure: left invisible for the queue's redrive policy
-    "unrecognised",  # a body of no known shape: left for the redrive policy
-    "rejected",  # too many objects, or a bucket not allowed: nothing fetched, left for redrive
-    "failed",  # handling raised: the message comes back after its visibility timeout
-]
-MESSAGE_OUTCOMES: Final[tuple[MessageOutcome, ...]] = get_args(MessageOutcome)
-
-# Why a message was rejected before anything it names was fetched (left for the redrive policy).
-RejectReason = Literal[
-    "too_many_objects",  # more objects than [limits] max_objects_per_message
-    "bucket_not_allowed",  # a bucket not in its queue's [[sources.sqs]] buckets
-]
-REJECT_REASONS: Final[tuple[RejectReason, ...]] = get_args(RejectReason)
-
-ObjectOutcome = Literal[
-    "ok",
-    "skipped_digest",
-    "skipped_insight",
-    "skipped_excluded",
-    "skipped_other",
-    "failed_transient",
-    "failed_permanent",
-]
-OBJECT_OUTCOMES: Final[tuple[ObjectOutcome, ...]] = get_args(ObjectOutcome)
-
-
-# Where a detection's record came from: an S3 log file, an EventBridge event, a local file.
-DeliveryPath = Literal["s3", "eventbridge", "file"]
-DELIVERY_PATHS: Final[tuple[DeliveryPath, ...]] = get_args(DeliveryPath)
-
-# The stages OperationError and the rest of the error tree name (errors.py); others are "other".
-ERROR_STAGES: Final[tuple[str, ...]] = (
-    "sqs_attributes",
-    "sqs_receive",
-    "sqs_delete",
-    "sqs_visibility",
-    "parse",
-    "s3_get",
-    "s3_list",
-    "decode",
-    "output",
-    "state",
-    "remediation",
-    "config",
-)
 
 JobAction = ActionName
 JOB_ACTIONS: Final = ACTION_NAMES
@@ -481,9 +440,6 @@ class Metrics:
         if reason in REJECT_REASONS:
             self.sqs_rejected.labels(self._queue(queue), reason).inc()
 
-    def messages_in_flight(self, count: int) -> None:
-        self.sqs_in_flight.set(count)
-
     def visibility_extended(self, queue: str) -> None:
         self.sqs_visibility_extensions.labels(self._queue(queue)).inc()
 
@@ -519,13 +475,22 @@ class Metrics:
             if key is not None:
                 self.s3_by_account.labels(*key).inc()
 
-    def object_in_flight(self) -> contextlib.AbstractContextManager[None]:
-        """``with metrics.object_in_flight(): ...`` around fetching and decoding an object."""
-        return _track(self.s3_in_flight)
-
-    def bytes_in_flight(self, held: int) -> None:
-        """The byte budget's use after an object took or gave back its share."""
-        self.s3_bytes_in_flight.set(held)
+    def watch_in_flight(
+        self,
+        *,
+        messages: Callable[[], float] | None = None,
+        objects: Callable[[], float] | None = None,
+        held_bytes: Callable[[], float] | None = None,
+    ) -> None:
+        """Read the in-flight gauges from these callables at each scrape: SQS messages received
+        and not finished, S3 objects being fetched or decoded, bytes of objects held."""
+        for gauge, read in (
+            (self.sqs_in_flight, messages),
+            (self.s3_in_flight, objects),
+            (self.s3_bytes_in_flight, held_bytes),
+        ):
+            if read is not None:
+                gauge.set_function(read)
 
     def records(self, scanned: int, *, invalid: int = 0) -> None:
         """Records read from a file or event (``invalid``: how many of them were undecodable)."""
@@ -612,15 +577,6 @@ class Metrics:
         default, OpenMetrics when the scraper asks for it."""
         encoder, content_type = choose_encoder(accept or "")
         return encoder(self.registry), content_type
-
-
-@contextlib.contextmanager
-def _track(gauge: Gauge) -> Iterator[None]:
-    gauge.inc()
-    try:
-        yield
-    finally:
-        gauge.dec()
 
 
 def _path(d: Detection) -> DeliveryPath:

@@ -86,7 +86,7 @@ class NoRoleForAccount(PermanentError):
 
 
 class ClientSource(Protocol):
-    """AWS clients for the account a job acts in (see executor.AwsClients)."""
+    """AWS clients for the account a job acts in (see remediate/clients.py)."""
 
     async def iam(self, account_id: str) -> IAMClient: ...
 

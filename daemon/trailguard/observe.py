@@ -1,0 +1,410 @@
+"""The one observation path: the small frozen events the daemon's parts emit, and the observer
+they emit them to.
+
+A part that does something worth counting or telling (a message finished, an object was
+processed, a detection became durable, a job reached a state) builds one event and hands it to
+its :class:`Observer`; it never touches a metric, a counter or a log line for it itself.  What
+each event means to Prometheus, to the exit summary and to the log is decided in one place per
+reader, :mod:`trailguard.telemetry.observers` (``MetricsObserver``, ``Tally``, ``LogObserver``),
+and :class:`Observers` fans one event out to all of them -- the model is stamina's
+``RetryDetails`` handed to its instrumentation hooks.
+
+Events carry what their readers need and nothing attacker-sized: names, counts, reasons, the
+already-bounded detection or job.  Building one costs a dataclass; emitting it is a loop over
+the observers, which must not raise (an observer's failure is logged and the others still run).
+
+Diagnostics that nobody counts (a claim that failed and will be retried, a worker started) stay
+plain log calls where they happen.  This module imports nothing of trailguard at run time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from trailguard.detect.detection import Detection
+    from trailguard.errors import OperationError
+    from trailguard.remediate.jobs import CircuitOpen, Job
+    from trailguard.state.ledger import LedgerConflict
+    from trailguard.vocabulary import (
+        DeliveryPath,
+        MessageOutcome,
+        ObjectOutcome,
+        RejectReason,
+    )
+
+__all__ = [
+    "CircuitOpened",
+    "ConfigReloadRejected",
+    "ConfigReloaded",
+    "DetectionCommitted",
+    "DuplicatesDropped",
+    "Event",
+    "EventBridgeRecordRead",
+    "FactsRecorded",
+    "ForgerySuspected",
+    "JobFinished",
+    "JobLeaseLost",
+    "JobQueueSampled",
+    "JobsEnqueued",
+    "MessageFailed",
+    "MessageFinished",
+    "MessageLeftForRedrive",
+    "MessageReceived",
+    "MessageRejected",
+    "MessageReleased",
+    "MessageUnrecognised",
+    "ObjectFailed",
+    "ObjectProcessed",
+    "ObjectSkipped",
+    "Observer",
+    "Observers",
+    "PollFailed",
+    "PollSucceeded",
+    "Recorder",
+    "TestEventAcknowledged",
+    "VisibilityExtendFailed",
+    "VisibilityExtended",
+]
+
+
+# -- SQS ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PollSucceeded:
+    """A receive call returned (with or without messages)."""
+
+    queue: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class PollFailed:
+    """A receive call failed; the poller waits ``retry_in_secs`` before the next."""
+
+    queue: str
+    error: OperationError
+    retry_in_secs: float
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    queue: str
+    message_id: str
+    sent_timestamp_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageFinished:
+    """A message's handling ended with ``outcome`` (the last event of every message)."""
+
+    queue: str
+    message_id: str
+    outcome: MessageOutcome
+
+
+@dataclass(frozen=True, slots=True)
+class MessageFailed:
+    """Handling a message raised: nothing was deleted, it comes back after its visibility
+    timeout.  ``crashed``: not one of trailguard's errors (a bug; ``exc`` has the traceback)."""
+
+    queue: str
+    message_id: str
+    stage: str
+    error_type: str
+    error: str
+    crashed: bool = False
+    exc: BaseException | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageUnrecognised:
+    """A body of no known shape: left for the redrive policy."""
+
+    queue: str
+    message_id: str
+    format: str
+    reason: str
+    receive_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class TestEventAcknowledged:
+    """An ``s3:TestEvent`` (sent when a bucket notification is configured): deleted."""
+
+    __test__ = False  # not a pytest class, whatever its name
+
+    queue: str
+    message_id: str
+    format: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRejected:
+    """A body refused whole before anything it names was fetched."""
+
+    queue: str
+    message_id: str
+    reason: RejectReason
+    format: str
+    receive_count: int
+    #: what to log with it (counts, the first foreign bucket); bounded by the handler
+    fields: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReleased:
+    """Given back for redelivery in ``retry_in_secs`` (``reason``: transient, or shutdown)."""
+
+    queue: str
+    message_id: str
+    reason: str
+    retry_in_secs: int
+    receive_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessageLeftForRedrive:
+    """A permanent failure: left invisible until its timeout, for the redrive policy."""
+
+    queue: str
+    message_id: str
+    receive_count: int
+    failed_objects: int
+
+
+@dataclass(frozen=True, slots=True)
+class VisibilityExtended:
+    queue: str
+    message_id: str
+    secs: int
+
+
+@dataclass(frozen=True, slots=True)
+class VisibilityExtendFailed:
+    queue: str
+    message_id: str
+    error: OperationError
+
+
+# -- objects and records -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectSkipped:
+    """An object a notification named and that is not fetched (digest, Insight, excluded...)."""
+
+    bucket: str
+    key: str
+    reason: str
+    outcome: ObjectOutcome
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectProcessed:
+    """An object was fetched, decoded and evaluated (``outcome`` ok, or skipped_* after
+    decoding)."""
+
+    bucket: str
+    key: str
+    outcome: ObjectOutcome
+    size_bytes: int
+    seconds: float
+    account: str | None
+    region: str | None
+    records: int
+    candidates: int
+    detections: int
+    facts: int
+    bad_records: int
+    #: the first few bad records (index and reason), already bounded by the decoder
+    first_bad_records: tuple[object, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectFailed:
+    bucket: str
+    key: str
+    error: OperationError
+
+
+@dataclass(frozen=True, slots=True)
+class EventBridgeRecordRead:
+    """One record arrived as an EventBridge event (no S3 object)."""
+
+    queue: str
+    message_id: str
+
+
+# -- what a message produced -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ForgerySuspected:
+    """An eventID already seen with other content: one of the two records is forged (this
+    delivery made the conflict)."""
+
+    conflict: LedgerConflict
+    path: DeliveryPath
+
+
+@dataclass(frozen=True, slots=True)
+class FactsRecorded:
+    """Policy facts written to the history (``new`` of ``seen`` were not there before)."""
+
+    new: int
+    seen: int
+
+
+@dataclass(frozen=True, slots=True)
+class DetectionCommitted:
+    """A detection was made durable (written, not a duplicate)."""
+
+    detection: Detection
+    sent_timestamp_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicatesDropped:
+    """Detections whose eventID was already recorded (redelivery, the other path)."""
+
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobsEnqueued:
+    """Remediation jobs durably enqueued for a message's detections (new ones only)."""
+
+    count: int
+
+
+# -- remediation -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class JobFinished:
+    """A job attempt ended and its outcome is stored: ``job.state`` is the state it entered."""
+
+    job: Job
+    duration_secs: float
+
+
+@dataclass(frozen=True, slots=True)
+class JobLeaseLost:
+    """A job's outcome was not stored: its lease had passed and another worker took it."""
+
+    job: Job
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitOpened:
+    """A target was restored too often: automatic restores of it stop."""
+
+    record: CircuitOpen
+
+
+@dataclass(frozen=True, slots=True)
+class JobQueueSampled:
+    """The job store's depth by state and the age of the oldest due job, read just now."""
+
+    depth: Mapping[str, int]
+    oldest_pending_age_secs: float | None
+
+
+# -- config ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigReloaded:
+    applied: tuple[str, ...]
+    restart_required: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigReloadRejected:
+    file: str | None
+    key: str | None
+    reason: str
+
+
+Event = (
+    PollSucceeded
+    | PollFailed
+    | MessageReceived
+    | MessageFinished
+    | MessageFailed
+    | MessageUnrecognised
+    | TestEventAcknowledged
+    | MessageRejected
+    | MessageReleased
+    | MessageLeftForRedrive
+    | VisibilityExtended
+    | VisibilityExtendFailed
+    | ObjectSkipped
+    | ObjectProcessed
+    | ObjectFailed
+    | EventBridgeRecordRead
+    | ForgerySuspected
+    | FactsRecorded
+    | DetectionCommitted
+    | DuplicatesDropped
+    | JobsEnqueued
+    | JobFinished
+    | JobLeaseLost
+    | CircuitOpened
+    | JobQueueSampled
+    | ConfigReloaded
+    | ConfigReloadRejected
+)
+
+
+class Observer(Protocol):
+    """Something that reads events: metrics, the exit summary, the log, a test's list."""
+
+    def observe(self, event: Event) -> None: ...
+
+
+class Observers:
+    """Fans each event out to every observer, in order; one that raises is reported to the
+    ``on_error`` hook (the log) and the others still see the event: telling must never be why
+    work is not done."""
+
+    __slots__ = ("_observers", "on_error")
+
+    def __init__(self, observers: Iterable[Observer] = ()) -> None:
+        self._observers: tuple[Observer, ...] = tuple(observers)
+        self.on_error: _ErrorHook | None = None
+
+    def add(self, observer: Observer) -> None:
+        self._observers = (*self._observers, observer)
+
+    def observe(self, event: Event) -> None:
+        for observer in self._observers:
+            try:
+                observer.observe(event)
+            except Exception as exc:  # noqa: BLE001 - an observer never stops the work
+                if self.on_error is not None:
+                    self.on_error(observer, event, exc)
+
+
+_E = TypeVar("_E")
+
+
+class _ErrorHook(Protocol):
+    def __call__(self, observer: Observer, event: Event, exc: Exception) -> None: ...
+
+
+class Recorder:
+    """Keeps every event (tests, tools): ``recorder.of(ObjectProcessed)``."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def observe(self, event: Event) -> None:
+        self.events.append(event)
+
+    def of(self, kind: type[_E]) -> list[_E]:
+        return [event for event in self.events if isinstance(event, kind)]
