@@ -299,6 +299,13 @@ def test_resources_cover_the_memory_bound() -> None:
     assert resources["requests"]["memory"] == resources["limits"]["memory"]
     assert cpus(resources["limits"]["cpu"]) >= limits.decode_workers
     assert cpus(resources["requests"]["cpu"]) <= cpus(resources["limits"]["cpu"])
+    # The scratch volumes fit in the container's ephemeral storage, with room for its log.
+    scratch = [
+        mib(v["emptyDir"]["sizeLimit"])
+        for v in the("Deployment")["spec"]["template"]["spec"]["volumes"]
+        if "emptyDir" in v
+    ]
+    assert sum(scratch) + 100 <= mib(resources["limits"]["ephemeral-storage"])
 
 
 def test_grace_period_outlasts_the_shutdown_deadline() -> None:
