@@ -24,7 +24,7 @@ from tests.conftest import ROOT
 from tests.deploy_support import config_text, k8s_config, the
 from tests.integration.tools import require_tool
 from trailguard.config import Config
-from trailguard.detect.history import HISTORY_EVENT_NAMES
+from trailguard.detect.policy_facts import HISTORY_EVENT_NAMES
 from trailguard.detect.rules import DEFAULT_RULES
 
 TEMPLATE: Final = ROOT / "config" / "aws" / "trailguard.yaml"
