@@ -125,6 +125,11 @@ class JobRunner:
             else None
         )
 
+    def reconfigure(self, settings: RemediationConfig) -> None:
+        """New settings for the next job (the caller keeps the keys read only at start)."""
+        self.config = settings
+        self.breaker.settings = settings.circuit_breaker
+
     @property
     def lease_secs(self) -> float:
         return 2 * self.config.job_timeout_secs
