@@ -9,62 +9,16 @@ and a lock that names anything but PyPI's files.
 
 from __future__ import annotations
 
-import re
 import tomllib
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
-from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from tests.conftest import ROOT
+from tests.lockfile import PYTHONS, REQUIREMENTS, Pin, pins_for, read_lock
 
-REQUIREMENTS = ROOT / "requirements"
-PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-# The Pythons trailguard supports (requires-python >= 3.11), as marker environments.
-PYTHONS = ["3.11", "3.12", "3.13"]
-
-
-@dataclass
-class Pin:
-    name: str
-    version: str
-    marker: Marker | None
-    hashes: set[str] = field(default_factory=set)
-
-
-def read_lock(path: Path) -> list[Pin]:
-    """The pins of a requirements file written by uv (one logical line per pin)."""
-    text = path.read_text().replace("\\\n", " ")
-    pins = []
-    for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        assert not line.startswith("-"), f"{path.name}: an option in the lock: {line}"
-        hashes = set(re.findall(r"--hash=(sha256:[0-9a-f]{64})", line))
-        requirement = Requirement(re.sub(r"\s--hash=\S+", "", line).strip())
-        (spec,) = requirement.specifier  # exactly one: ==
-        assert spec.operator == "==", f"{path.name}: {line} is not pinned"
-        pins.append(Pin(canonicalize_name(requirement.name), spec.version, requirement.marker))
-        pins[-1].hashes = hashes
-    return pins
-
-
-def pins_for(pins: list[Pin], python: str) -> dict[str, Pin]:
-    """name -> pin of the packages installed on Linux with that Python."""
-    env = {"python_version": python, "python_full_version": f"{python}.0"}
-    env |= {"sys_platform": "linux", "platform_system": "Linux"}
-    env |= {"implementation_name": "cpython", "platform_python_implementation": "CPython"}
-    chosen: dict[str, Pin] = {}
-    for pin in pins:
-        if pin.marker is None or pin.marker.evaluate(env):
-            assert pin.name not in chosen, f"{pin.name}: two pins apply on Python {python}"
-            chosen[pin.name] = pin
-    return chosen
+PYPROJECT = tomllib.loads((REQUIREMENTS.parent / "pyproject.toml").read_text())
 
 
 RUNTIME = read_lock(REQUIREMENTS / "runtime.txt")
