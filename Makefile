@@ -10,11 +10,12 @@ PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test lint typecheck pytest bench lock test-latest clean
+.PHONY: help venv demo test lint typecheck pytest bench lock test-latest test-deploy clean
 
 help:
 	@echo "make demo        - the real daemon against an embedded AWS emulator (Ctrl-C to stop)"
 	@echo "make test        - the whole suite: ruff, mypy --strict, pytest (locked dependencies)"
+	@echo "make test-deploy - the image built and run, the unit booted under systemd (root; ~3-7 min)"
 	@echo "make test-latest - the suite on the newest releases of every dependency (.venv-latest)"
 	@echo "make lock        - refresh requirements/*.txt from pyproject.toml (newest releases)"
 	@echo "make bench       - throughput benchmark against the naive gzip+json loop"
@@ -40,6 +41,11 @@ pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# tests/deploy: a real docker build and run, a real systemd under systemd-nspawn (root; see
+# tests/deploy/__init__.py).  Not part of `make test`; .ci/run runs both.
+test-deploy: $(STAMP)
+	$(BIN)/pytest tests/deploy $(PYTEST_ARGS)
 
 # The suite against the newest release of every dependency, in its own environment, resolved
 # anew on every run: upstream drift shows here before `make lock` takes it in.  Not run by CI.
