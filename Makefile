@@ -15,7 +15,7 @@ DEMO_ARGS ?=
 help:
 	@echo "make demo        - the real daemon against an embedded AWS emulator (Ctrl-C to stop)"
 	@echo "make test        - the whole suite: ruff, mypy --strict, pytest (locked dependencies)"
-	@echo "make test-deploy - the image built and run, the unit booted under systemd (root; ~3-7 min)"
+	@echo "make test-deploy - the image built and run, the unit booted under systemd (root; 3-5 min)"
 	@echo "make test-latest - the suite on the newest releases of every dependency (.venv-latest)"
 	@echo "make lock        - refresh requirements/*.txt from pyproject.toml (newest releases)"
 	@echo "make bench       - throughput benchmark against the naive gzip+json loop"

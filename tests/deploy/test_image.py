@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from packaging.utils import canonicalize_name
 
 from tests.deploy.dockerctl import IMAGE_REPOSITORY, Docker
 from tests.deploy.support import require_root, timed
@@ -32,6 +33,7 @@ from tests.integration.conftest import Boto3Clients
 from tests.integration.daemon_harness import DaemonConfig, free_port, http_get, wait_until
 from tests.integration.proxy import FaultProxy
 from tests.lockfile import locked_versions
+from trailguard import __version__
 
 if TYPE_CHECKING:
     from tests.integration.conftest import MotoServer
@@ -73,7 +75,7 @@ def in_image(docker: Docker, image: str, *argv: str) -> str:
 
 
 LIST_DISTRIBUTIONS = """
-import json, sys
+import json
 from importlib.metadata import distributions
 print(json.dumps({d.metadata["Name"]: d.version for d in distributions()}))
 """
@@ -82,15 +84,13 @@ print(json.dumps({d.metadata["Name"]: d.version for d in distributions()}))
 def test_image_holds_exactly_the_locked_runtime_set(docker: Docker, image: str) -> None:
     """BuildKit, no registry frontend: the runtime venv has trailguard and requirements/
     runtime.txt's pins, nothing else -- no pip, no setuptools, no dev tool."""
-    from packaging.utils import canonicalize_name
-
     installed = json.loads(in_image(docker, image, "python", "-c", LIST_DISTRIBUTIONS))
     installed = {canonicalize_name(name): version for name, version in installed.items()}
-    assert installed.pop("trailguard") == "0.1.0"
+    assert installed.pop("trailguard") == __version__
     assert installed == locked_versions("runtime.txt", "3.11")
 
     version = in_image(docker, image, "trailguard", "--version")
-    assert version.startswith("trailguard 0.1.0 "), version
+    assert version.startswith(f"trailguard {__version__} "), version
     assert "not built" not in version, version  # the builder requires the C scanner
 
     config = docker.inspect("image", image)["Config"]
@@ -98,9 +98,7 @@ def test_image_holds_exactly_the_locked_runtime_set(docker: Docker, image: str) 
     assert config["Entrypoint"] == ["trailguard"]
     assert config["Cmd"] == ["run", "--config", "/etc/trailguard/trailguard.toml"]
     assert "/var/lib/trailguard" in config["Volumes"]
-    assert any(
-        e == "TRAILGUARD_HEALTHCHECK_URL=http://127.0.0.1:9108/healthz" for e in config["Env"]
-    )
+    assert "TRAILGUARD_HEALTHCHECK_URL=http://127.0.0.1:9108/healthz" in config["Env"]
     assert config["Healthcheck"]["Test"][:3] == ["CMD", "python", "-c"]
 
 
@@ -108,7 +106,7 @@ def test_the_classic_builder_builds_it_too(docker: Docker, base: str) -> None:
     """`docker build -t trailguard .` as README says, on Debian 12's Docker: no BuildKit."""
     docker.build(CLASSIC, base, buildkit=False)
     version = in_image(docker, CLASSIC, "trailguard", "--version")
-    assert version.startswith("trailguard 0.1.0 "), version
+    assert version.startswith(f"trailguard {__version__} "), version
 
 
 # --------------------------------------------------------------------------- the container
