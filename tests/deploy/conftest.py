@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.deploy.support import CACHE, TIMINGS
+from tests.deploy.support import CACHE, FIGURES, TIMINGS
 from tests.integration.conftest import (  # noqa: F401  (fixtures, by name)
     boto3_session_clients,
     clean_moto,
@@ -19,4 +19,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.section("deployment tests: durations (measured, not asserted)")
     for what, secs in TIMINGS:
         terminalreporter.write_line(f"{secs:8.1f} s  {what}")
+    for what, value in FIGURES:
+        terminalreporter.write_line(f"{value:>10}  {what}")
     terminalreporter.write_line(f"cache: {CACHE}")

@@ -22,6 +22,8 @@ LOGS = CACHE / "logs"
 
 # (what, seconds), in the order measured; printed by conftest.py at the end of the run.
 TIMINGS: list[tuple[str, float]] = []
+# Other figures worth a look in the run's output (what, value): printed after the timings.
+FIGURES: list[tuple[str, str]] = []
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ import pytest
 from packaging.utils import canonicalize_name
 
 from tests.deploy.dockerctl import IMAGE_REPOSITORY, Docker
-from tests.deploy.support import require_root, timed
+from tests.deploy.support import FIGURES, require_root, timed
 from tests.docs import docker_run_options, readme_docker_run
 from tests.factories import delivery_key, make_record, noise_record
 from tests.integration.conftest import Boto3Clients
@@ -85,6 +85,8 @@ def test_image_holds_exactly_the_locked_runtime_set(docker: Docker, image: str) 
     """BuildKit, no registry frontend: the runtime venv has trailguard and requirements/
     runtime.txt's pins, nothing else -- no pip, no setuptools, no dev tool."""
     installed = json.loads(in_image(docker, image, "python", "-c", LIST_DISTRIBUTIONS))
+    size = int(docker.inspect("image", image)["Size"])
+    FIGURES.append(("image size (MB, on the Debian stand-in base)", f"{size / 1e6:.0f}"))
     installed = {canonicalize_name(name): version for name, version in installed.items()}
     assert installed.pop("trailguard") == __version__
     assert installed == locked_versions("runtime.txt", "3.11")

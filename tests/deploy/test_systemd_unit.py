@@ -36,7 +36,7 @@ import pytest
 
 from tests.deploy import rootfs
 from tests.deploy.nspawn import Machine
-from tests.deploy.support import CACHE, copy_source, require_root, timed, tool
+from tests.deploy.support import CACHE, FIGURES, copy_source, require_root, timed, tool
 from tests.docs import readme_install_steps
 from tests.factories import delivery_key, make_record, noise_record
 from tests.integration.conftest import Boto3Clients, MotoServer
@@ -95,7 +95,9 @@ def host_monotonic_usec() -> int:
 
 @pytest.fixture(scope="module")
 def service(
-    moto_server: MotoServer, boto3_session_clients: Boto3Clients, tmp_path_factory: Any
+    moto_server: MotoServer,
+    boto3_session_clients: Boto3Clients,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Service]:
     require_root("booting systemd under systemd-nspawn")
     for name in ("systemd-nspawn", "nsenter", "debootstrap"):
@@ -231,6 +233,9 @@ def test_the_sandbox_holds_and_systemd_analyze_security_rates_it_low(service: Se
     match = re.search(r"Overall exposure level for trailguard\.service: ([0-9.]+)", report)
     assert match is not None, report[-2000:]
     exposure = float(match.group(1))
+    FIGURES.append(
+        ("systemd-analyze security: overall exposure (0-10, lower is better)", f"{exposure}")
+    )
     assert exposure <= EXPOSURE_THRESHOLD, report[-3000:]
 
 
