@@ -30,6 +30,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]  # PyYAML comes with moto[server]; no stubs
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.deploy.support import require_root
 from tests.docs import (
     code_blocks,
     commands,
@@ -91,6 +92,18 @@ def test_require_tool_skips_locally_and_fails_in_ci(monkeypatch: pytest.MonkeyPa
         require_tool("promtool")
     monkeypatch.undo()
     assert require_tool("sh").endswith("/sh")
+
+
+def test_deploy_tests_need_root_skip_locally_and_fail_in_ci(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="needs root"):
+        require_root("booting systemd")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        require_root("booting systemd")
 
 
 # --------------------------------------------------------------------------------------------
