@@ -363,6 +363,7 @@ class Daemon:
             max_object_bytes=self.config.limits.max_object_bytes,
             max_objects_per_message=self.config.limits.max_objects_per_message,
             buckets=frozenset(src.buckets),
+            release_backoff_secs=src.release_backoff_secs,
         )
 
     async def _poll(self, queue: SqsQueue, src: SqsSourceConfig) -> None:

@@ -86,7 +86,6 @@ _SKIPPED: dict[str, ObjectOutcome] = {
 }
 
 FETCH_ATTEMPTS = 4
-RELEASE_BASE_SECS = 15
 RELEASE_CAP_SECS = 900
 
 
@@ -102,6 +101,8 @@ class HandlerSettings:
     max_objects_per_message: int = 100
     #: The queue's ``buckets``; empty: any bucket.
     buckets: frozenset[str] = frozenset()
+    #: ``release_backoff_secs``: first delay before a released message comes back.
+    release_backoff_secs: int = 15
 
 
 class MessageHandler:
@@ -287,7 +288,10 @@ class MessageHandler:
             return "deleted"
         if all(f.transient for f in failures):
             delay = int(
-                min(RELEASE_CAP_SECS, RELEASE_BASE_SECS * 2 ** max(0, message.receive_count - 1))
+                min(
+                    RELEASE_CAP_SECS,
+                    settings.release_backoff_secs * 2 ** max(0, message.receive_count - 1),
+                )
             )
             await queue.set_visibility(message, delay)
             self._observer.observe(
