@@ -48,7 +48,6 @@ from trailguard.errors import DecodeError, OperationError, PermanentError
 from trailguard.ingest.budget import ByteBudget, Reservation
 from trailguard.ingest.forgery import check_ledger, flag_conflicts
 from trailguard.ingest.notifications import ObjectRef, parse_body
-from trailguard.ingest.retry import retry_transient
 from trailguard.ingest.s3 import ObjectStore
 from trailguard.ingest.sqs import Message, SqsQueue
 from trailguard.observe import (
@@ -70,6 +69,7 @@ from trailguard.observe import (
     VisibilityExtendFailed,
 )
 from trailguard.outputs.sink import DetectionSink
+from trailguard.retry import retry_transient
 from trailguard.vocabulary import DeliveryPath, MessageOutcome, ObjectOutcome, RejectReason
 
 if TYPE_CHECKING:

@@ -56,20 +56,16 @@ from trailguard.remediate.actions import (
 from trailguard.remediate.jobs import AuditEntry, CircuitOpen, Finding, Job, JobStore, audit, iso
 from trailguard.remediate.limits import CircuitBreaker, TokenBucket
 from trailguard.remediate.notify import WebhookSender
+from trailguard.retry import backoff_delay
 from trailguard.state.ledger import EventLedger
 from trailguard.state.policy_history import PolicyHistoryStore
 from trailguard.telemetry.logging import get_logger
 from trailguard.telemetry.observers import LogObserver
 from trailguard.vocabulary import RESTORE_ACTIONS, WRITING_ACTIONS
 
-__all__ = ["JobRunner", "backoff", "effective_mode"]
+__all__ = ["JobRunner", "effective_mode"]
 
 log = get_logger(__name__)
-
-
-def backoff(attempt: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:
-    """Full-jitter delay after failed attempt ``attempt`` (1-based)."""
-    return (rng or random).uniform(0, min(cap, base * 2 ** (attempt - 1)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,7 +354,7 @@ class JobRunner:
                     audit("note", f"{final} after {job.attempts} attempts: {detail}", at=now),
                 ),
             )
-        delay = backoff(
+        delay = backoff_delay(
             job.attempts,
             base=self.config.backoff_base_secs,
             cap=self.config.backoff_cap_secs,
