@@ -15,7 +15,7 @@ and to build than dataclasses); emitting one is a loop over the observers, which
 (an observer's failure is logged and the others still run).
 
 Diagnostics that nobody counts (a claim that failed and will be retried, a worker started) stay
-plain log calls where they happen.  This module imports nothing of trailguard at run time, only msgspec.
+plain log calls where they happen.  This module imports only msgspec at run time.
 """
 
 from __future__ import annotations

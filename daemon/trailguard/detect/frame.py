@@ -30,21 +30,25 @@ reference, and the fallback for files the fast paths decline, not the fast path.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Final
 
-import msgspec
+from trailguard.detect.json_tokens import (
+    HEX4,
+    LITERALS,
+    NUMBER,
+    SHORT_ESCAPES,
+    SKIP_RUN,
+    SKIP_STR_RUN,
+    STR_RUN,
+    WS_RUN,
+    Element,
+    FrameError,
+    decode_key,
+    describe,
+)
 
-__all__ = [
-    "MAX_DECODE_DEPTH",
-    "MAX_FRAME_DEPTH",
-    "Element",
-    "FrameError",
-    "Walker",
-    "decode_key",
-    "depth_of",
-]
+__all__ = ["MAX_DECODE_DEPTH", "MAX_FRAME_DEPTH", "RECORD_FIELDS", "Walker", "depth_of"]
 
 #: A candidate record nested deeper than this is bad ("nested too deeply to decode"): msgspec
 #: decodes it recursively, and its limit depends on the Python stack it is called from.
@@ -67,69 +71,6 @@ _TOO_DEEP: Final = f"not a CloudTrail log: brackets nested more than {MAX_FRAME_
 _VALUE, _ARR_FIRST, _OBJ_FIRST, _KEY, _COLON, _AFTER, _END = range(7)
 _OBJ: Final = 0x7B  # {
 _ARR: Final = 0x5B  # [
-
-_WS_RUN: Final = re.compile(rb"[ \t\r\n]+")
-_STR_RUN: Final = re.compile(rb'[^"\\\x00-\x1f]+')
-_SKIP_STR_RUN: Final = re.compile(rb'[^"\\]+')
-_SKIP_RUN: Final = re.compile(rb'[^"\\{}\[\],]+')
-_NUMBER: Final = re.compile(rb"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
-_NUMBER_CHARS: Final = frozenset(b"0123456789+-.eE")
-_HEX4: Final = re.compile(rb"[0-9a-fA-F]{4}")
-_SHORT_ESCAPES: Final = frozenset(b'"\\/bfnrt')
-_LITERALS: Final = {0x74: b"true", 0x66: b"false", 0x6E: b"null"}
-_KINDS: Final = {
-    0x7B: "an object",
-    0x5B: "an array",
-    0x22: "a string",
-    0x74: "a boolean",
-    0x66: "a boolean",
-    0x6E: "null",
-}
-
-
-class FrameError(Exception):
-    """The file's own structure is broken (not one record): the whole file is bad."""
-
-    def __init__(self, reason: str, at: int) -> None:
-        super().__init__(f"{reason} (byte {at})")
-        self.reason = reason
-        self.at = at
-
-
-@dataclass(slots=True)
-class Element:
-    """One element of the records array (or the one value, in element mode).
-
-    ``start``/``end`` are offsets in the bytes given to the walk (see :meth:`Walker.shift`);
-    ``end`` is None when the element was too big to keep (``error`` says so).  ``fields`` maps a
-    top-level key the decoder reads to the offsets of each of its values, in order.
-    """
-
-    index: int
-    start: int
-    end: int | None
-    error: str | None
-    kind: str
-    depth: int
-    fields: dict[str, list[tuple[int, int]]]
-
-
-def describe(first: int) -> str:
-    """ "an object", "a number", ... for the first byte of a JSON value."""
-    return _KINDS.get(first, "a number" if first in _NUMBER_CHARS else "not JSON")
-
-
-def decode_key(raw: bytes) -> str | None:
-    """The text of a JSON string's inside (escapes decoded), or None if it is not valid."""
-    if b"\\" not in raw:
-        try:
-            return raw.decode()
-        except UnicodeDecodeError:
-            return None
-    try:
-        return msgspec.json.decode(b'"' + raw + b'"', type=str)
-    except msgspec.DecodeError:
-        return None
 
 
 @dataclass(slots=True)
@@ -262,7 +203,7 @@ class Walker:
                 continue
             i = self.pos
             if i < n and buf[i] in b" \t\r\n":
-                m = _WS_RUN.match(buf, i)
+                m = WS_RUN.match(buf, i)
                 assert m is not None
                 i = self.pos = m.end()
             if i >= n:
@@ -294,7 +235,7 @@ class Walker:
         """Continue the string at self.pos; True when it ended (pos after the quote)."""
         j = self.pos
         skip = self._skip
-        run = _SKIP_STR_RUN if skip else _STR_RUN
+        run = SKIP_STR_RUN if skip else STR_RUN
         while True:
             m = run.match(buf, j)
             if m is not None:
@@ -327,7 +268,7 @@ class Walker:
             self._bad("control character in a string", j)
             j += 1
             if self._skip and not skip:
-                skip, run = True, _SKIP_STR_RUN
+                skip, run = True, SKIP_STR_RUN
 
     def _escape(self, buf: bytes | bytearray | memoryview, j: int, n: int, final: bool) -> int:
         """Check the escape at ``j``; how many bytes it takes, or 0 to wait for more."""
@@ -336,14 +277,14 @@ class Walker:
                 raise FrameError(_ENDS_IN_STRING, self._base + n)
             return 0
         c = buf[j + 1]
-        if c in _SHORT_ESCAPES:
+        if c in SHORT_ESCAPES:
             return 2
         if c != 0x75:  # u
             self._bad("invalid escape", j)
             return 2
         if j + 6 > n and not final:
             return 0
-        if _HEX4.fullmatch(bytes(buf[j + 2 : j + 6])) is None:
+        if HEX4.fullmatch(bytes(buf[j + 2 : j + 6])) is None:
             self._bad("invalid \\u escape", j)
             return 2
         code = int(bytes(buf[j + 2 : j + 6]), 16)
@@ -357,7 +298,7 @@ class Walker:
             if (
                 len(low) == 6
                 and low[:2] == b"\\u"
-                and _HEX4.fullmatch(low[2:]) is not None
+                and HEX4.fullmatch(low[2:]) is not None
                 and 0xDC00 <= int(low[2:], 16) <= 0xDFFF
             ):
                 return 12
@@ -547,7 +488,7 @@ class Walker:
         # a scalar: true, false, null or a number
         if state not in (_VALUE, _ARR_FIRST):
             return self._unexpected(i, c)
-        literal = _LITERALS.get(c)
+        literal = LITERALS.get(c)
         if literal is not None:
             end = i + len(literal)
             if end >= n and not final and bytes(buf[i:n]) == literal[: n - i]:
@@ -555,7 +496,7 @@ class Walker:
             if bytes(buf[i:end]) != literal or (end < n and buf[end] not in b" \t\r\n,]}"):
                 return self._junk(buf, i, n, final, out)
         elif c in b"-0123456789":
-            m = _NUMBER.match(buf, i)
+            m = NUMBER.match(buf, i)
             end = i if m is None else m.end()
             if end >= n and not final:
                 return False  # the number may go on
@@ -649,7 +590,7 @@ class Walker:
         if c == 0x5C:  # a backslash outside a string: junk
             self.pos = i + 1
             return True
-        m = _SKIP_RUN.match(buf, i)
+        m = SKIP_RUN.match(buf, i)
         self.pos = m.end() if m is not None else i + 1
         return True
 

@@ -17,7 +17,8 @@ from typing import Final
 
 import msgspec
 
-from trailguard.detect.frame import MAX_DECODE_DEPTH, Element, depth_of
+from trailguard.detect.frame import MAX_DECODE_DEPTH, depth_of
+from trailguard.detect.json_tokens import Element
 from trailguard.detect.record import Record
 from trailguard.errors import DecodeError
 

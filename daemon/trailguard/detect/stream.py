@@ -30,7 +30,8 @@ from typing import Final
 
 import msgspec
 
-from trailguard.detect.frame import Element, FrameError, Walker, describe
+from trailguard.detect.frame import Walker
+from trailguard.detect.json_tokens import Element, FrameError, describe
 from trailguard.detect.locate import RECORD_SEP, CandidateNames
 from trailguard.detect.records import Collector, DecodedFile, DecodeLimits, skipped, utf8_ok
 from trailguard.errors import DecodeError
