@@ -1,7 +1,8 @@
-"""The rule vocabulary, the built-in rule pack and the compiled rule engine.
+"""The compiled rule engine: which rule matches a record, with what severity and disposition.
 
-Pure: no I/O, no asyncio.  :class:`RuleSet` is built once from a validated
-:class:`~trailguard.config.Config` and then evaluates one :class:`Record` at a time.
+Pure: no I/O, no asyncio.  :class:`RuleSet` is built once from validated rules (the built-in
+pack, ``rulepack.py``, with the config's overrides) and then evaluates one :class:`Record` at a
+time.
 
 Evaluation of one record:
 
@@ -24,8 +25,8 @@ Everything is precompiled: regexes, globs (``*`` and ``?`` only, translated to o
 field), networks, and every possible :class:`Match` object, so ``evaluate`` allocates nothing for
 a record that no rule wants and at most a regex match object or two for one that a rule wants.
 
-This module does not import :mod:`trailguard.config` at run time (``config`` imports the
-vocabulary defined here); it reads the config objects by attribute.
+This module does not import :mod:`trailguard.config` at run time; it reads the config objects
+by attribute (the shared names are in ``vocabulary.py``, the pack in ``rulepack.py``).
 """
 
 from __future__ import annotations

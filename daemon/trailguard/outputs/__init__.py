@@ -1,1 +1,1 @@
-"""Where detections go: JSONL files or stdout (webhook/SNS join with remediation)."""
+"""Where detections go: JSON Lines on a file or stdout, durably and once per eventID."""
