@@ -8,6 +8,7 @@ AWS_REGION, AWS_ENDPOINT_URL, instance/container roles ...); the config file may
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,10 +66,16 @@ def check_region(session: aiobotocore.session.AioSession, region: str | None) ->
 
 
 def client_config(*, read_timeout: float = 60, max_pool: int = 32) -> AioConfig:
-    """botocore's own standard retries handle the first few throttles; ours wrap them."""
+    """botocore's own standard retries handle the first few throttles; ours wrap them.
+
+    Four attempts per call, unless ``AWS_MAX_ATTEMPTS`` (botocore's own setting: attempts in
+    all) says otherwise."""
+    retries: Any = {"mode": "standard"}
+    if not os.environ.get("AWS_MAX_ATTEMPTS"):
+        retries["max_attempts"] = 3  # retries after the first attempt: 4 in all
     return AioConfig(
         user_agent_extra=USER_AGENT_EXTRA,
-        retries={"mode": "standard", "max_attempts": 3},
+        retries=retries,
         connect_timeout=10,
         read_timeout=read_timeout,
         max_pool_connections=max_pool,
