@@ -39,6 +39,7 @@ __all__ = [
     "CircuitOpened",
     "ConfigReloadRejected",
     "ConfigReloaded",
+    "DedupRecorded",
     "DetectionCommitted",
     "DuplicatesDropped",
     "Event",
@@ -268,6 +269,18 @@ class DetectionCommitted:
 
 
 @dataclass(frozen=True, slots=True)
+class DedupRecorded:
+    """Detections written and fsynced were recorded in the dedup store ``window_secs`` later:
+    the window in which a crash makes an event be reported twice.  ``taken_over``: how many of
+    the keys were claims another writer left unrecorded after its lease -- it died in that
+    window, or before writing (the only second reports there can be)."""
+
+    count: int
+    window_secs: float
+    taken_over: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class DuplicatesDropped:
     """Detections whose eventID was already recorded (redelivery, the other path)."""
 
@@ -349,6 +362,7 @@ Event = (
     | EventBridgeRecordRead
     | ForgerySuspected
     | FactsRecorded
+    | DedupRecorded
     | DetectionCommitted
     | DuplicatesDropped
     | JobsEnqueued
