@@ -128,7 +128,7 @@ async def _open_sqlite(
     if dedup or (jobs and create):
         # The dedup store refuses a file that already holds other tables but not its own: it
         # creates its schema first, whoever opens the file first.
-        store = await SqliteDedupStore.open(config.state.path, ttl_seconds=ttl)
+        store = await SqliteDedupStore.open(config.state.path, ttl_seconds=ttl, clock=clock)
         if dedup:
             stack.push_async_callback(store.close)
             state.dedup = store
@@ -136,9 +136,9 @@ async def _open_sqlite(
             await store.close()
     if history and config.history.enabled:
         path = config.history.path or default_history_path(config.state.path)
-        history_store = await SqliteHistoryStore.open(path)
+        history_store = await SqliteHistoryStore.open(path, clock=clock)
         stack.push_async_callback(history_store.close)
-        ledger = await SqliteEventLedger.open(path)
+        ledger = await SqliteEventLedger.open(path, clock=clock)
         stack.push_async_callback(ledger.close)
         state.history, state.ledger = history_store, ledger
     if jobs:

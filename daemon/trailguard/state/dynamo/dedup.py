@@ -97,7 +97,7 @@ class DynamoDedupStore:
                     "state": s("claimed"),
                     "owner": s(table.owner),
                     "lease_until": num(now + self._lease),
-                    "expires_at": num(int(now + self._ttl)),
+                    "expires_at": num(now + self._ttl),
                 },
                 ConditionExpression=_CLAIM_CONDITION,
                 ExpressionAttributeNames={"#state": "state"},
@@ -121,7 +121,7 @@ class DynamoDedupStore:
         done = {
             ":done": s("done"),
             ":now": num(now),
-            ":expires": num(int(now + self._ttl)),
+            ":expires": num(now + self._ttl),
         }
         pk = {"pk": s(k.dedup_key(key)), "sk": s(_SK)}
         if key in self._mine:
@@ -153,7 +153,7 @@ class DynamoDedupStore:
                 "state": s("done"),
                 "owner": s(table.owner),
                 "recorded_at": num(now),
-                "expires_at": num(int(now + self._ttl)),
+                "expires_at": num(now + self._ttl),
             },
         )
 

@@ -56,6 +56,7 @@ _LEASE: Final = "LEASE"
 #: A restore record lives as long as the longest circuit-breaker window the config accepts.
 RESTORE_TTL_SECS: Final = 30 * 86400
 _TRANSITION_TRIES: Final = 5
+_CLAIM_PAGES: Final = 8
 
 
 class DynamoJobStore:
@@ -88,33 +89,52 @@ class DynamoJobStore:
         if limit <= 0:
             return []
         bound = k.t(now) + k.ABOVE_SEP
-        due, expired = await asyncio.gather(
-            self._candidates(_DUE, bound, 3 * limit), self._candidates(_LEASE, bound, 3 * limit)
-        )
-        candidates = sorted([*due, *expired])
+        page = max(10, 3 * limit)
+        starts: dict[str, dict[str, Any] | None] = {_DUE: None, _LEASE: None}
         claimed: list[Job] = []
-        for _, job_id in candidates:
-            if len(claimed) >= limit:
+        # Other workers race for the same candidates: read on (a few pages at most) while
+        # every candidate read so far went to someone else.
+        for _ in range(_CLAIM_PAGES):
+            if not starts or len(claimed) >= limit:
                 break
-            job = await self._claim_one(job_id, now, now + lease_secs)
-            if job is not None:
-                claimed.append(job)
+            kinds = list(starts)
+            pages = await asyncio.gather(
+                *(self._candidates(kind, bound, page, starts[kind]) for kind in kinds)
+            )
+            candidates: list[tuple[str, str]] = []
+            for kind, (found, last) in zip(kinds, pages, strict=True):
+                candidates += found
+                if last is None:
+                    del starts[kind]
+                else:
+                    starts[kind] = last
+            for _, job_id in sorted(candidates):
+                if len(claimed) >= limit:
+                    break
+                job = await self._claim_one(job_id, now, now + lease_secs)
+                if job is not None:
+                    claimed.append(job)
         return claimed
 
-    async def _candidates(self, index_pk: str, bound: str, limit: int) -> list[tuple[str, str]]:
-        """(sort key, job id) from the ``claim`` index: keys up to ``bound``, oldest first."""
-        response = await self._table.call(
-            "query",
-            IndexName="claim",
-            KeyConditionExpression="gsi1pk = :pk AND gsi1sk < :bound",
-            ExpressionAttributeValues={":pk": s(index_pk), ":bound": s(bound)},
-            Limit=limit,
-        )
+    async def _candidates(
+        self, index_pk: str, bound: str, limit: int, start: dict[str, Any] | None
+    ) -> tuple[list[tuple[str, str]], dict[str, Any] | None]:
+        """(sort key, job id) from the ``claim`` index, oldest first, and where to read on."""
+        request: dict[str, Any] = {
+            "IndexName": "claim",
+            "KeyConditionExpression": "gsi1pk = :pk AND gsi1sk < :bound",
+            "ExpressionAttributeValues": {":pk": s(index_pk), ":bound": s(bound)},
+            "Limit": limit,
+        }
+        if start is not None:
+            request["ExclusiveStartKey"] = start
+        response = await self._table.call("query", **request)
         found = []
         for item in response.get("Items", []):
             sort_key = str(item["gsi1sk"]["S"])
             found.append((sort_key, sort_key.rsplit("#", 1)[-1]))
-        return found
+        last: dict[str, Any] | None = response.get("LastEvaluatedKey")
+        return found, last
 
     async def _claim_one(self, job_id: str, now: float, lease_until: float) -> Job | None:
         table = self._table
