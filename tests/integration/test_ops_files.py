@@ -30,6 +30,17 @@ import pytest
 import yaml  # type: ignore[import-untyped]  # PyYAML comes with moto[server]; no stubs
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.deploy.support import require_root
+from tests.docs import (
+    code_blocks,
+    commands,
+    docker_run_options,
+    dockerfile_docker_run,
+    readme_docker_run,
+    readme_install_steps,
+    readme_section,
+    unit_header_install_steps,
+)
 from tests.integration.tools import require_tool
 from trailguard.config import Config, parse_config
 from trailguard.telemetry.http import HealthServer
@@ -84,6 +95,18 @@ def test_require_tool_skips_locally_and_fails_in_ci(monkeypatch: pytest.MonkeyPa
     assert require_tool("sh").endswith("/sh")
 
 
+def test_deploy_tests_need_root_skip_locally_and_fail_in_ci(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="needs root"):
+        require_root("booting systemd")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        require_root("booting systemd")
+
+
 # --------------------------------------------------------------------------------------------
 # systemd
 # --------------------------------------------------------------------------------------------
@@ -129,13 +152,34 @@ def test_systemd_unit_exposure_is_low(verifiable_unit: Path) -> None:
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr
 
 
+def test_unit_header_and_readme_give_the_same_install_steps() -> None:
+    steps = readme_install_steps()
+    assert unit_header_install_steps() == steps
+    assert any("--require-hashes -r requirements/runtime.txt" in step for step in steps)
+    for step in steps:
+        if step.startswith("install "):
+            assert " -D " in step, step  # creates /etc/trailguard and the like
+            source = step.split()[-2]
+            assert (ROOT / source).is_file(), step
+
+
+def test_unit_header_names_readme_sections_that_exist() -> None:
+    (reference,) = re.findall(r"README\.md, (.+?), as root", UNIT.read_text().replace("\n# ", " "))
+    headings = re.findall(r'"([^"]+)"', reference)
+    assert headings == ["Operating it", "systemd"]
+    for heading in headings:
+        readme_section(heading)
+    assert "Documentation=file:" not in UNIT.read_text()  # nothing installs such a file
+
+
 def test_systemd_unit_settings() -> None:
     s = unit_settings()
     assert s["Type"] == ["notify"]
     assert s["NotifyAccess"] == ["main"]
     assert s["WatchdogSec"] == ["30"]
     assert s["ExecStart"] == [f"{UNIT_EXEC} run --config /etc/trailguard/trailguard.toml"]
-    assert s["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    # The shell's kill: /bin/kill is procps's, absent on a minimal Debian (203/EXEC).
+    assert s["ExecReload"] == ["/bin/sh -c 'kill -HUP \"$MAINPID\"'"]
     assert s["KillSignal"] == ["SIGTERM"]
     assert s["KillMode"] == ["mixed"]  # SIGTERM to the daemon, which stops its own workers
     assert s["DynamicUser"] == ["yes"]
@@ -230,9 +274,46 @@ def test_dockerfile_shape() -> None:
     ) or ("TRAILGUARD_HEALTHCHECK_URL=http://127.0.0.1:9108/healthz" in text)
     assert 'ENTRYPOINT ["trailguard"]' in text
     assert 'CMD ["run", "--config", "/etc/trailguard/trailguard.toml"]' in text
-    # The runtime stage installs the wheel with its runtime dependencies only, from no index.
-    assert "--no-index" in text
+    # The locked runtime set, hash-checked, in a venv the runtime stage copies whole.
+    assert "--require-hashes -r requirements/runtime.txt" in text
+    assert "--require-hashes -r requirements/build.txt" in text
+    assert "COPY --from=builder /opt/trailguard/venv /opt/trailguard/venv" in text
+    assert "wheel --no-deps --no-build-isolation" in text
     assert ".[dev]" not in text
+    assert "dev.txt" not in text
+
+
+def test_dockerfile_builds_without_buildkit_and_without_a_registry_frontend() -> None:
+    """Debian 12's Docker builds with its classic builder by default; and a `# syntax=` line
+    makes BuildKit fetch its frontend from a registry (fails offline).  Neither may be needed."""
+    text = DOCKERFILE.read_text()
+    assert not re.search(r"^#\s*syntax\s*=", text, re.MULTILINE | re.IGNORECASE)
+    instructions = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    for line in instructions:
+        assert "--mount" not in line, line
+        assert "--chmod" not in line, line
+        assert "--link" not in line, line
+        assert "<<" not in line, line  # heredocs
+
+
+def test_documented_docker_run_commands_agree_and_outlast_the_drain() -> None:
+    readme = docker_run_options(readme_docker_run())
+    header = docker_run_options(dockerfile_docker_run())
+    assert readme == header
+    assert "--init" in readme
+    assert "--read-only" in readme
+    stop_timeout = readme["--stop-timeout"]
+    assert stop_timeout is not None
+    assert int(stop_timeout) >= Config().shutdown.deadline_secs + 15
+    assert "docker build -t trailguard ." in commands(code_blocks(readme_section("Container"))[0])
+
+
+def test_healthcheck_url_is_documented_and_matches_the_image_config() -> None:
+    text = DOCKERFILE.read_text()
+    (default,) = re.findall(r"^\s+TRAILGUARD_HEALTHCHECK_URL=(\S+)$", text, re.MULTILINE)
+    assert default == "http://127.0.0.1:9108/healthz"
+    assert "TRAILGUARD_HEALTHCHECK_URL" in readme_section("Container")
+    assert "TRAILGUARD_HEALTHCHECK_URL" in text.split("\nARG ", 1)[0]  # the header explains it
 
 
 def test_dockerignore_keeps_what_the_build_copies() -> None:

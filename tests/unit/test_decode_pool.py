@@ -141,7 +141,7 @@ async def test_reconfigure_applies_to_new_objects(pool: DecodePool) -> None:
     assert len((await run(pool, blob(record(1)))).detections) == 1
     old = [w.process for w in workers_of(pool)]
     quiet = mode(pool.mode, '[[rules]]\nid = "iam-delete-role-policy"\nenabled = false\n')
-    pool.reconfigure(quiet)
+    pool.reconfigure(quiet.rules, quiet.suppress, quiet.severity)
     assert (await run(pool, blob(record(2)))).detections == []
     for process in old:
         process.join(10)

@@ -28,11 +28,12 @@ from trailguard.remediate.actions import (
     Deferred,
     confirm_before_write,
 )
-from trailguard.remediate.executor import JobRunner, backoff, effective_mode
+from trailguard.remediate.executor import JobRunner, effective_mode
 from trailguard.remediate.job_store import SqliteJobStore
 from trailguard.remediate.jobs import CircuitOpen, Job, WritePlan
 from trailguard.remediate.limits import TokenBucket
 from trailguard.remediate.planner import plan_jobs
+from trailguard.retry import backoff_delay
 from trailguard.telemetry.observers import Tally
 
 Action = Callable[[ActionContext], Awaitable[ActionOutcome]]
@@ -443,7 +444,7 @@ async def test_wake_makes_idle_workers_look_at_once(
 def test_backoff_is_full_jitter_and_capped() -> None:
     rng = random.Random(1)
     for attempt in range(1, 20):
-        delay = backoff(attempt, base=30, cap=3600, rng=rng)
+        delay = backoff_delay(attempt, base=30, cap=3600, rng=rng)
         assert 0 <= delay <= min(3600, 30 * 2 ** (attempt - 1))
 
 

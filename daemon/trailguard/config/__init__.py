@@ -169,13 +169,12 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
         return resolve_rules(self.rules)
 
 
-def unconfirmed_writes_warning(config: Config) -> str | None:
+def unconfirmed_writes_warning(remediation: RemediationConfig) -> str | None:
     """Why this config lets a forged trail file or queue message make trailguard write to IAM,
     or None: ``confirm_events = false`` with an action that writes in a mode that can act.
 
     The daemon logs it at start-up and after a reload (``remediation.confirm_events_off``);
     ``trailguard check-config`` prints it."""
-    remediation = config.remediation
     if remediation.confirm_events or not remediation.policies:
         return None
     writing = {

@@ -76,6 +76,9 @@ class SqsSourceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     visibility_timeout_secs: Annotated[int, Meta(ge=2, le=43200)] = 300
     heartbeat_fraction: Annotated[float, Meta(ge=0.1, le=0.9)] = 0.5
     pollers: Annotated[int, Meta(ge=1, le=16)] = 1
+    #: A message whose objects still failed transiently after their retries is made visible
+    #: again after this many seconds, doubled for each earlier receive (at most 900 s).
+    release_backoff_secs: Annotated[int, Meta(ge=1, le=900)] = 15
     #: The buckets this queue's notifications may name; empty = any.  A message naming another
     #: bucket is not fetched: it is rejected and left to the queue's redrive policy.
     buckets: tuple[str, ...] = ()

@@ -22,8 +22,11 @@ outlive a SIGKILLed daemon.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
-from trailguard.config import Config
+import msgspec
+
+from trailguard.config import Config, RuleEntry, SeverityConfig, Suppression
 from trailguard.decode_pool.common import DecodePoolBroken
 from trailguard.decode_pool.processes import ProcessEngine
 from trailguard.decode_pool.threads import ThreadEngine
@@ -56,6 +59,7 @@ class DecodePool:
         self.threads = workers < 0 or decode_mode(config) == "threads"
         self.workers = 1 if workers < 0 else count
         self._closed = False
+        self._config = config
         self._engine: ThreadEngine | ProcessEngine = (
             ThreadEngine(Detector.from_config(config), self.workers)
             if self.threads
@@ -93,9 +97,15 @@ class DecodePool:
         assert isinstance(value, FileOutcome)
         return value
 
-    def reconfigure(self, config: Config) -> None:
-        """Live reload: new objects go to workers built from ``config``; objects already given
-        to the old ones finish there."""
+    def reconfigure(
+        self, rules: Sequence[RuleEntry], suppress: Sequence[Suppression], severity: SeverityConfig
+    ) -> None:
+        """Live reload of the rules: new objects go to workers built with them; objects already
+        given to the old ones finish there."""
+        config = msgspec.structs.replace(
+            self._config, rules=tuple(rules), suppress=tuple(suppress), severity=severity
+        )
+        self._config = config
         if isinstance(self._engine, ThreadEngine):
             old = self._engine
             self._engine = ThreadEngine(Detector.from_config(config), self.workers)

@@ -30,7 +30,9 @@ from trailguard.detect.record import Record
 from trailguard.detect.rules import RuleSet
 
 if TYPE_CHECKING:
-    from trailguard.config import Config
+    from collections.abc import Sequence
+
+    from trailguard.config import Config, Rule, SeverityConfig, Suppression
 
 
 class FileOutcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -64,6 +66,13 @@ class Detector:
             history=config.history.enabled,
             limits=config.limits.decode_limits(),
         )
+
+    def with_rules(
+        self, rules: Sequence[Rule], suppress: Sequence[Suppression], severity: SeverityConfig
+    ) -> Detector:
+        """The same detector with other (resolved) rules, suppressions and severities."""
+        ruleset = RuleSet(rules, suppress=suppress, severity=severity)
+        return Detector(ruleset, history=self.history, limits=self.limits)
 
     def facts(self, record: Record) -> list[PolicyFact]:
         return facts_from_record(record) if self.history else []

@@ -20,8 +20,8 @@ from trailguard.detect.detection import S3Source
 from trailguard.errors import DecodeError, OperationError, UsageError
 from trailguard.ingest.budget import ByteBudget, Reservation
 from trailguard.ingest.replay import LocalReplay
-from trailguard.ingest.retry import retry_transient
 from trailguard.ingest.s3 import S3ObjectStore, list_log_keys
+from trailguard.retry import retry_transient
 from trailguard.telemetry.logging import get_logger
 
 log = get_logger(__name__)

@@ -36,6 +36,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from trailguard.config import KeysConfig, RuleEntry, SeverityConfig, Suppression
+from trailguard.config.rules import resolve_rules
 from trailguard.decode_pool import DecodePool
 from trailguard.detect.detection import Detection, EventBridgeSource, S3Source
 from trailguard.detect.digest import EventDigest
@@ -46,7 +48,6 @@ from trailguard.errors import DecodeError, OperationError, PermanentError
 from trailguard.ingest.budget import ByteBudget, Reservation
 from trailguard.ingest.forgery import check_ledger, flag_conflicts
 from trailguard.ingest.notifications import ObjectRef, parse_body
-from trailguard.ingest.retry import retry_transient
 from trailguard.ingest.s3 import ObjectStore
 from trailguard.ingest.sqs import Message, SqsQueue
 from trailguard.observe import (
@@ -68,6 +69,7 @@ from trailguard.observe import (
     VisibilityExtendFailed,
 )
 from trailguard.outputs.sink import DetectionSink
+from trailguard.retry import retry_transient
 from trailguard.vocabulary import DeliveryPath, MessageOutcome, ObjectOutcome, RejectReason
 
 if TYPE_CHECKING:
@@ -84,24 +86,23 @@ _SKIPPED: dict[str, ObjectOutcome] = {
 }
 
 FETCH_ATTEMPTS = 4
-RELEASE_BASE_SECS = 15
 RELEASE_CAP_SECS = 900
 
 
 @dataclass(frozen=True)
 class HandlerSettings:
-    """Per-queue settings (from ``[[sources.sqs]]``, ``[limits]`` and ``[keys]``)."""
+    """Per-queue settings (from ``[[sources.sqs]]`` and ``[limits]``)."""
 
     queue_label: str
     visibility_timeout_secs: int
     heartbeat_interval_secs: float
     max_object_bytes: int
-    key_include: Sequence[re.Pattern[str]] = ()
-    key_exclude: Sequence[re.Pattern[str]] = ()
     #: ``[limits] max_objects_per_message``: a body naming more is rejected whole.
     max_objects_per_message: int = 100
     #: The queue's ``buckets``; empty: any bucket.
     buckets: frozenset[str] = frozenset()
+    #: ``release_backoff_secs``: first delay before a released message comes back.
+    release_backoff_secs: int = 15
 
 
 class MessageHandler:
@@ -118,9 +119,10 @@ class MessageHandler:
         history: PolicyHistoryStore | None = None,
         ledger: EventLedger | None = None,
         remediation: Remediation | None = None,
+        keys: KeysConfig | None = None,
     ) -> None:
-        self.detector = detector  # swapped on live reload
-        self.pool = pool  # swapped on live reload
+        self.detector = detector  # replaced on live reload
+        self.pool = pool
         self._store = store
         self._sink = sink
         self._slots = object_slots
@@ -132,6 +134,24 @@ class MessageHandler:
         self._history = history
         self._ledger = ledger
         self._remediation = remediation
+        self.reconfigure_keys(keys if keys is not None else KeysConfig())
+
+    # -- live reload (trailguard/live.py) ------------------------------------------------------
+
+    def reconfigure_keys(self, keys: KeysConfig) -> tuple[str, ...]:
+        """``[keys]``: which object keys are fetched, from the next message on."""
+        self._include = tuple(re.compile(p) for p in keys.include)
+        self._exclude = tuple(re.compile(p) for p in keys.exclude)
+        return ()
+
+    def reconfigure_detection(
+        self, rules: Sequence[RuleEntry], suppress: Sequence[Suppression], severity: SeverityConfig
+    ) -> tuple[str, ...]:
+        """``[[rules]]``, ``[[suppress]]``, ``[severity]``: new records are judged by the new
+        rules (objects already in a decode worker finish with the old ones)."""
+        self.detector = self.detector.with_rules(resolve_rules(tuple(rules)), suppress, severity)
+        self.pool.reconfigure(rules, suppress, severity)
+        return ()
 
     # -- entry point ---------------------------------------------------------------------------
 
@@ -209,15 +229,15 @@ class MessageHandler:
 
     # -- objects ------------------------------------------------------------------------------
 
-    def _wanted(self, key: str, settings: HandlerSettings) -> str | None:
+    def _wanted(self, key: str) -> str | None:
         """None when the key should be fetched, else the reason to skip it."""
         kind = classify_key(key)
         if kind in (KeyKind.DIGEST, KeyKind.INSIGHT):
             return kind.value
-        if any(p.search(key) for p in settings.key_exclude):
+        if any(p.search(key) for p in self._exclude):
             return "excluded"
-        if settings.key_include:
-            return None if any(p.search(key) for p in settings.key_include) else "other"
+        if self._include:
+            return None if any(p.search(key) for p in self._include) else "other"
         return None if kind is KeyKind.LOG else "other"
 
     async def _handle_objects(
@@ -229,7 +249,7 @@ class MessageHandler:
     ) -> MessageOutcome:
         wanted: list[ObjectRef] = []
         for ref in refs:
-            reason = self._wanted(ref.key, settings)
+            reason = self._wanted(ref.key)
             if reason is None:
                 wanted.append(ref)
             else:
@@ -268,7 +288,10 @@ class MessageHandler:
             return "deleted"
         if all(f.transient for f in failures):
             delay = int(
-                min(RELEASE_CAP_SECS, RELEASE_BASE_SECS * 2 ** max(0, message.receive_count - 1))
+                min(
+                    RELEASE_CAP_SECS,
+                    settings.release_backoff_secs * 2 ** max(0, message.receive_count - 1),
+                )
             )
             await queue.set_visibility(message, delay)
             self._observer.observe(

@@ -59,20 +59,16 @@ from trailguard.remediate.jobs import AuditEntry, CircuitOpen, Finding, Job, Job
 from trailguard.remediate.limits import CircuitBreaker, TokenBucket
 from trailguard.remediate.locks import AccountLocks, LocalAccountLocks
 from trailguard.remediate.notify import WebhookSender
+from trailguard.retry import backoff_delay
 from trailguard.state.ledger import EventLedger
 from trailguard.state.policy_history import PolicyHistoryStore
 from trailguard.telemetry.logging import get_logger
 from trailguard.telemetry.observers import LogObserver
 from trailguard.vocabulary import RESTORE_ACTIONS, WRITING_ACTIONS
 
-__all__ = ["JobRunner", "backoff", "effective_mode"]
+__all__ = ["JobRunner", "effective_mode"]
 
 log = get_logger(__name__)
-
-
-def backoff(attempt: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:
-    """Full-jitter delay after failed attempt ``attempt`` (1-based)."""
-    return (rng or random).uniform(0, min(cap, base * 2 ** (attempt - 1)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,6 +124,11 @@ class JobRunner:
             if config.notify.webhook_url is not None and http is not None
             else None
         )
+
+    def reconfigure(self, settings: RemediationConfig) -> None:
+        """New settings for the next job (the caller keeps the keys read only at start)."""
+        self.config = settings
+        self.breaker.settings = settings.circuit_breaker
 
     @property
     def lease_secs(self) -> float:
@@ -357,7 +358,7 @@ class JobRunner:
                     audit("note", f"{final} after {job.attempts} attempts: {detail}", at=now),
                 ),
             )
-        delay = backoff(
+        delay = backoff_delay(
             job.attempts,
             base=self.config.backoff_base_secs,
             cap=self.config.backoff_cap_secs,

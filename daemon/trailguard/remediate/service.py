@@ -20,11 +20,12 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import aiohttp
+import msgspec
 
-from trailguard.config import Config
+from trailguard.config import Config, RemediationConfig, unconfirmed_writes_warning
 from trailguard.detect.detection import Detection
 from trailguard.observe import JobQueueSampled, Observer
 from trailguard.remediate.actions import ClientSource
@@ -56,7 +57,7 @@ class Remediation:
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.config = config
+        self.settings = config.remediation  # replaced on live reload
         self.store = store
         self.runner = runner
         self._clock = clock
@@ -123,11 +124,11 @@ class Remediation:
     @property
     def enabled(self) -> bool:
         """Whether any ``[[remediation.policies]]`` table can plan a job."""
-        return bool(self.config.remediation.policies)
+        return bool(self.settings.policies)
 
     def plan(self, detections: Iterable[Detection]) -> list[Job]:
         """The jobs for ``detections`` (pure; logs why events plan nothing)."""
-        settings = self.config.remediation
+        settings = self.settings
         now = self._clock()
         jobs: list[Job] = []
         for detection in detections:
@@ -171,6 +172,37 @@ class Remediation:
             self.runner.wake()
             log.info("remediation.jobs_enqueued", new=new, planned=len(jobs))
         return new
+
+    # [remediation] keys read once, when the runner's workers and AWS clients start.
+    STARTUP_KEYS: Final = (
+        "workers",
+        "iam_rate_per_sec",
+        "role_arn_template",
+        "role_session_name",
+        "external_id",
+        "notify",
+    )
+
+    def reconfigure(self, section: RemediationConfig) -> tuple[str, ...]:
+        """``[remediation]`` (live reload, trailguard/live.py): planning and the next job use the
+        new settings; the :data:`STARTUP_KEYS` keep their running values until a restart
+        (returned as kept)."""
+        kept = tuple(
+            key for key in self.STARTUP_KEYS if getattr(section, key) != getattr(self.settings, key)
+        )
+        running = msgspec.structs.replace(
+            section, **{key: getattr(self.settings, key) for key in kept}
+        )
+        self.settings = running
+        self.runner.reconfigure(running)
+        self.warn_if_unconfirmed()
+        return tuple(f"remediation.{key}" for key in kept)
+
+    def warn_if_unconfirmed(self) -> None:
+        """``remediation.confirm_events_off``: the settings let the trail's word alone write."""
+        warning = unconfirmed_writes_warning(self.settings)
+        if warning is not None:
+            log.warning("remediation.confirm_events_off", warning=warning)
 
     async def sample_queue(self) -> JobQueueSampled:
         """The job store's depth by state and the oldest due job's age, read now and reported

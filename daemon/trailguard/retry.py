@@ -1,4 +1,5 @@
-"""Retry with capped exponential backoff and full jitter.
+"""Retry with capped exponential backoff and full jitter (S3 fetches, SQS calls; the remediation
+runner's job backoff uses :func:`backoff_delay` too).
 
 Hand-written rather than a dependency: it is a dozen lines, it must retry only
 :class:`~trailguard.errors.TransientError`, and it must be cancellable at every sleep so that
