@@ -8,20 +8,11 @@ from typing import Any, Final
 import yaml  # type: ignore[import-untyped]  # PyYAML ships no type information
 
 from tests.conftest import ROOT
-from trailguard.config import Config, StateConfig, parse_config
+from trailguard.config import Config, parse_config
 
 K8S: Final = ROOT / "deploy" / "k8s"
 NAMESPACE: Final = "trailguard"
 CONFIG_FILE: Final = "deploy/k8s/configmap.yaml:trailguard.toml"
-
-#: The keys of the intended final config that the daemon does not know yet: the DynamoDB state
-#: backend lands with the daemon change (docs/DYNAMODB.md).  Until then the tests cut exactly
-#: these lines out before trailguard's own loader reads the file; once StateConfig has a
-#: ``backend`` field the file is read whole (see :func:`k8s_config`).
-PENDING_STATE_LINES: Final = (
-    'backend = "dynamodb"\n',
-    '[state.dynamodb]\ntable = "trailguard"\n',
-)
 
 
 def kustomization() -> dict[str, Any]:
@@ -56,23 +47,9 @@ def config_text() -> str:
     return text
 
 
-def daemon_knows_dynamodb_state() -> bool:
-    return "backend" in StateConfig.__struct_fields__
-
-
-def without_pending_state_keys(text: str) -> str:
-    for lines in PENDING_STATE_LINES:
-        assert text.count(lines) == 1, f"expected once in the ConfigMap's toml: {lines!r}"
-        text = text.replace(lines, "")
-    return text
-
-
 def k8s_config() -> Config:
     """The ConfigMap's trailguard.toml through trailguard's own loader."""
-    text = config_text()
-    if not daemon_knows_dynamodb_state():
-        text = without_pending_state_keys(text)
-    return parse_config(text, file=CONFIG_FILE)
+    return parse_config(config_text(), file=CONFIG_FILE)
 
 
 def mib(quantity: str) -> float:

@@ -65,7 +65,8 @@ from trailguard.observe import (
 )
 from trailguard.outputs.jsonl import JsonlWriter
 from trailguard.outputs.sink import DetectionSink, recover_from_output
-from trailguard.state.dedup import SqliteDedupStore
+from trailguard.state.backends import StateStores, describe_backend, open_daemon_state
+from trailguard.state.dedup import DedupStore
 from trailguard.telemetry.http import HealthServer, stale_queue_reasons
 from trailguard.telemetry.logging import configure_logging, get_logger
 from trailguard.telemetry.metrics import Metrics
@@ -75,8 +76,8 @@ from trailguard.vocabulary import MessageOutcome
 
 if TYPE_CHECKING:
     from trailguard.remediate.service import Remediation
-    from trailguard.state.ledger import SqliteEventLedger
-    from trailguard.state.policy_history import SqliteHistoryStore
+    from trailguard.state.ledger import EventLedger
+    from trailguard.state.policy_history import PolicyHistoryStore
 
 log = get_logger(__name__)
 
@@ -161,15 +162,14 @@ class Daemon:
             raise StartupError("no [[sources.sqs]] queue configured: nothing to watch")
         async with AsyncExitStack() as stack:
             make_queue, store = await self._open_aws(stack)
-            dedup = await SqliteDedupStore.open(
-                config.state.path, ttl_seconds=config.state.dedup_ttl_hours * 3600
-            )
-            stack.push_async_callback(dedup.close)
+            state = await stack.enter_async_context(open_daemon_state(config))
+            dedup = state.dedup
+            assert dedup is not None
             writer = JsonlWriter(config.outputs.jsonl.path, fsync=config.outputs.jsonl.fsync)
             stack.callback(writer.close)
             recovered = await recover_from_output(config.outputs.jsonl.path, dedup)
-            history, ledger = await self._open_history(stack)
-            remediation = await self._open_remediation(stack, history, ledger, writer)
+            history, ledger = state.history, state.ledger
+            remediation = await self._open_remediation(stack, history, ledger, writer, state)
             pool = DecodePool(config, config.limits.decode_worker_count())
             stack.callback(pool.shutdown)
 
@@ -177,7 +177,7 @@ class Daemon:
             for queue, src in queues:
                 await self._check_queue(queue, src)
 
-            self._sink = DetectionSink(writer, dedup)
+            self._sink = DetectionSink(writer, dedup, observer=self.observer)
             self._handler = MessageHandler(
                 detector=Detector.from_config(config),
                 store=store,
@@ -230,6 +230,7 @@ class Daemon:
                     decode_in=pool.mode,
                     decoder=SCANNER.describe(),
                     recovered_event_ids=recovered,
+                    state=describe_backend(config),
                     history=history is not None,
                     remediation=config.remediation.mode if remediation is not None else "off",
                 )
@@ -261,29 +262,13 @@ class Daemon:
         )
         return (lambda src: SqsQueue(sqs, src.queue_url)), S3ObjectStore(s3)
 
-    async def _open_history(
-        self, stack: AsyncExitStack
-    ) -> tuple[SqliteHistoryStore | None, SqliteEventLedger | None]:
-        """The policy history and, in its file, the event ledger (both or neither)."""
-        config = self.config
-        if not config.history.enabled:
-            return None, None
-        from trailguard.state.ledger import SqliteEventLedger
-        from trailguard.state.policy_history import SqliteHistoryStore, default_history_path
-
-        path = config.history.path or default_history_path(config.state.path)
-        history = await SqliteHistoryStore.open(path)
-        stack.push_async_callback(history.close)
-        ledger = await SqliteEventLedger.open(path)
-        stack.push_async_callback(ledger.close)
-        return history, ledger
-
     async def _open_remediation(
         self,
         stack: AsyncExitStack,
-        history: SqliteHistoryStore | None,
-        ledger: SqliteEventLedger | None,
+        history: PolicyHistoryStore | None,
+        ledger: EventLedger | None,
         writer: JsonlWriter,
+        state: StateStores,
     ) -> Remediation | None:
         config = self.config
         if not config.remediation.policies:
@@ -305,6 +290,7 @@ class Daemon:
                 config,
                 history=history,
                 ledger=ledger,
+                state=state,
                 on_circuit_open=circuit_open,
                 observer=self.observer,
             )
@@ -462,7 +448,7 @@ class Daemon:
 
     # -- background helpers ---------------------------------------------------------------------
 
-    async def _purge(self, dedup: SqliteDedupStore) -> None:
+    async def _purge(self, dedup: DedupStore) -> None:
         while True:
             with contextlib.suppress(TrailguardError):
                 removed = await dedup.purge_expired()

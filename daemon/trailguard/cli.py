@@ -120,6 +120,27 @@ def _build_parser() -> argparse.ArgumentParser:
         help="only these accounts (default: the local account and [snapshot] accounts)",
     )
 
+    state = sub.add_parser(
+        "state",
+        help="create what the configured state backend needs",
+        description=(
+            "state init: create (idempotently) what [state] backend needs. dynamodb: the table "
+            "of [state.dynamodb] with its indexes, TTL on expires_at, on-demand capacity, "
+            "point-in-time recovery -- run it with an administrator's credentials (the daemon's "
+            "role may not create tables), or create the table with the CloudFormation stack "
+            "config/aws/trailguard.yaml instead. sqlite: nothing (the daemon creates its files)."
+        ),
+    )
+    state_commands = state.add_subparsers(
+        dest="state_command", metavar="SUBCOMMAND", required=True, parser_class=_Parser
+    )
+    init = state_commands.add_parser(
+        "init",
+        help="create the table (dynamodb) or nothing (sqlite)",
+        description=state.description,
+    )
+    init.add_argument("--config", "-c", metavar="FILE", required=True, help="config file")
+
     from trailguard.remediate.jobs_cli import add_jobs_parser
 
     add_jobs_parser(sub)
@@ -174,7 +195,7 @@ def _cmd_snapshot(args: argparse.Namespace) -> int:
 
     from trailguard.config import load_config
     from trailguard.remediate.snapshot import AccountSnapshot, take_snapshot
-    from trailguard.state.policy_history import SqliteHistoryStore, default_history_path
+    from trailguard.state.backends import open_state
     from trailguard.telemetry.logging import configure_logging
 
     for account in args.account or ():
@@ -184,16 +205,40 @@ def _cmd_snapshot(args: argparse.Namespace) -> int:
     configure_logging(config.logging.level, config.logging.format, stream=sys.stderr)
     if not config.history.enabled:
         raise UsageError("snapshot: the policy history is disabled ([history] enabled = false)")
-    path = config.history.path or default_history_path(config.state.path)
 
     async def snapshot() -> list[AccountSnapshot]:
-        async with await SqliteHistoryStore.open(path) as store:
-            return await take_snapshot(config, store, accounts=args.account)
+        async with open_state(config, history=True) as state:
+            assert state.history is not None
+            return await take_snapshot(config, state.history, accounts=args.account)
 
     results = asyncio.run(snapshot())
     for result in results:
         print(result.render())
     return EXIT_PARTIAL if any(result.error for result in results) else EXIT_OK
+
+
+def _cmd_state(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from trailguard.config import load_config
+    from trailguard.telemetry.logging import configure_logging
+
+    config = load_config(args.config)
+    configure_logging(config.logging.level, config.logging.format, stream=sys.stderr)
+    if config.state.backend == "sqlite":
+        print(
+            f'{args.config}: [state] backend = "sqlite": nothing to create (the daemon creates '
+            f"{config.state.path} and the history file next to it when it first runs)"
+        )
+        return EXIT_OK
+    from trailguard.state.dynamo.table import create_table
+
+    done = asyncio.run(create_table(config))
+    table = config.state.dynamodb.table
+    for line in done:
+        print(f"{table}: {line}")
+    print(f"{table}: ready (keys, indexes claim and by_state, TTL on expires_at, on demand)")
+    return EXIT_OK
 
 
 def _cmd_jobs(args: argparse.Namespace) -> int:
@@ -273,8 +318,7 @@ async def _replay(
 
     from trailguard.ingest.replay import LocalReplay
     from trailguard.outputs.jsonl import JsonlWriter
-    from trailguard.state.ledger import SqliteEventLedger
-    from trailguard.state.policy_history import SqliteHistoryStore, default_history_path
+    from trailguard.state.backends import open_state
 
     s3_uris = [p for p in args.paths if p.startswith("s3://")]
     local = [p for p in args.paths if not p.startswith("s3://")]
@@ -282,13 +326,10 @@ async def _replay(
         history = None
         ledger = None
         if record_history:
-            path = config.history.path or default_history_path(config.state.path)
-            history = await SqliteHistoryStore.open(path)
-            stack.push_async_callback(history.close)
             # The facts a replay records are a write source too: their events go into the
-            # event ledger next to them, as in the daemon.
-            ledger = await SqliteEventLedger.open(path)
-            stack.push_async_callback(ledger.close)
+            # event ledger next to them, as in the daemon (on the configured backend).
+            state = await stack.enter_async_context(open_state(config, history=True))
+            history, ledger = state.history, state.ledger
         writer = stack.enter_context(JsonlWriter(args.output, fsync=args.output != "-"))
         replay = LocalReplay(detector, writer, history=history, ledger=ledger)
         if local:
@@ -357,6 +398,7 @@ _COMMANDS = {
     "demo": _cmd_demo,
     "snapshot": _cmd_snapshot,
     "jobs": _cmd_jobs,
+    "state": _cmd_state,
     "check-config": _cmd_check_config,
 }
 

@@ -41,6 +41,7 @@ __all__ = [
     "CircuitOpened",
     "ConfigReloadRejected",
     "ConfigReloaded",
+    "DedupRecorded",
     "DetectionCommitted",
     "DuplicatesDropped",
     "Event",
@@ -250,6 +251,17 @@ class DetectionCommitted(msgspec.Struct, frozen=True):
     sent_timestamp_ms: int | None = None
 
 
+class DedupRecorded(msgspec.Struct, frozen=True):
+    """Detections written and fsynced were recorded in the dedup store ``window_secs`` later:
+    the window in which a crash makes an event be reported twice.  ``taken_over``: how many of
+    the keys were claims another writer left unrecorded after its lease -- it died in that
+    window, or before writing (the only second reports there can be)."""
+
+    count: int
+    window_secs: float
+    taken_over: int = 0
+
+
 class DuplicatesDropped(msgspec.Struct, frozen=True):
     """Detections whose eventID was already recorded (redelivery, the other path)."""
 
@@ -324,6 +336,7 @@ Event = (
     | EventBridgeRecordRead
     | ForgerySuspected
     | FactsRecorded
+    | DedupRecorded
     | DetectionCommitted
     | DuplicatesDropped
     | JobsEnqueued

@@ -88,6 +88,9 @@ class DaemonConfig:
     # out of the file (the defaults: any bucket, 100 objects)
     buckets: tuple[str, ...] | None = None
     max_objects_per_message: int | None = None
+    # [state] backend; "dynamodb" shares [state.dynamodb] table (on the endpoint above)
+    state_backend: str = "sqlite"
+    state_table: str = "trailguard"
     extra: str = ""
 
     def render(self, *, detections: Path, state: Path) -> str:
@@ -119,7 +122,13 @@ class DaemonConfig:
             "",
             "[state]",
             f'path = "{state}"',
+            *([] if self.state_backend == "sqlite" else [f'backend = "{self.state_backend}"']),
             "",
+            *(
+                ["[state.dynamodb]", f'table = "{self.state_table}"', ""]
+                if self.state_backend == "dynamodb"
+                else []
+            ),
             "[limits]",
             f"max_objects_in_flight = {self.max_objects_in_flight}",
             f"max_object_bytes = {self.max_object_bytes}",

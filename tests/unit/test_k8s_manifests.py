@@ -9,9 +9,8 @@ trailguard itself.
   and queue, the ConfigMap's toml through trailguard's own loader, the memory bound, the
   generated PrometheusRule and config checksum.
 
-The ConfigMap's ``[state] backend = "dynamodb"`` / ``[state.dynamodb]`` keys are the intended
-final config; trailguard does not know them yet, so tests/deploy_support.py cuts exactly those
-lines out before loading (and stops doing so by itself once ``StateConfig`` has ``backend``).
+The ConfigMap's trailguard.toml is loaded whole, ``[state] backend = "dynamodb"`` and
+``[state.dynamodb]`` included.
 """
 
 from __future__ import annotations
@@ -37,17 +36,14 @@ from tests.deploy_support import (
     config_text,
     container,
     cpus,
-    daemon_knows_dynamodb_state,
     k8s_config,
     kustomization,
     manifests,
     mib,
     the,
-    without_pending_state_keys,
 )
 from trailguard import __version__
-from trailguard.config import parse_config, parse_listen
-from trailguard.errors import ConfigError
+from trailguard.config import parse_listen
 from trailguard.telemetry.http import HealthServer
 from trailguard.telemetry.metrics import Metrics
 
@@ -205,11 +201,8 @@ def test_configmap_toml_loads_with_trailguards_config_loader() -> None:
     assert config.limits.decode_workers == 2
     assert config.sources.sqs, "no queue"
     assert config.remediation.mode == "dry-run"
-    if not daemon_knows_dynamodb_state():
-        # Only the pending DynamoDB keys stand between the file and the loader.
-        with pytest.raises(ConfigError, match=r"state\.backend: unknown key"):
-            parse_config(config_text(), file="configmap.toml")
-        assert "dynamodb" not in without_pending_state_keys(config_text())
+    assert config.state.backend == "dynamodb"
+    assert config.state.dynamodb.table == "trailguard"
 
 
 def test_configmap_is_the_intended_final_dynamodb_config() -> None:

@@ -58,6 +58,7 @@ from trailguard.config.rules import (
 from trailguard.config.sections import (
     DEFAULT_KEY_PATTERN,
     AwsConfig,
+    DynamoDbStateConfig,
     HistoryConfig,
     HttpConfig,
     JsonlOutputConfig,
@@ -72,6 +73,7 @@ from trailguard.config.sections import (
     SnapshotConfig,
     SourcesConfig,
     SqsSourceConfig,
+    StateBackend,
     StateConfig,
     parse_listen,
 )
@@ -88,6 +90,7 @@ __all__ = [
     "AwsConfig",
     "CircuitBreakerConfig",
     "Config",
+    "DynamoDbStateConfig",
     "HistoryConfig",
     "HttpConfig",
     "InvalidValue",
@@ -110,6 +113,7 @@ __all__ = [
     "SnapshotConfig",
     "SourcesConfig",
     "SqsSourceConfig",
+    "StateBackend",
     "StateConfig",
     "Suppression",
     "load_config",

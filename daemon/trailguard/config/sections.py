@@ -134,11 +134,36 @@ class OutputsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     jsonl: JsonlOutputConfig = msgspec.field(default_factory=JsonlOutputConfig)
 
 
-class StateConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """``[state]``: the SQLite store (dedup by eventID, policy history, jobs)."""
+StateBackend = Literal["sqlite", "dynamodb"]
 
+# A DynamoDB table name: 3-255 of letters, digits, '_', '-', '.' (DynamoDB's own rule).
+_TABLE_NAME: Final = re.compile(r"[A-Za-z0-9_.-]{3,255}")
+
+
+class DynamoDbStateConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``[state.dynamodb]``: the shared table (docs/DYNAMODB.md).  Region and endpoint come from
+    ``[aws]``; credentials from the standard AWS chain, as for every other client."""
+
+    table: str = "trailguard"
+
+    def __post_init__(self) -> None:
+        if _TABLE_NAME.fullmatch(self.table) is None:
+            raise InvalidValue(
+                "table",
+                f"{self.table!r} is not a DynamoDB table name "
+                "(3-255 letters, digits, '_', '-', '.')",
+            )
+
+
+class StateConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``[state]``: where trailguard keeps its state (dedup by eventID, the event ledger, policy
+    history, jobs).  ``backend = "sqlite"`` (one process: files under ``path``) or
+    ``"dynamodb"`` (every replica shares the table of ``[state.dynamodb]``)."""
+
+    backend: StateBackend = "sqlite"
     path: str = "/var/lib/trailguard/state.sqlite3"
     dedup_ttl_hours: Annotated[int, Meta(ge=1, le=8784)] = 168
+    dynamodb: DynamoDbStateConfig = msgspec.field(default_factory=DynamoDbStateConfig)
 
     def __post_init__(self) -> None:
         if self.path == "":

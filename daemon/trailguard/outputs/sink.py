@@ -1,36 +1,53 @@
-"""The one place detections become durable: dedup by eventID, write, fsync, remember.
+"""The one place detections become durable: claim by eventID, write, fsync, record.
 
 (The dedup key is the eventID -- or eventID#digest for a detection flagged ``forgery_suspected``,
 :func:`~trailguard.detect.detection.dedup_key`: each content of a conflicted event is reported.)
 
-Order matters for the promises (at least once, no duplicate):
+Order matters for the promises (at least once, reported once):
 
-1. ask the dedup store which eventIDs are new;
-2. write the new detections and fsync the output;
-3. record their eventIDs in the dedup store;
+1. claim the keys in the dedup store (:meth:`~trailguard.state.dedup.DedupStore.claim`: the new
+   ones become this writer's; with several replicas a claim is a conditional write with a lease);
+2. write the claimed detections and fsync the output;
+3. record them in the dedup store at once (the **crash window** is the time between 2 and 3:
+   :class:`~trailguard.observe.DedupRecorded` measures it);
 4. only then may the caller delete the SQS message.
+
+A key another replica has claimed and not recorded yet is waited for briefly
+(:data:`HELD_WAIT_SECS`); still held, the commit raises
+:class:`~trailguard.state.dedup.ClaimHeldError` after writing its own claims, so the message
+comes back later, when the other replica has recorded it or its lease has run out (then this
+replica takes the claim over and writes it: ``taken_over``).
 
 A crash between 2 and 3 would make the next delivery write the same detection again, so at
 start-up :func:`recover_from_output` reads the tail of the output file and records the eventIDs
-it already holds.  Commits are serialised by a lock: the same event arriving at the same moment
-through S3 and EventBridge is written once.
+it already holds; with several replicas a replica that stays dead longer than the lease leaves
+its claims to the others, who write those lines again (counted:
+``trailguard_dedup_takeovers_total``).  Commits are serialised by a lock: the same event
+arriving at the same moment through S3 and EventBridge is written once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 import msgspec
 
 from trailguard.detect.detection import Detection, dedup_key
 from trailguard.errors import TrailguardError
+from trailguard.observe import DedupRecorded, Observer
 from trailguard.outputs.jsonl import JsonlWriter
-from trailguard.state.dedup import DedupStore
+from trailguard.state.dedup import Claim, ClaimHeldError, DedupStore
 
 RECOVERY_TAIL_BYTES = 8 << 20
+#: How long a commit waits for keys another replica is writing, before leaving the message for
+#: later; and how often it looks.
+HELD_WAIT_SECS: Final = 2.0
+HELD_POLL_SECS: Final = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +57,12 @@ class CommitResult:
 
 
 class DetectionSink:
-    def __init__(self, writer: JsonlWriter, dedup: DedupStore) -> None:
+    def __init__(
+        self, writer: JsonlWriter, dedup: DedupStore, *, observer: Observer | None = None
+    ) -> None:
         self._writer = writer
         self._dedup = dedup
+        self._observer = observer
         self._lock = asyncio.Lock()
         # Why the last commit failed (readiness reports it), or None after a success.
         self.last_failure: str | None = None
@@ -52,6 +72,8 @@ class DetectionSink:
             return CommitResult([], 0)
         try:
             result = await self._commit(detections)
+        except ClaimHeldError:
+            raise  # another replica is writing them: not a failure of this one
         except TrailguardError as exc:
             self.last_failure = str(exc)
             raise
@@ -61,22 +83,48 @@ class DetectionSink:
     async def _commit(self, detections: Sequence[Detection]) -> CommitResult:
         async with self._lock:
             keys = [_key(d) for d in detections]
-            ids = [key for key in keys if key is not None]
-            new = set(await self._dedup.filter_new(ids)) if ids else set()
-            fresh: list[Detection] = []
-            taken: list[str] = []
-            for detection, key in zip(detections, keys, strict=True):
-                if key is None:  # cannot be deduplicated; real CloudTrail always has one
-                    fresh.append(detection)
-                elif key in new:
-                    new.discard(key)
-                    taken.append(key)
-                    fresh.append(detection)
-            if fresh:
-                await asyncio.to_thread(self._writer.write_batch, fresh)
-            if taken:
-                await self._dedup.record(taken)
-            return CommitResult(fresh, len(detections) - len(fresh))
+            pending = list(dict.fromkeys(key for key in keys if key is not None))
+            unkeyed = [d for d, key in zip(detections, keys, strict=True) if key is None]
+            written: list[Detection] = []
+            held: list[str] = []
+            loop = asyncio.get_running_loop()
+            give_up = loop.time() + HELD_WAIT_SECS
+            first = True
+            while first or pending:
+                claim = await self._dedup.claim(pending) if pending else None
+                new = set(claim.new) if claim is not None else set()
+                fresh = [*unkeyed] if first else []
+                for detection, key in zip(detections, keys, strict=True):
+                    if key is not None and key in new:
+                        new.discard(key)  # one line per key, the first of its detections
+                        fresh.append(detection)
+                await self._write(fresh, claim)
+                written += fresh
+                first = False
+                held = claim.held if claim is not None else []
+                if not held or loop.time() >= give_up:
+                    break
+                await asyncio.sleep(HELD_POLL_SECS)  # another replica is writing them
+                pending = held
+            if held:
+                raise ClaimHeldError(
+                    f"{len(held)} eventID(s) are being written by another replica "
+                    f"(e.g. {held[0]!r}): the message is tried again later"
+                )
+            return CommitResult(written, len(detections) - len(written))
+
+    async def _write(self, fresh: list[Detection], claim: Claim | None) -> None:
+        """Write and fsync ``fresh``, then record the claimed keys at once (the crash window)."""
+        if fresh:
+            await asyncio.to_thread(self._writer.write_batch, fresh)
+        if claim is None or not claim.new:
+            return
+        written_at = time.monotonic()
+        await self._dedup.record(claim.new)
+        if self._observer is not None:
+            self._observer.observe(
+                DedupRecorded(len(claim.new), time.monotonic() - written_at, len(claim.taken_over))
+            )
 
 
 def _key(detection: Detection) -> str | None:

@@ -21,10 +21,11 @@ A job runs in the more cautious of the mode it was planned with and the mode the
 its action now (:func:`effective_mode`): setting ``mode = "dry-run"`` is a kill switch for jobs
 already queued, too.
 
-IAM writes to one account are serialised (one ``asyncio.Lock`` per account); every IAM call takes
-a token from one bucket (``iam_rate_per_sec``) and the IAM clients retry throttling with
-botocore's ``adaptive`` mode.  The circuit breaker (``limits.py``) hands a ``CircuitOpen`` record
-to ``on_circuit_open`` (the daemon writes it next to detections).
+IAM writes to one account are serialised (``locks.py``: an ``asyncio.Lock`` per account, or a
+lease item per account shared by every replica); every IAM call takes a token from one bucket
+(``iam_rate_per_sec``; shared by the replicas with the DynamoDB backend) and the IAM clients
+retry throttling with botocore's ``adaptive`` mode.  The circuit breaker (``limits.py``) hands a
+``CircuitOpen`` record to ``on_circuit_open`` (the daemon writes it next to detections).
 
 What the runner does is reported as events (:mod:`trailguard.observe`): ``JobFinished``,
 ``JobLeaseLost``, ``CircuitOpened``.
@@ -53,8 +54,10 @@ from trailguard.remediate.actions import (
     Deferred,
     NoRoleForAccount,
 )
+from trailguard.remediate.actions.context import RateLimiter
 from trailguard.remediate.jobs import AuditEntry, CircuitOpen, Finding, Job, JobStore, audit, iso
 from trailguard.remediate.limits import CircuitBreaker, TokenBucket
+from trailguard.remediate.locks import AccountLocks, LocalAccountLocks
 from trailguard.remediate.notify import WebhookSender
 from trailguard.retry import backoff_delay
 from trailguard.state.ledger import EventLedger
@@ -95,7 +98,8 @@ class JobRunner:
         history: PolicyHistoryStore,
         ledger: EventLedger | None = None,
         http: aiohttp.ClientSession | None = None,
-        limiter: TokenBucket | None = None,
+        limiter: RateLimiter | None = None,
+        locks: AccountLocks | None = None,
         on_circuit_open: Callable[[CircuitOpen], Awaitable[None]] | None = None,
         observer: Observer | None = None,
         clock: Callable[[], float] = time.time,
@@ -111,7 +115,7 @@ class JobRunner:
         self.breaker = CircuitBreaker(store, config.circuit_breaker, self.observer, on_circuit_open)
         self._clock = clock
         self._rng = rng or random.Random()
-        self._locks: dict[str, asyncio.Lock] = {}
+        self.locks: AccountLocks = locks or LocalAccountLocks()
         self._wake = asyncio.Event()
         self._webhook = (
             WebhookSender(
@@ -246,7 +250,7 @@ class JobRunner:
         )
         action = ACTIONS[job.action]
         lock = (
-            self._locks.setdefault(job.account_id, asyncio.Lock())
+            self.locks.hold(job.account_id)
             if job.action in WRITING_ACTIONS and job.account_id
             else contextlib.nullcontext()
         )

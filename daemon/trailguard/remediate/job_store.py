@@ -29,8 +29,9 @@ from trailguard.remediate.jobs import (
     audit,
 )
 from trailguard.state.sqlite import SqliteStore, ensure_schema, transaction
+from trailguard.vocabulary import QUEUED_JOB_STATES
 
-__all__ = ["SqliteJobStore", "normalise_sha256"]
+__all__ = ["SqliteJobStore", "change_for", "normalise_sha256"]
 
 _T = TypeVar("_T")
 
@@ -89,62 +90,16 @@ class SqliteJobStore(SqliteStore):
     async def approve(
         self, job_id: str, *, now: float, by: str = "operator", plan_sha256: str | None = None
     ) -> Job:
-        given = normalise_sha256(plan_sha256) if plan_sha256 is not None else None
-
-        def change(job: Job) -> Job:
-            current = job.plan_sha256
-            if given is not None and given != current:
-                raise PlanMismatchError(job.id, given, current)
-            if current is None:
-                note = audit(
-                    "note",
-                    f"approved by {by} (no plan yet: it runs, and any write it "
-                    "cannot confirm waits for another approval)",
-                    at=now,
-                )
-            else:
-                note = audit(
-                    "note", f"approved by {by}: plan {current}", {"plan_sha256": current}, at=now
-                )
-            return msgspec.structs.replace(
-                job,
-                state="pending",
-                approved=True,
-                approved_plan=current,
-                reason=None,
-                next_attempt_at=now,
-                updated_at=now,
-                audit=(*job.audit, note),
-            )
-
-        return await self._run(self._transition, job_id, "approve", _APPROVABLE, change)
+        change, allowed = change_for("approve", now=now, by=by, plan_sha256=plan_sha256)
+        return await self._run(self._transition, job_id, "approve", allowed, change)
 
     async def retry(self, job_id: str, *, now: float, by: str = "operator") -> Job:
-        def change(job: Job) -> Job:
-            return msgspec.structs.replace(
-                job,
-                state="pending",
-                attempts=0,
-                reason=None,
-                error=None,
-                next_attempt_at=now,
-                updated_at=now,
-                audit=(*job.audit, audit("note", f"retry requested by {by}", at=now)),
-            )
-
-        return await self._run(self._transition, job_id, "retry", _RETRYABLE, change)
+        change, allowed = change_for("retry", now=now, by=by)
+        return await self._run(self._transition, job_id, "retry", allowed, change)
 
     async def cancel(self, job_id: str, *, now: float, by: str = "operator") -> Job:
-        def change(job: Job) -> Job:
-            return msgspec.structs.replace(
-                job,
-                state="skipped",
-                reason="cancelled",
-                updated_at=now,
-                audit=(*job.audit, audit("note", f"cancelled by {by}", at=now)),
-            )
-
-        return await self._run(self._transition, job_id, "cancel", _CANCELLABLE, change)
+        change, allowed = change_for("cancel", now=now, by=by)
+        return await self._run(self._transition, job_id, "cancel", allowed, change)
 
     async def counts(self) -> dict[tuple[str, str], int]:
         return await self._run(self._counts)
@@ -267,8 +222,12 @@ class SqliteJobStore(SqliteStore):
             return job
 
     def _counts(self) -> dict[tuple[str, str], int]:
+        marks = ",".join("?" * len(QUEUED_JOB_STATES))
+        # The placeholders are generated; the values are bound, never interpolated.
         rows = self._conn.execute(
-            "SELECT action, state, count(*) FROM remediation_jobs GROUP BY action, state"
+            "SELECT action, state, count(*) FROM remediation_jobs"  # noqa: S608
+            f" WHERE state IN ({marks}) GROUP BY action, state",
+            QUEUED_JOB_STATES,
         )
         return {(action, state): count for action, state, count in rows}
 
@@ -291,6 +250,72 @@ class SqliteJobStore(SqliteStore):
 # ---------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------
+
+
+def change_for(
+    operation: str, *, now: float, by: str, plan_sha256: str | None = None
+) -> tuple[Callable[[Job], Job], tuple[str, ...]]:
+    """What an operator's ``approve``, ``retry`` or ``cancel`` does to a job, and the states it
+    applies to: one definition for every job store (SQLite here, DynamoDB in
+    ``state/dynamo/jobs.py``)."""
+    if operation == "approve":
+        given = normalise_sha256(plan_sha256) if plan_sha256 is not None else None
+
+        def approve(job: Job) -> Job:
+            current = job.plan_sha256
+            if given is not None and given != current:
+                raise PlanMismatchError(job.id, given, current)
+            if current is None:
+                note = audit(
+                    "note",
+                    f"approved by {by} (no plan yet: it runs, and any write it "
+                    "cannot confirm waits for another approval)",
+                    at=now,
+                )
+            else:
+                note = audit(
+                    "note", f"approved by {by}: plan {current}", {"plan_sha256": current}, at=now
+                )
+            return msgspec.structs.replace(
+                job,
+                state="pending",
+                approved=True,
+                approved_plan=current,
+                reason=None,
+                next_attempt_at=now,
+                updated_at=now,
+                audit=(*job.audit, note),
+            )
+
+        return approve, _APPROVABLE
+    if operation == "retry":
+
+        def retry(job: Job) -> Job:
+            return msgspec.structs.replace(
+                job,
+                state="pending",
+                attempts=0,
+                reason=None,
+                error=None,
+                next_attempt_at=now,
+                updated_at=now,
+                audit=(*job.audit, audit("note", f"retry requested by {by}", at=now)),
+            )
+
+        return retry, _RETRYABLE
+    if operation == "cancel":
+
+        def cancel(job: Job) -> Job:
+            return msgspec.structs.replace(
+                job,
+                state="skipped",
+                reason="cancelled",
+                updated_at=now,
+                audit=(*job.audit, audit("note", f"cancelled by {by}", at=now)),
+            )
+
+        return cancel, _CANCELLABLE
+    raise ValueError(f"unknown job operation {operation!r}")
 
 
 def normalise_sha256(value: str) -> str:

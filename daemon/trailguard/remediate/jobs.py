@@ -333,7 +333,9 @@ class JobStore(Protocol):
         ...
 
     async def counts(self) -> dict[tuple[str, str], int]:
-        """Number of jobs by (action, state)."""
+        """Number of queued jobs (pending, awaiting_approval, running, failed: ``vocabulary``'s
+        ``QUEUED_JOB_STATES``) by (action, state).  Terminal states are not counted: with a
+        shared store that would read every job ever run."""
         ...
 
     async def oldest_due_age(self, now: float) -> float | None:

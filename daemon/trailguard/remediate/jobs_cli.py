@@ -9,9 +9,12 @@ An approval binds to the plan the job waits with (what it would write: each IAM 
 target and the exact document, shown by ``jobs show`` with the plan's sha256): it covers that
 plan and no other.  ``approve ID --plan SHA`` makes sure the plan approved is the one reviewed.
 
-The commands open the store at ``[state] path`` of the config and never create it: a typo in
-the path is an error, not an empty list.  They work while the daemon runs (SQLite WAL; a change
-made here is seen by the daemon's workers at their next claim).
+The commands open the configured backend's store and never create it: with SQLite the file at
+``[state] path`` (a typo in the path is an error, not an empty list); with DynamoDB the shared
+table of ``[state.dynamodb]``, from any machine with credentials for it (the daemon's
+permissions suffice).  They work while the daemon runs (SQLite WAL; the table's conditional
+writes): a change made here is seen by every replica's workers at their next claim, and an
+approve/retry/cancel applies only to the state it read (read again on a race).
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ def add_jobs_parser(sub: Any) -> None:
         "jobs",
         help="list, inspect, approve, retry or cancel remediation jobs",
         description=(
-            "Remediation jobs in the state store ([state] path). Exit 0 when done, 1 when the "
+            "Remediation jobs in the state store ([state] backend: the SQLite file, or the "
+            "DynamoDB table every replica shares). Exit 0 when done, 1 when the "
             "job does not exist or its state does not allow the operation, 2 on usage or "
             "config errors."
         ),
@@ -100,15 +104,17 @@ async def _run(args: argparse.Namespace, out: TextIO) -> int:
     import time
 
     from trailguard.config import load_config
-    from trailguard.remediate.job_store import SqliteJobStore
     from trailguard.remediate.jobs import JobNotFoundError
+    from trailguard.state.backends import open_state
 
     config = load_config(args.config)
     if args.jobs_command == "list" and args.limit < 1:
         from trailguard.errors import UsageError
 
         raise UsageError("jobs list: --limit must be at least 1")
-    async with await SqliteJobStore.open(config.state.path, create=False) as store:
+    async with open_state(config, jobs=True, create=False) as state:
+        store = state.jobs
+        assert store is not None
         command = args.jobs_command
         if command == "list":
             jobs = await store.list_jobs(states=args.state, limit=args.limit)

@@ -31,10 +31,9 @@ from trailguard.observe import JobQueueSampled, Observer
 from trailguard.remediate.actions import ClientSource
 from trailguard.remediate.clients import AwsClients
 from trailguard.remediate.executor import JobRunner
-from trailguard.remediate.job_store import SqliteJobStore
 from trailguard.remediate.jobs import CircuitOpen, Job, JobStore
 from trailguard.remediate.planner import plan
-from trailguard.state.dedup import SqliteDedupStore
+from trailguard.state.backends import StateStores, open_state
 from trailguard.state.ledger import EventLedger
 from trailguard.state.policy_history import PolicyHistoryStore
 from trailguard.telemetry.logging import get_logger
@@ -72,32 +71,33 @@ class Remediation:
         history: PolicyHistoryStore,
         ledger: EventLedger | None = None,
         store: JobStore | None = None,
+        state: StateStores | None = None,
         clients: ClientSource | None = None,
         session: AioSession | None = None,
         on_circuit_open: Callable[[CircuitOpen], Awaitable[None]] | None = None,
         observer: Observer | None = None,
         clock: Callable[[], float] = time.time,
     ) -> AsyncIterator[Remediation]:
-        """Open the job store (``[state] path``), the AWS clients and the runner.
+        """Open the job store (the configured backend's), the AWS clients and the runner.
 
         ``ledger``: the event ledger the confirmation gate consults (the daemon passes the one
         ingestion records into); None only in tests that do without.
 
-        ``store`` and ``clients`` replace the SQLite store and the real AWS clients (tests, a
-        shared store).  Raises :class:`~trailguard.errors.StateError` when the store cannot be
-        opened.
+        ``state``: the stores the caller opened (``state/backends.py``: the job store, and with
+        the DynamoDB backend the per-account lock and the IAM token bucket the replicas share);
+        without it the configured backend's job store is opened here.  ``store`` and
+        ``clients`` replace the job store and the real AWS clients (tests).  Raises
+        :class:`~trailguard.errors.StateError` when the store cannot be opened.
         """
         async with AsyncExitStack() as stack:
+            if state is None and store is None:
+                state = await stack.enter_async_context(open_state(config, jobs=True, clock=clock))
+            if state is not None:
+                store = store or state.jobs
             if store is None:
-                # The dedup store refuses a file that already holds other tables but not its
-                # own: let it create its schema first, whoever opens the file first.
-                dedup = await SqliteDedupStore.open(
-                    config.state.path, ttl_seconds=config.state.dedup_ttl_hours * 3600
+                raise ValueError(
+                    "Remediation.open: state has no job store (open it with jobs=True)"
                 )
-                await dedup.close()
-                sqlite_store = await SqliteJobStore.open(config.state.path, clock=clock)
-                stack.push_async_callback(sqlite_store.close)
-                store = sqlite_store
             if clients is None:
                 aws = AwsClients(config, session=session, clock=clock)
                 stack.push_async_callback(aws.close)
@@ -116,6 +116,8 @@ class Remediation:
                 on_circuit_open=on_circuit_open,
                 observer=observer,
                 clock=clock,
+                limiter=state.limiter if state is not None else None,
+                locks=state.locks if state is not None else None,
             )
             yield cls(config, store, runner, clock=clock)
 

@@ -1,8 +1,13 @@
 """The persistent dedup store: which keys (CloudTrail eventIDs) were already handled.
 
 :class:`DedupStore` is the interface the daemon uses; :class:`SqliteDedupStore` implements it on
-one SQLite file so a single daemon survives restarts; a shared store (DynamoDB) can implement the
-same protocol for several replicas.
+one SQLite file so a single daemon survives restarts; ``state/dynamo/dedup.py`` implements it on
+the shared table for several replicas.
+
+Writers **claim** keys (:meth:`DedupStore.claim`) before they write a detection and **record**
+them once it is durable.  With one process (SQLite) a claim is "which keys are new"; with several
+replicas a claim is a conditional write with a lease, so two replicas that receive the same event
+at once (by S3 and by EventBridge, or a redelivery) do not both write it (docs/DYNAMODB.md).
 
 SQLite details (the plumbing is :class:`~trailguard.state.sqlite.SqliteStore`'s): WAL journal with
 ``synchronous=FULL``, so a ``record`` that returned survives a crash or power loss; one
@@ -19,21 +24,47 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Protocol
 
 from trailguard.errors import StateError
 from trailguard.state.sqlite import SqliteStore, ensure_schema, transaction
 
-__all__ = ["DedupStore", "SqliteDedupStore"]
+__all__ = ["Claim", "ClaimHeldError", "DedupStore", "SqliteDedupStore", "check_keys"]
 
 SCHEMA_VERSION: Final = 1
 _BATCH: Final = 500  # bound parameters per statement (SQLite's floor is 999)
 _PURGE_BATCH: Final = 5000  # rows per purge transaction, so other calls interleave
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What :meth:`DedupStore.claim` answered, key by key (each key in exactly one list but
+    ``taken_over``, which is part of ``new``)."""
+
+    #: claimed by this call: write them, then :meth:`DedupStore.record` them
+    new: list[str] = field(default_factory=list)
+    #: being written by another replica right now (claimed, not recorded, its lease running)
+    held: list[str] = field(default_factory=list)
+    #: among ``new``: keys another writer had claimed and never recorded before its lease ran
+    #: out -- it died between its claim and its record, perhaps after writing the line (the
+    #: one way an event is reported twice: counted, ``trailguard_dedup_takeovers_total``)
+    taken_over: list[str] = field(default_factory=list)
+
+
+class ClaimHeldError(StateError):
+    """Some keys stayed claimed by another replica that has not recorded them: the message is
+    tried again later (by then the other replica recorded them, or its lease ran out)."""
+
+
 class DedupStore(Protocol):
     """Remembers keys for a while; every method may raise :class:`StateError`."""
+
+    async def claim(self, keys: Sequence[str]) -> Claim:
+        """Claim the keys not yet recorded, for this writer: the caller writes those in
+        ``new`` and then records them.  A key repeated within ``keys`` counts once."""
+        ...
 
     async def filter_new(self, keys: Sequence[str]) -> list[str]:
         """The keys not yet recorded (or recorded longer ago than the TTL).
@@ -93,8 +124,12 @@ class SqliteDedupStore(SqliteStore):
 
     # ------------------------------------------------------------------ the protocol
 
+    async def claim(self, keys: Sequence[str]) -> Claim:
+        # One process: the sink serialises its commits, so "new" is a claim.
+        return Claim(new=await self.filter_new(keys))
+
     async def filter_new(self, keys: Sequence[str]) -> list[str]:
-        wanted = list(dict.fromkeys(_check_keys(keys)))
+        wanted = list(dict.fromkeys(check_keys(keys)))
         if not wanted:
             return []
         fresh_after = self._clock() - self._ttl
@@ -102,7 +137,7 @@ class SqliteDedupStore(SqliteStore):
         return [key for key in wanted if key not in seen]
 
     async def record(self, keys: Sequence[str]) -> None:
-        wanted = list(dict.fromkeys(_check_keys(keys)))
+        wanted = list(dict.fromkeys(check_keys(keys)))
         if not wanted:
             return
         await self._run(self._insert, wanted, self._clock())
@@ -172,7 +207,7 @@ def _create(conn: sqlite3.Connection, where: str) -> None:
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
-def _check_keys(keys: Sequence[str]) -> Sequence[str]:
+def check_keys(keys: Sequence[str]) -> Sequence[str]:
     if isinstance(keys, str):  # a str is a Sequence[str]: almost certainly a caller's bug
         raise TypeError("keys must be a sequence of strings, not a string")
     for key in keys:

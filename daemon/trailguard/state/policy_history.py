@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -287,41 +287,19 @@ class SqliteHistoryStore(SqliteStore):
     async def policy_version(
         self, policy_arn: str, version_id: str, *, before: str | None = None
     ) -> PolicyVersionState | None:
-        folded = await self._fold_managed(policy_arn, before)
-        if folded is None or version_id not in folded.versions:
-            return None
-        return PolicyVersionState(
-            policy_arn=policy_arn,
-            version_id=version_id,
-            document=folded.versions[version_id],
-            is_default=None if folded.default is None else folded.default == version_id,
-            fact=folded.sources[version_id],
-            default_fact=folded.default_source if folded.default == version_id else None,
-        )
+        return version_state(await self._fold_managed(policy_arn, before), version_id)
 
     async def attachments(
         self, policy_arn: str, *, before: str | None, account_id: str | None = None
     ) -> list[tuple[PrincipalKind, str]]:
         facts = await self.attachment_facts(policy_arn, before=before, account_id=account_id)
-        attached: dict[tuple[PrincipalKind, str], bool] = {}
-        for fact in facts:
-            if fact.principal_kind is None or fact.principal_name is None:
-                continue
-            attached[(fact.principal_kind, fact.principal_name)] = fact.op == "put"
-        return sorted(key for key, on in attached.items() if on)
+        return attached_principals(facts)
 
     async def attachment_facts(
         self, policy_arn: str, *, before: str | None, account_id: str | None = None
     ) -> list[PolicyFact]:
         before_key = _before_key(before)
-        if account_id is None:
-            owner = policy_arn.split(":", 5)[4] if policy_arn.count(":") >= 5 else ""
-            if owner == "aws":
-                raise ValueError(
-                    f"{policy_arn} is an AWS managed policy, attached in many accounts:"
-                    " give account_id"
-                )
-            account_id = owner
+        account_id = attachment_account(policy_arn, account_id)
         return await self._run(
             self._select,
             _SELECT + " WHERE policy_arn = ? AND kind = 'attachment' AND account_id = ?"
@@ -343,11 +321,7 @@ class SqliteHistoryStore(SqliteStore):
             " AND kind = 'attachment' AND time_key < ?" + _ORDER,
             (account_id, principal_kind, principal_name, _before_key(before)),
         )
-        attached: dict[str, bool] = {}
-        for fact in facts:
-            if fact.policy_arn is not None:
-                attached[fact.policy_arn] = fact.op == "put"
-        return sorted(arn for arn, on in attached.items() if on)
+        return attached_arns(facts)
 
     async def boundary(
         self,
@@ -387,19 +361,7 @@ class SqliteHistoryStore(SqliteStore):
             " AND time_key < ?" + _ORDER,
             (policy_arn, _before_key(before)),
         )
-        state: _Managed | None = None
-        for fact in facts:
-            if fact.kind == "managed_policy":
-                if fact.op == "delete":
-                    state = None
-                    continue
-                state = _Managed.empty(policy_arn, fact)  # CreatePolicy or a snapshot: anew
-                state.add_version(fact)
-                continue
-            if state is None:  # versions of a policy whose creation history did not see
-                state = _Managed.empty(policy_arn, fact)
-            state.apply(fact)
-        return state
+        return fold_managed(policy_arn, facts)
 
     # ------------------------------------------------------------------ worker thread
 
@@ -478,6 +440,88 @@ class _Managed:
             event_id=self.last.event_id,
             event_time=self.last.event_time,
         )
+
+
+# ---------------------------------------------------------------------- folding, shared
+# (with the DynamoDB store, state/dynamo/history.py: both fold the same facts the same way)
+
+
+def fold_managed(policy_arn: str, facts: Iterable[PolicyFact]) -> _Managed | None:
+    """A managed policy's state after ``facts`` (its managed_policy, policy_version and
+    default_version facts in (time_key, eventID, seq) order); None if unknown or deleted."""
+    state: _Managed | None = None
+    for fact in facts:
+        if fact.kind == "managed_policy":
+            if fact.op == "delete":
+                state = None
+                continue
+            state = _Managed.empty(policy_arn, fact)  # CreatePolicy or a snapshot: anew
+            state.add_version(fact)
+            continue
+        if state is None:  # versions of a policy whose creation history did not see
+            state = _Managed.empty(policy_arn, fact)
+        state.apply(fact)
+    return state
+
+
+def version_state(folded: _Managed | None, version_id: str) -> PolicyVersionState | None:
+    """One version of a folded managed policy, or None if not known to exist."""
+    if folded is None or version_id not in folded.versions:
+        return None
+    return PolicyVersionState(
+        policy_arn=folded.policy_arn,
+        version_id=version_id,
+        document=folded.versions[version_id],
+        is_default=None if folded.default is None else folded.default == version_id,
+        fact=folded.sources[version_id],
+        default_fact=folded.default_source if folded.default == version_id else None,
+    )
+
+
+def attached_principals(facts: Iterable[PolicyFact]) -> list[tuple[PrincipalKind, str]]:
+    """The principals a policy's attach/detach facts (in order) leave it attached to."""
+    attached: dict[tuple[PrincipalKind, str], bool] = {}
+    for fact in facts:
+        if fact.principal_kind is None or fact.principal_name is None:
+            continue
+        attached[(fact.principal_kind, fact.principal_name)] = fact.op == "put"
+    return sorted(key for key, on in attached.items() if on)
+
+
+def attached_arns(facts: Iterable[PolicyFact]) -> list[str]:
+    """The policies a principal's attach/detach facts (in order) leave attached to it."""
+    attached: dict[str, bool] = {}
+    for fact in facts:
+        if fact.policy_arn is not None:
+            attached[fact.policy_arn] = fact.op == "put"
+    return sorted(arn for arn, on in attached.items() if on)
+
+
+def attachment_account(policy_arn: str, account_id: str | None) -> str:
+    """The account whose attachments of ``policy_arn`` are asked for: ``account_id``, else the
+    ARN's (an AWS managed policy is attached in many accounts: it needs one)."""
+    if account_id is not None:
+        return account_id
+    owner = policy_arn.split(":", 5)[4] if policy_arn.count(":") >= 5 else ""
+    if owner == "aws":
+        raise ValueError(
+            f"{policy_arn} is an AWS managed policy, attached in many accounts: give account_id"
+        )
+    return owner
+
+
+def before_key(before: str | None) -> str:
+    """The time key facts must sort strictly below (``before`` None: after every fact)."""
+    return _before_key(before)
+
+
+def identity(fact: PolicyFact) -> str:
+    """What makes two facts of one event the same fact (the document is not part of it)."""
+    return _identity(fact)
+
+
+def check_facts(facts: Sequence[PolicyFact]) -> Sequence[PolicyFact]:
+    return _check_facts(facts)
 
 
 # ---------------------------------------------------------------------- helpers

@@ -112,6 +112,7 @@ MAX_ACCOUNT_SERIES: Final = 10_000
 # every ~5 minutes, sometimes much later) to backfills (days).
 LAG_BUCKETS: Final = (1, 5, 15, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 21600, 86400)
 LATENCY_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
+WINDOW_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 OBJECT_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 _ACCOUNT = re.compile(r"[0-9]{12}")
@@ -283,6 +284,20 @@ class Metrics:
             "trailguard_duplicates_dropped_total",
             "Detections dropped because their eventID was already recorded (SQS redelivery, "
             "CloudTrail duplicates, the same event by S3 and EventBridge).",
+            registry=r,
+        )
+        self.dedup_takeovers = Counter(
+            "trailguard_dedup_takeovers_total",
+            "Dedup claims another writer (replica) made and never recorded before its lease ran "
+            "out, taken over by this one: it died after claiming, perhaps after writing the "
+            "detection line -- the one case an event is reported twice (an upper bound).",
+            registry=r,
+        )
+        self.dedup_window = Histogram(
+            "trailguard_dedup_record_window_seconds",
+            "From detections being written and fsynced to their eventIDs recorded in the dedup "
+            "store: the window in which a crash makes an event be reported twice.",
+            buckets=WINDOW_BUCKETS,
             registry=r,
         )
         self.delivery_lag = Histogram(
@@ -534,6 +549,11 @@ class Metrics:
     def duplicates_dropped(self, count: int) -> None:
         if count > 0:
             self.duplicates.inc(count)
+
+    def dedup_recorded(self, window_secs: float, taken_over: int) -> None:
+        self.dedup_window.observe(window_secs)
+        if taken_over > 0:
+            self.dedup_takeovers.inc(taken_over)
 
     # -- errors --------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from trailguard.observe import (
     CircuitOpened,
     ConfigReloaded,
     ConfigReloadRejected,
+    DedupRecorded,
     DetectionCommitted,
     DuplicatesDropped,
     Event,
@@ -106,6 +107,8 @@ class MetricsObserver:
                 m.detection(event.detection, sent_timestamp_ms=event.sent_timestamp_ms)
             case DuplicatesDropped():
                 m.duplicates_dropped(event.count)
+            case DedupRecorded():
+                m.dedup_recorded(event.window_secs, event.taken_over)
             case JobFinished(job=job):
                 m.remediation_job(job.action, job.state)
             case CircuitOpened():
@@ -138,6 +141,7 @@ class Tally:
         self.findings: Counter[str] = Counter()  # finding code
         self.circuit_open = 0
         self.lease_lost = 0
+        self.taken_over = 0  # dedup claims taken over after another writer's lease
 
     def observe(self, event: Event) -> None:
         match event:
@@ -172,6 +176,8 @@ class Tally:
                 self.detections += 1
             case DuplicatesDropped():
                 self.duplicates += event.count
+            case DedupRecorded():
+                self.taken_over += event.taken_over
             case JobsEnqueued():
                 self.jobs += event.count
             case JobFinished(job=job):
@@ -193,6 +199,7 @@ class Tally:
             "records": self.records,
             "detections": self.detections,
             "duplicates": self.duplicates,
+            "dedup_taken_over": self.taken_over,
             "facts": self.facts,
             "jobs": self.jobs,
         }
