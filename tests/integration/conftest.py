@@ -19,14 +19,16 @@ Fixtures:
 from __future__ import annotations
 
 import logging
+import threading
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
 from botocore.config import Config
+from moto.dynamodb.responses import DynamoHandler
 from moto.server import ThreadedMotoServer
 
 from tests.integration.proxy import FaultProxy
@@ -86,6 +88,22 @@ class Boto3Clients:
     iam: IAMClient
 
 
+def _serialise_dynamodb(mp: pytest.MonkeyPatch) -> None:
+    """DynamoDB applies each request to an item atomically: a conditional write is checked and
+    made in one step.  moto's threaded server runs requests in parallel threads with no lock,
+    so two conditional claims of one item can both pass their check (seen under load, four test
+    workers on two cores).  One lock around moto's DynamoDB requests gives the tests the
+    service's guarantee (and nothing more: requests still interleave between calls)."""
+    lock = threading.Lock()
+    original = DynamoHandler.call_action
+
+    def call_action(self: DynamoHandler) -> Any:
+        with lock:
+            return original(self)
+
+    mp.setattr(DynamoHandler, "call_action", call_action)
+
+
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[MotoServer]:
     """A moto server on 127.0.0.1 and a free port, with dummy AWS settings for the session."""
@@ -97,6 +115,7 @@ def moto_server() -> Iterator[MotoServer]:
             mp.setenv(name, value)
         for name in _UNSET_ENV:
             mp.delenv(name, raising=False)
+        _serialise_dynamodb(mp)
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         server.start()  # returns once the socket listens
         try:

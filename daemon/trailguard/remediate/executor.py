@@ -255,8 +255,11 @@ class JobRunner:
             else contextlib.nullcontext()
         )
         try:
-            async with lock:
-                async with asyncio.timeout(self.config.job_timeout_secs):
+            # The timeout covers the wait for the account's lock too: an attempt never outlives
+            # its lease (2 x job_timeout_secs), so no other worker can take the job over while
+            # this one may still write.
+            async with asyncio.timeout(self.config.job_timeout_secs):
+                async with lock:
                     outcome = await action(ctx)
         except Deferred as exc:
             return self._retry_or(
