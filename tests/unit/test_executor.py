@@ -511,3 +511,33 @@ async def test_an_action_switched_off_skips_queued_jobs(
     stored = await store.get(job.id)
     assert stored is not None
     assert (stored.state, stored.reason) == ("skipped", "mode_off")
+
+
+async def test_the_wait_for_the_account_lock_counts_against_the_job_timeout(
+    store: SqliteJobStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job whose account lock is held elsewhere gives up at its timeout and is tried again:
+    waiting and running together never outlive the lease (2 x job_timeout_secs), so no other
+    worker can take the job over while this one might still write."""
+    ran: list[str] = []
+
+    async def ok(ctx: ActionContext) -> ActionOutcome:
+        ran.append(ctx.job.id)
+        return ActionOutcome(state="succeeded", changed=True)
+
+    use(monkeypatch, ok)
+    config = settings()  # job_timeout_secs = 1
+    job = await enqueue(store, config, clock)
+    r = runner(store, config, clock)
+    async with r.locks.hold(job.account_id or ""):  # another writer holds the account
+        await asyncio.wait_for(r.run_once(), timeout=10)
+    stored = await store.get(job.id)
+    assert stored is not None
+    assert (stored.state, ran) == ("failed", [])
+    assert stored.error is not None
+    assert stored.error.startswith("timeout:")
+    clock.now += 60
+    await r.run_once()  # the lock is free now
+    stored = await store.get(job.id)
+    assert stored is not None
+    assert (stored.state, ran) == ("succeeded", [job.id])
