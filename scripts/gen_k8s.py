@@ -10,7 +10,7 @@
     .venv/bin/python -m scripts.gen_k8s            # rewrite both
     .venv/bin/python -m scripts.gen_k8s --check    # exit 1 if either is stale
 
-``tests/unit/test_k8s_manifests.py`` fails while either is stale, so they cannot drift.
+``tests/unit/ops_files/test_k8s_manifests.py`` fails while either is stale, so they cannot drift.
 """
 
 from __future__ import annotations

@@ -135,7 +135,7 @@ class Campaign:
         self.max_inputs = max_inputs
         self.rng = random.Random(seed)
         self.count = 0
-        from tests.unit.test_decode_differential import PF, all_agree
+        from tests.unit.detect.test_decode_differential import PF, all_agree
         from trailguard.detect import _scan
 
         self.scan = _scan
@@ -195,7 +195,7 @@ class Campaign:
                 self.check(cut)
         from hypothesis import HealthCheck, given, seed, settings
 
-        from tests.unit.test_decode_differential import documents
+        from tests.unit.detect.test_decode_differential import documents
 
         @settings(
             max_examples=200, deadline=None, database=None, suppress_health_check=list(HealthCheck)

@@ -1,4 +1,4 @@
-"""The dedup store's contract, the same tests on both backends (tests/unit/test_dedup.py's
+"""The dedup store's contract, the same tests on both backends (tests/unit/state/test_dedup.py's
 tests of the protocol), plus what only several writers on one table can show: a claim held by
 a live writer, and one taken over after a dead writer's lease."""
 
@@ -11,7 +11,7 @@ import pytest
 
 from tests.integration.conftest import MotoServer
 from tests.integration.state_backends import BACKENDS, open_backend
-from tests.unit import test_dedup as unit
+from tests.unit.state import test_dedup as unit
 from trailguard.state.dedup import DedupStore
 from trailguard.state.dynamo.dedup import DynamoDedupStore
 from trailguard.state.dynamo.table import DynamoTable

@@ -1,5 +1,5 @@
-"""The policy history's contract, the same tests on both backends (tests/unit/
-test_history_store.py's tests of the protocol)."""
+"""The policy history's contract, the same tests on both backends (tests/unit/state/
+test_policy_history.py's tests of the protocol)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from tests.integration.conftest import MotoServer
 from tests.integration.state_backends import BACKENDS, open_backend
-from tests.unit import test_history_store as unit
+from tests.unit.state import test_policy_history as unit
 from trailguard.state.policy_history import PolicyHistoryStore
 
 pytestmark = pytest.mark.integration

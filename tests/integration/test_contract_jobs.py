@@ -1,6 +1,6 @@
-"""The job store's contract, the same tests on both backends (tests/unit/test_jobs_store.py's
-tests of the protocol), plus the per-account write lock and the shared token bucket of the
-DynamoDB backend across two "replicas"."""
+"""The job store's contract, the same tests on both backends
+(tests/unit/remediate/test_job_store.py's tests of the protocol), plus the per-account write
+lock and the shared token bucket of the DynamoDB backend across two "replicas"."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from tests.integration.conftest import MotoServer
 from tests.integration.state_backends import BACKENDS, open_backend
 from tests.remediation_support import T0, FakeClock
-from tests.unit import test_jobs_store as unit
+from tests.unit.remediate import test_job_store as unit
 from trailguard.errors import TransientError
 from trailguard.remediate.jobs import JobStore
 from trailguard.state.backends import StateStores

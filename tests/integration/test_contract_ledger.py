@@ -1,4 +1,4 @@
-"""The event ledger's contract, the same tests on both backends (tests/unit/test_ledger.py's
+"""The event ledger's contract, the same tests on both backends (tests/unit/state/test_ledger.py's
 tests of the protocol)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 from tests.integration.conftest import MotoServer
 from tests.integration.state_backends import BACKENDS, open_backend
-from tests.unit import test_ledger as unit
+from tests.unit.state import test_ledger as unit
 from trailguard.detect.digest import EventDigest
 from trailguard.state.ledger import EventLedger
 

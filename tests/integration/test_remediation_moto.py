@@ -12,18 +12,19 @@ changes nothing in IAM and records the plan; a second delivery of the same event
 nothing, and running the restore again changes nothing; trailguard's own events and suppressed
 events never act; quarantine waits for approval when CloudTrail cannot confirm the event (moto
 does not implement LookupEvents: HTTP 500 -- exactly the "unconfirmed" path; confirmation itself
-is tested with a fake client in tests/unit/test_actions_quarantine.py); audit findings; the
-cross-account role; the circuit breaker; SNS notification.
+is tested with a fake client in tests/unit/remediate/test_actions_quarantine.py); audit
+findings; the cross-account role; the circuit breaker; SNS notification.
 
 CloudTrail confirmation of the restores (``[remediation] confirm_events``): moto's LookupEvents
 answers HTTP 500, so the restore scenarios run with ``confirm_events = false`` (they are about
 putting back exactly what was removed; the confirmation gate is tested in
-tests/unit/test_actions_confirm.py, and end to end in tests/integration/test_forgery_moto.py).
+tests/unit/remediate/test_actions_confirm.py, and end to end in
+tests/integration/test_forgery_moto.py).
 test_a_forged_file_writes_nothing runs it here too: moto's IAM through the fault proxy, whose
 LookupEvents stand-in has never heard of the crafted records.
 
 moto lacks Put/DeleteUserPermissionsBoundary (HTTP 500), so the user-boundary path is tested
-below the HTTP layer with a fake IAM client (tests/unit/test_actions_boundary.py).
+below the HTTP layer with a fake IAM client (tests/unit/remediate/test_actions_boundary.py).
 """
 
 from __future__ import annotations

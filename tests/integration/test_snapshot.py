@@ -4,8 +4,9 @@ in the policy history, and queried for the exact documents.
 
 Not covered here because moto cannot do it: user permissions boundaries (moto's CreateUser
 ignores PermissionsBoundary and Put/DeleteUserPermissionsBoundary answer HTTP 500); they are
-tested below the HTTP layer in tests/unit/test_snapshot.py.  AWS managed policies: moto does not
-load them by default, so include_aws_managed_policies is tested with a fake client there too.
+tested below the HTTP layer in tests/unit/remediate/test_snapshot.py.  AWS managed policies:
+moto does not load them by default, so include_aws_managed_policies is tested with a fake client
+there too.
 """
 
 from __future__ import annotations

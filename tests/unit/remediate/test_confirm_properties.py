@@ -36,7 +36,7 @@ from tests.remediation_support import (
     config_toml,
     remediation_config,
 )
-from tests.unit.test_actions_confirm import FakeIam, FakePolicy, FakeRole, World, at
+from tests.unit.remediate.test_actions_confirm import FakeIam, FakePolicy, FakeRole, World, at
 from trailguard.config import ActionName, Config
 from trailguard.detect.detection import FileSource
 from trailguard.detect.process import Detector

@@ -25,7 +25,7 @@ from trailguard.detect.rules import (
     glob_regex,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CORPUS = ROOT / "tests" / "data" / "corpus"
 ACCOUNT = "111122223333"
 USER_ARN = f"arn:aws:iam::{ACCOUNT}:user/mallory"

@@ -27,7 +27,7 @@ from trailguard.config import (
 from trailguard.detect.rules import DEFAULT_RULES
 from trailguard.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE = ROOT / "config" / "trailguard.example.toml"
 FILE = "cfg.toml"
 QUEUE = "https://sqs.us-east-1.amazonaws.com/123456789012/trail"

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from tests.unit.test_decode_pool import blob, record
+from tests.unit.decode_pool.test_decode_pool import blob, record
 from trailguard.config import Config
 from trailguard.decode_pool import DecodePool
 from trailguard.detect.process import Detector

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("both_decoders")
 
 CORPUS = Path("/work/shared/corpus")
 if not CORPUS.exists():  # pragma: no cover - the copy shipped with the tests
-    CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus"
+    CORPUS = Path(__file__).resolve().parents[2] / "data" / "corpus"
 
 NAMES = (
     "DeleteUserPolicy",
