@@ -251,7 +251,8 @@ class JobRunner:
         action = ACTIONS[job.action]
         lock = (
             self.locks.hold(job.account_id)
-            if job.action in WRITING_ACTIONS and job.account_id
+            # a dry run writes nothing: it has nothing to serialise
+            if job.action in WRITING_ACTIONS and job.account_id and not dry_run
             else contextlib.nullcontext()
         )
         try:
