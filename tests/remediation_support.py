@@ -171,18 +171,24 @@ class FakeHistory:
         policy_name: str,
         *,
         before: str | None,
+        before_event_id: str | None = None,
     ) -> PolicyFact | None:
         self.queries.append(("inline_policy", before))
         return self.inline.get((account_id, principal_kind, principal_name, policy_name))
 
     async def managed_policy(
-        self, policy_arn: str, *, before: str | None
+        self, policy_arn: str, *, before: str | None, before_event_id: str | None = None
     ) -> ManagedPolicyState | None:
         self.queries.append(("managed_policy", before))
         return self.managed.get(policy_arn)
 
     async def policy_version(
-        self, policy_arn: str, version_id: str, *, before: str | None = None
+        self,
+        policy_arn: str,
+        version_id: str,
+        *,
+        before: str | None = None,
+        before_event_id: str | None = None,
     ) -> PolicyVersionState | None:
         self.queries.append(("policy_version", before))
         return self.versions.get((policy_arn, version_id))
@@ -246,6 +252,20 @@ class FakeHistory:
             policy_name=policy_name_from_arn(arn),
             policy_arn=arn,
         )
+
+    async def boundary_put(
+        self,
+        account_id: str,
+        principal_kind: PrincipalKind,
+        principal_name: str,
+        *,
+        before: str | None,
+        before_event_id: str | None = None,
+    ) -> PolicyFact | None:
+        return await self.boundary_fact(account_id, principal_kind, principal_name, before=before)
+
+    async def facts_of(self, event_id: str) -> list[PolicyFact]:
+        return [f for f in self.recorded if f.event_id == event_id]
 
     async def close(self) -> None:
         return None

@@ -94,7 +94,10 @@ class PolicyHistoryStore(Protocol):
     """Policy facts in eventTime order; every method may raise :class:`StateError`.
 
     ``before`` is an eventTime (``2026-11-01T12:00:00Z``): only facts strictly earlier count;
-    None counts them all.  A ``before`` that is not a time raises ValueError.
+    None counts them all.  A ``before`` that is not a time raises ValueError.  With
+    ``before_event_id`` as well, facts at that very eventTime whose eventID sorts lower count
+    too: the position of one event in the order the history folds (eventTime, then eventID), so
+    that a change can be compared with the fact just before it even within one second.
     """
 
     async def record(self, facts: Sequence[PolicyFact]) -> int:
@@ -112,19 +115,25 @@ class PolicyHistoryStore(Protocol):
         policy_name: str,
         *,
         before: str | None,
+        before_event_id: str | None = None,
     ) -> PolicyFact | None:
         """The last put of this inline policy before ``before`` (its ``document`` may be None:
         the latest put is known but its document is not), or None if no put is known."""
         ...
 
     async def managed_policy(
-        self, policy_arn: str, *, before: str | None
+        self, policy_arn: str, *, before: str | None, before_event_id: str | None = None
     ) -> ManagedPolicyState | None:
         """The managed policy as of ``before``; None if unknown or deleted by then."""
         ...
 
     async def policy_version(
-        self, policy_arn: str, version_id: str, *, before: str | None = None
+        self,
+        policy_arn: str,
+        version_id: str,
+        *,
+        before: str | None = None,
+        before_event_id: str | None = None,
     ) -> PolicyVersionState | None:
         """One version as of ``before``; None if not known to exist then."""
         ...
@@ -182,6 +191,24 @@ class PolicyHistoryStore(Protocol):
     ) -> PolicyFact | None:
         """The fact that set the boundary :meth:`boundary` returns (Put*PermissionsBoundary,
         CreateUser/CreateRole or a snapshot); None when no boundary is set as of ``before``."""
+        ...
+
+    async def boundary_put(
+        self,
+        account_id: str,
+        principal_kind: PrincipalKind,
+        principal_name: str,
+        *,
+        before: str | None,
+        before_event_id: str | None = None,
+    ) -> PolicyFact | None:
+        """The last fact that set a boundary on the principal before ``before``, even one
+        removed since (as :meth:`inline_policy` ignores deletes): what a new boundary is
+        compared with.  None when no boundary was ever seen set."""
+        ...
+
+    async def facts_of(self, event_id: str) -> list[PolicyFact]:
+        """The facts recorded under one eventID (a change's own fact, for its revert)."""
         ...
 
     async def close(self) -> None:
@@ -267,27 +294,37 @@ class SqliteHistoryStore(SqliteStore):
         policy_name: str,
         *,
         before: str | None,
+        before_event_id: str | None = None,
     ) -> PolicyFact | None:
+        where, params = _position(before, before_event_id)
         rows = await self._run(
             self._select,
             _SELECT + " WHERE account_id = ? AND principal_kind = ? AND principal_name = ?"
-            " AND kind = 'inline_policy' AND policy_name = ? AND op = 'put' AND time_key < ?"
+            " AND kind = 'inline_policy' AND policy_name = ? AND op = 'put' AND "
+            + where
             + _ORDER_DESC
             + " LIMIT 1",
-            (account_id, principal_kind, principal_name, policy_name, _before_key(before)),
+            (account_id, principal_kind, principal_name, policy_name, *params),
         )
         return rows[0] if rows else None
 
     async def managed_policy(
-        self, policy_arn: str, *, before: str | None
+        self, policy_arn: str, *, before: str | None, before_event_id: str | None = None
     ) -> ManagedPolicyState | None:
-        folded = await self._fold_managed(policy_arn, before)
+        folded = await self._fold_managed(policy_arn, before, before_event_id)
         return folded.state() if folded is not None else None
 
     async def policy_version(
-        self, policy_arn: str, version_id: str, *, before: str | None = None
+        self,
+        policy_arn: str,
+        version_id: str,
+        *,
+        before: str | None = None,
+        before_event_id: str | None = None,
     ) -> PolicyVersionState | None:
-        return version_state(await self._fold_managed(policy_arn, before), version_id)
+        return version_state(
+            await self._fold_managed(policy_arn, before, before_event_id), version_id
+        )
 
     async def attachments(
         self, policy_arn: str, *, before: str | None, account_id: str | None = None
@@ -352,14 +389,39 @@ class SqliteHistoryStore(SqliteStore):
             return None
         return rows[0]
 
+    async def boundary_put(
+        self,
+        account_id: str,
+        principal_kind: PrincipalKind,
+        principal_name: str,
+        *,
+        before: str | None,
+        before_event_id: str | None = None,
+    ) -> PolicyFact | None:
+        where, params = _position(before, before_event_id)
+        rows = await self._run(
+            self._select,
+            _SELECT + " WHERE account_id = ? AND principal_kind = ? AND principal_name = ?"
+            " AND kind = 'boundary' AND op = 'put' AND " + where + _ORDER_DESC + " LIMIT 1",
+            (account_id, principal_kind, principal_name, *params),
+        )
+        return rows[0] if rows else None
+
+    async def facts_of(self, event_id: str) -> list[PolicyFact]:
+        return await self._run(
+            self._select, _SELECT + " WHERE event_id = ? ORDER BY seq", (event_id,)
+        )
+
     # ------------------------------------------------------------------ folding
 
-    async def _fold_managed(self, policy_arn: str, before: str | None) -> _Managed | None:
+    async def _fold_managed(
+        self, policy_arn: str, before: str | None, before_event_id: str | None = None
+    ) -> _Managed | None:
+        where, params = _position(before, before_event_id)
         facts = await self._run(
             self._select,
-            _SELECT + f" WHERE policy_arn = ? AND kind IN {_MANAGED_KINDS}"
-            " AND time_key < ?" + _ORDER,
-            (policy_arn, _before_key(before)),
+            _SELECT + f" WHERE policy_arn = ? AND kind IN {_MANAGED_KINDS} AND " + where + _ORDER,
+            (policy_arn, *params),
         )
         return fold_managed(policy_arn, facts)
 
@@ -534,6 +596,15 @@ def _before_key(before: str | None) -> str:
     if key is None:
         raise ValueError(f"before must be an eventTime such as 2026-11-01T12:00:00Z: {before!r}")
     return key
+
+
+def _position(before: str | None, before_event_id: str | None) -> tuple[str, tuple[str, ...]]:
+    """The SQL condition (and its parameters) for "before this position in the fold's order":
+    earlier eventTime, or -- with ``before_event_id`` -- the same eventTime and a lower eventID."""
+    key = _before_key(before)
+    if before_event_id is None:
+        return "time_key < ?", (key,)
+    return "(time_key < ? OR (time_key = ? AND event_id < ?))", (key, key, before_event_id)
 
 
 def _check_facts(facts: Sequence[PolicyFact]) -> Sequence[PolicyFact]:
