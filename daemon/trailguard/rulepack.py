@@ -1,4 +1,5 @@
-"""The built-in rule pack: one rule per IAM policy-removal API, with its severities.
+"""The built-in rule pack: one rule per IAM policy-removal API, with its severities, and two
+rules for policy changes that take permissions' limits away (weakened, possibly weakened).
 
 A ``[[rules]]`` entry in the config with the same id overrides fields of a rule here; the config
 module builds the effective rules from both.  Data only: it imports nothing of trailguard but
@@ -11,9 +12,16 @@ from typing import Final
 
 import msgspec
 
-from trailguard.vocabulary import IAM_EVENT_SOURCE, OUTCOMES, Outcome, Severity
+from trailguard.vocabulary import (
+    CHANGE_EVENT_NAMES,
+    IAM_EVENT_SOURCE,
+    OUTCOMES,
+    ChangeVerdict,
+    Outcome,
+    Severity,
+)
 
-__all__ = ["DEFAULT_RULES", "BuiltinRule"]
+__all__ = ["CHANGE_RULE_IDS", "DEFAULT_RULES", "BuiltinRule"]
 
 
 class BuiltinRule(msgspec.Struct, frozen=True, kw_only=True):
@@ -26,6 +34,9 @@ class BuiltinRule(msgspec.Struct, frozen=True, kw_only=True):
     outcomes: tuple[Outcome, ...] = OUTCOMES
     severity_success: Severity
     severity_failure: Severity
+    #: empty: the rule matches records (a removal); else a *change rule*: it matches a policy
+    #: change (CHANGE_EVENT_NAMES) whose comparison with the previous document gave one of these
+    verdicts: tuple[ChangeVerdict, ...] = ()
 
 
 def _builtin(
@@ -116,4 +127,31 @@ DEFAULT_RULES: Final[tuple[BuiltinRule, ...]] = (
         "high",
         "medium",
     ),
+    # Changes: compared with the previous document (detect/changes.py).  A failed call changed
+    # nothing, so only successful ones.  "possibly_weakened" (the engine could not decide: policy
+    # variables, ForAnyValue, a work limit, a document it cannot read) is one step lower.
+    BuiltinRule(
+        id="iam-policy-weakened",
+        description="A policy change allows requests the previous document did not (a Deny "
+        "dropped or narrowed, an Allow widened or added, a Condition removed, a wider boundary, "
+        "a rollback to a more permissive version)",
+        event_names=CHANGE_EVENT_NAMES,
+        outcomes=("success",),
+        severity_success="high",
+        severity_failure="medium",
+        verdicts=("weakened",),
+    ),
+    BuiltinRule(
+        id="iam-policy-possibly-weakened",
+        description="A policy change the comparison could not prove harmless (constructs it "
+        "cannot decide, or its work limits)",
+        event_names=CHANGE_EVENT_NAMES,
+        outcomes=("success",),
+        severity_success="medium",
+        severity_failure="low",
+        verdicts=("possibly_weakened",),
+    ),
 )
+
+#: The built-in change rules' ids.
+CHANGE_RULE_IDS: Final[frozenset[str]] = frozenset(r.id for r in DEFAULT_RULES if r.verdicts)

@@ -15,6 +15,10 @@ from typing import Final, Literal, get_args
 __all__ = [
     "ACTION_MODES",
     "ACTION_NAMES",
+    "CHANGE_COUNTS",
+    "CHANGE_EVENT_NAMES",
+    "CHANGE_KINDS",
+    "CHANGE_VERDICTS",
     "DELIVERY_PATHS",
     "DISPOSITIONS",
     "ERROR_STAGES",
@@ -37,6 +41,9 @@ __all__ = [
     "WRITING_ACTIONS",
     "ActionMode",
     "ActionName",
+    "ChangeCount",
+    "ChangeKind",
+    "ChangeVerdict",
     "DeliveryPath",
     "Disposition",
     "IdentityType",
@@ -99,6 +106,28 @@ REMOVAL_EVENT_NAMES: Final[tuple[str, ...]] = (
 PERMISSIONS_BOUNDARY_EVENTS: Final[frozenset[str]] = frozenset(
     {"DeleteUserPermissionsBoundary", "DeleteRolePermissionsBoundary"}
 )
+#: The IAM calls that change what a policy allows without removing it: each is compared with the
+#: previous document (README "Policy weakening").  CreatePolicyVersion counts only with
+#: setAsDefault; CreatePolicy and CreateUser/CreateRole make something new, not a change.
+CHANGE_EVENT_NAMES: Final[tuple[str, ...]] = (
+    "PutUserPolicy",
+    "PutRolePolicy",
+    "PutGroupPolicy",
+    "CreatePolicyVersion",
+    "SetDefaultPolicyVersion",
+    "PutUserPermissionsBoundary",
+    "PutRolePermissionsBoundary",
+)
+#: What a change changed: an inline policy, a managed policy's default version, a boundary.
+ChangeKind = Literal["inline", "managed", "boundary"]
+CHANGE_KINDS: Final[tuple[ChangeKind, ...]] = get_args(ChangeKind)
+#: The verdicts of a comparison that make a detection (a rule's ``verdicts``).
+ChangeVerdict = Literal["weakened", "possibly_weakened"]
+CHANGE_VERDICTS: Final[tuple[ChangeVerdict, ...]] = get_args(ChangeVerdict)
+#: How a change was judged (``trailguard_policy_changes_total{verdict}``): the two above, proven
+#: not weakened, or no previous document to compare with.
+ChangeCount = Literal["weakened", "possibly_weakened", "not_weakened", "baseline_unknown"]
+CHANGE_COUNTS: Final[tuple[ChangeCount, ...]] = get_args(ChangeCount)
 
 # -- remediation ------------------------------------------------------------------------------
 
@@ -113,12 +142,14 @@ ActionName = Literal[
     "restore_policy_version",
     "recreate_managed_policy",
     "restore_permissions_boundary",
+    "revert_policy_change",
     "quarantine_actor",
     "audit_actor",
     "notify",
 ]
 ACTION_NAMES: Final[tuple[ActionName, ...]] = get_args(ActionName)
-#: The actions that put back what a removal took away (subject to the circuit breaker).
+#: The actions that put back what a removal (or a weakening change) took away (subject to the
+#: circuit breaker).
 RESTORE_ACTIONS: Final[frozenset[ActionName]] = frozenset(
     {
         "restore_inline_policy",
@@ -126,6 +157,7 @@ RESTORE_ACTIONS: Final[frozenset[ActionName]] = frozenset(
         "restore_policy_version",
         "recreate_managed_policy",
         "restore_permissions_boundary",
+        "revert_policy_change",
     }
 )
 #: The actions that write to IAM (serialised per account, confirmed before writing).

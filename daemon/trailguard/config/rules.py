@@ -23,8 +23,10 @@ from trailguard.config.checks import (
 )
 from trailguard.rulepack import DEFAULT_RULES
 from trailguard.vocabulary import (
+    CHANGE_EVENT_NAMES,
     IAM_EVENT_SOURCE,
     OUTCOMES,
+    ChangeVerdict,
     IdentityType,
     Outcome,
     Severity,
@@ -124,6 +126,7 @@ class RuleEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     outcomes: tuple[Outcome, ...] | UnsetType = UNSET
     severity_success: Severity | UnsetType = UNSET
     severity_failure: Severity | UnsetType = UNSET
+    verdicts: tuple[ChangeVerdict, ...] | UnsetType = UNSET
     suppress: tuple[Suppression, ...] | UnsetType = UNSET
 
     def __post_init__(self) -> None:
@@ -155,6 +158,14 @@ class RuleEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
             )
         if not isinstance(self.outcomes, UnsetType) and not self.outcomes:
             raise InvalidValue("outcomes", 'must list "success", "failure" or both')
+        if not isinstance(self.verdicts, UnsetType):
+            if not self.verdicts:
+                raise InvalidValue(
+                    "verdicts",
+                    'must list "weakened", "possibly_weakened" or both (leave the key out for a '
+                    "rule that matches records)",
+                )
+            _check_duplicates("verdicts[{}]", iter(self.verdicts), "verdict")
 
 
 class Rule(msgspec.Struct, frozen=True, kw_only=True):
@@ -168,8 +179,15 @@ class Rule(msgspec.Struct, frozen=True, kw_only=True):
     outcomes: tuple[Outcome, ...] = OUTCOMES
     severity_success: Severity = "high"
     severity_failure: Severity = "medium"
+    #: empty: the rule matches records; else it matches policy changes whose comparison with
+    #: the previous document gave one of these verdicts (see trailguard.rulepack)
+    verdicts: tuple[ChangeVerdict, ...] = ()
     suppress: tuple[Suppression, ...] = ()
     builtin: bool = False
+
+    @property
+    def is_change_rule(self) -> bool:
+        return bool(self.verdicts)
 
 
 def _set(value: _T | UnsetType, default: _T) -> _T:
@@ -194,6 +212,34 @@ def check_rule_entries(entries: tuple[RuleEntry, ...]) -> None:
                 f"rules[{index}].event_names",
                 f"rule {entry.id!r} is not a built-in rule, so it must list event_names{hint}",
             )
+    _check_change_rules(entries)
+
+
+def _check_change_rules(entries: tuple[RuleEntry, ...]) -> None:
+    """A rule with ``verdicts`` judges IAM policy changes: its event names must be changes
+    (detect/changes.py compares nothing else), its source IAM, its outcomes include success."""
+    by_id = {rule.id: rule for rule in resolve_rules(entries)}
+    for index, entry in enumerate(entries):
+        rule = by_id[entry.id]
+        if not rule.verdicts:
+            continue
+        others = [name for name in rule.event_names if name not in CHANGE_EVENT_NAMES]
+        if others:
+            raise InvalidValue(
+                f"rules[{index}].event_names",
+                f"{others[0]!r}: a rule with verdicts judges policy changes, and only "
+                f"{', '.join(CHANGE_EVENT_NAMES)} are compared with a previous document",
+            )
+        if rule.event_source != IAM_EVENT_SOURCE:
+            raise InvalidValue(
+                f"rules[{index}].event_source",
+                f"a rule with verdicts judges IAM policy changes: it must be {IAM_EVENT_SOURCE!r}",
+            )
+        if "success" not in rule.outcomes:
+            raise InvalidValue(
+                f"rules[{index}].outcomes",
+                'a rule with verdicts must include "success" (a failed call changed nothing)',
+            )
 
 
 def resolve_rules(entries: tuple[RuleEntry, ...]) -> tuple[Rule, ...]:
@@ -212,6 +258,7 @@ def resolve_rules(entries: tuple[RuleEntry, ...]) -> tuple[Rule, ...]:
                     outcomes=builtin.outcomes,
                     severity_success=builtin.severity_success,
                     severity_failure=builtin.severity_failure,
+                    verdicts=builtin.verdicts,
                     builtin=True,
                 )
             )
@@ -226,6 +273,7 @@ def resolve_rules(entries: tuple[RuleEntry, ...]) -> tuple[Rule, ...]:
                 outcomes=_set(entry.outcomes, builtin.outcomes),
                 severity_success=_set(entry.severity_success, builtin.severity_success),
                 severity_failure=_set(entry.severity_failure, builtin.severity_failure),
+                verdicts=_set(entry.verdicts, builtin.verdicts),
                 suppress=_set(entry.suppress, ()),
                 builtin=True,
             )
@@ -244,6 +292,7 @@ def resolve_rules(entries: tuple[RuleEntry, ...]) -> tuple[Rule, ...]:
                 outcomes=_set(entry.outcomes, OUTCOMES),
                 severity_success=_set(entry.severity_success, "high"),
                 severity_failure=_set(entry.severity_failure, "medium"),
+                verdicts=_set(entry.verdicts, ()),
                 suppress=_set(entry.suppress, ()),
             )
         )

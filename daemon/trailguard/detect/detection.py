@@ -1,4 +1,5 @@
-"""The detection record: what trailguard reports for each policy-removal event.
+"""The detection record: what trailguard reports for each policy-removal event, and for each
+policy change that weakened a policy (its ``change`` object).
 
 One JSON object per line, with stable field names documented in README.md ("The detection
 record").  A field with no value is ``null``, never absent: the Structs below encode every field.
@@ -6,6 +7,7 @@ record").  A field with no value is ``null``, never absent: the Structs below en
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 import msgspec
@@ -13,6 +15,8 @@ import msgspec
 from trailguard.detect.digest import event_digest
 from trailguard.detect.record import Record
 from trailguard.detect.rules import Match
+from trailguard.policy import Witness
+from trailguard.vocabulary import ChangeKind, ChangeVerdict
 
 TargetKind = Literal["user", "role", "group", "policy"]
 
@@ -42,6 +46,7 @@ _TARGET_KIND: dict[str, TargetKind] = {
     "SetDefaultPolicyVersion": "policy",
 }
 _NAME_PARAM: dict[TargetKind, str] = {"user": "userName", "role": "roleName", "group": "groupName"}
+_BOUNDARY_PUTS = frozenset({"PutUserPermissionsBoundary", "PutRolePermissionsBoundary"})
 
 
 class Actor(msgspec.Struct, frozen=True, kw_only=True):
@@ -87,6 +92,42 @@ class EventBridgeSource(msgspec.Struct, frozen=True):
 Source = FileSource | S3Source | EventBridgeSource
 
 
+class PolicyChange(msgspec.Struct, frozen=True, kw_only=True):
+    """What a weakening change changed, and against what (``change`` in the detection record).
+
+    ``previous_*`` name the document the change was compared with: the fact that recorded it
+    (the previous Put*Policy of the same name; the CreatePolicyVersion/CreatePolicy of the
+    previous default version; for a boundary, the event that set the previous boundary) and
+    where that fact came from -- a trail event, or ``trailguard snapshot`` (read from IAM).
+    """
+
+    kind: ChangeKind
+    verdict: ChangeVerdict
+    #: one sentence: why (the engine's own reason)
+    reason: str
+    #: a request the new document allows and the previous one did not (``confirmed``: the
+    #: evaluator ran it on both documents); None when the engine has no candidate
+    witness: Witness | None = None
+    previous_event_id: str
+    previous_event_time: str
+    previous_source: Literal["trail", "snapshot"]
+    #: sha256 of the previous and the new document's text (``sha256:<hex>``)
+    previous_document_sha256: str
+    new_document_sha256: str | None = None
+    #: managed: the default version before the change, and the one after
+    previous_version_id: str | None = None
+    new_version_id: str | None = None
+    #: boundary: the boundary policy before the change (the new one is ``target.policy_arn``),
+    #: and the fact that recorded its document (its default version's creation, or a snapshot)
+    previous_policy_arn: str | None = None
+    previous_document_event_id: str | None = None
+    #: where the new document came from when the event itself carries none
+    #: (SetDefaultPolicyVersion: the version's creation; a boundary: its policy's default version)
+    new_document_event_id: str | None = None
+    #: constructs the engine treated as opaque
+    unmodelled: tuple[str, ...] = ()
+
+
 class Detection(msgspec.Struct, frozen=True, kw_only=True):
     event_id: str | None
     event_time: str | None
@@ -108,6 +149,9 @@ class Detection(msgspec.Struct, frozen=True, kw_only=True):
     event_digest: str | None = None
     #: the event ledger has seen this eventID with another content: one of them is forged
     forgery_suspected: bool = False
+    #: for a policy change (rules ``iam-policy-weakened`` ...): the comparison with the previous
+    #: document; None for every other detection
+    change: PolicyChange | None = None
 
 
 def _truthy(value: str | bool | None) -> bool | None:
@@ -155,8 +199,11 @@ def build_actor(record: Record) -> Actor:
 
 
 def build_target(record: Record) -> Target:
-    kind = _TARGET_KIND.get(record.event_name or "")
+    event_name = record.event_name or ""
+    kind = _TARGET_KIND.get(event_name)
     policy_arn = record.param("policyArn")
+    if event_name in _BOUNDARY_PUTS:  # the boundary set
+        policy_arn = record.param("permissionsBoundary")
     policy_name = record.param("policyName") or policy_name_from_arn(policy_arn)
     if kind == "policy":
         name = policy_name
@@ -164,13 +211,22 @@ def build_target(record: Record) -> Target:
         name = record.param(_NAME_PARAM[kind])
     else:
         name = None
+    version_id = record.param("versionId")
+    if event_name == "CreatePolicyVersion":  # the version IAM created
+        version_id = _created_version(record.response_elements)
     return Target(
         kind=kind,
         name=name,
         policy_name=policy_name,
         policy_arn=policy_arn,
-        version_id=record.param("versionId"),
+        version_id=version_id,
     )
+
+
+def _created_version(response: object) -> str | None:
+    version = response.get("policyVersion") if isinstance(response, Mapping) else None
+    value = version.get("versionId") if isinstance(version, Mapping) else None
+    return value if isinstance(value, str) else None
 
 
 def build_detection(

@@ -4,7 +4,9 @@ decode (gunzip, find the candidate records, type them) -> rules -> detections; a
 history is on, -> policy facts (Put*/Attach*/Create* events and the removals themselves), which
 the caller records so remediation can put a removed policy back, and the digest of every record
 that yielded a detection or a fact, which the caller checks against the event ledger (an eventID
-seen before with other content is a conflict: see detect/digest.py).
+seen before with other content is a conflict: see detect/digest.py); and the policy *changes*
+(Put*Policy, a new default version, a new boundary) the change rules want judged, which the
+caller compares with the previous document from the history (detect/changes.py).
 
 Pure and synchronous, so that it can run in the event loop's thread for small inputs, in a
 worker process for big ones, and in tests with plain data.
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from trailguard.detect.changes import ChangeCandidate, change_kind
 from trailguard.detect.decode import (
     DEFAULT_LIMITS,
     CandidateNames,
@@ -36,19 +39,20 @@ if TYPE_CHECKING:
 
 
 class FileOutcome(msgspec.Struct, frozen=True, kw_only=True):
-    """What one file yielded: its decode statistics, detections, policy facts and the digests of
-    the records they came from, in file order."""
+    """What one file yielded: its decode statistics, detections, policy facts, the digests of
+    the records they came from and the policy changes to judge, in file order."""
 
     decoded: DecodedFile
     detections: list[Detection]
     facts: list[PolicyFact] = msgspec.field(default_factory=list)
     events: list[EventDigest] = msgspec.field(default_factory=list)
+    changes: list[ChangeCandidate] = msgspec.field(default_factory=list)
 
 
 class Detector:
     """Rules plus the candidate event names derived from them (and from the history's)."""
 
-    __slots__ = ("candidates", "history", "limits", "rules")
+    __slots__ = ("candidates", "change_names", "history", "limits", "rules")
 
     def __init__(
         self, rules: RuleSet, *, history: bool = False, limits: DecodeLimits = DEFAULT_LIMITS
@@ -58,6 +62,8 @@ class Detector:
         self.limits = limits
         names = rules.event_names | HISTORY_EVENT_NAMES if history else rules.event_names
         self.candidates = CandidateNames(names)
+        # Changes are judged against the history: without it there is nothing to compare with.
+        self.change_names = rules.change_event_names if history else frozenset()
 
     @classmethod
     def from_config(cls, config: Config) -> Detector:
@@ -102,6 +108,36 @@ class Detector:
         )
         return detection, facts, digest
 
+    def change(
+        self,
+        record: Record,
+        source: Source,
+        facts: list[PolicyFact],
+        digest: EventDigest | None,
+    ) -> ChangeCandidate | None:
+        """The policy change ``record`` makes, to be judged against the history (its facts and
+        digest as :meth:`examine` gave them); None when it is no change a rule wants judged."""
+        if not facts or record.event_name not in self.change_names:
+            return None
+        kind = change_kind(facts[0])
+        if kind is None:
+            return None
+        weakened = self.rules.evaluate_change(record, "weakened")
+        possibly = self.rules.evaluate_change(record, "possibly_weakened")
+        match = weakened or possibly
+        if match is None:
+            return None
+        detection = build_detection(
+            record, match, source, digest=digest.digest if digest is not None else None
+        )
+        return ChangeCandidate(
+            kind=kind,
+            fact=facts[0],
+            detection=detection,
+            weakened=weakened,
+            possibly_weakened=possibly,
+        )
+
     def process_file(
         self, data: bytes | bytearray | memoryview, *, source: Source, name: str, key: str | None
     ) -> FileOutcome:
@@ -115,6 +151,7 @@ class Detector:
         detections: list[Detection] = []
         facts: list[PolicyFact] = []
         events: list[EventDigest] = []
+        changes: list[ChangeCandidate] = []
         for record in decoded.candidates:
             detection, found, digest = self.examine(record, source)
             if detection is not None:
@@ -122,4 +159,10 @@ class Detector:
             facts.extend(found)
             if digest is not None:
                 events.append(digest)
-        return FileOutcome(decoded=decoded, detections=detections, facts=facts, events=events)
+            if found and self.change_names:
+                change = self.change(record, source, found, digest)
+                if change is not None:
+                    changes.append(change)
+        return FileOutcome(
+            decoded=decoded, detections=detections, facts=facts, events=events, changes=changes
+        )

@@ -21,6 +21,11 @@ Evaluation of one record:
    yields a :class:`Match`, with ``disposition="suppressed"`` and ``suppressed_by`` naming the
    suppression.
 
+*Change rules* (a rule with ``verdicts``: ``iam-policy-weakened``, ``iam-policy-possibly-weakened``)
+never match in :meth:`RuleSet.evaluate`: whether a Put*Policy weakened anything depends on the
+previous document, which only the policy history knows.  :meth:`RuleSet.evaluate_change` asks
+them, with the verdict the comparison gave (detect/changes.py), by the same steps.
+
 Everything is precompiled: regexes, globs (``*`` and ``?`` only, translated to one alternation per
 field), networks, and every possible :class:`Match` object, so ``evaluate`` allocates nothing for
 a record that no rule wants and at most a regex match object or two for one that a rule wants.
@@ -302,10 +307,11 @@ def _match_table(rule_id: str, disposition: Disposition, label: str | None) -> _
 
 
 class _CompiledRule:
-    __slots__ = ("alerts", "event_source", "id", "outcome_ok", "ranks", "suppressors")
+    __slots__ = ("alerts", "event_source", "id", "outcome_ok", "ranks", "suppressors", "verdicts")
 
     def __init__(self, rule: Rule, global_suppressors: tuple[_Suppressor, ...]) -> None:
         self.id = rule.id
+        self.verdicts = frozenset(rule.verdicts)
         self.event_source = rule.event_source
         self.outcome_ok = ("success" in rule.outcomes, "failure" in rule.outcomes)
         self.ranks = (SEVERITY_RANK[rule.severity_success], SEVERITY_RANK[rule.severity_failure])
@@ -326,6 +332,7 @@ class RuleSet:
     __slots__ = (
         "_boundary_rank",
         "_by_name",
+        "_changes_by_name",
         "_console_rank",
         "_event_names",
         "_guardrail",
@@ -348,16 +355,21 @@ class RuleSet:
             _Suppressor(s, _suppression_label("", i, s.name)) for i, s in enumerate(suppress)
         )
         by_name: dict[str, list[_CompiledRule]] = {}
+        changes_by_name: dict[str, list[_CompiledRule]] = {}
         for rule in self._rules:
             if not rule.enabled:
                 continue
             compiled = _CompiledRule(rule, global_suppressors)
+            table = changes_by_name if rule.verdicts else by_name
             for name in dict.fromkeys(rule.event_names):
-                by_name.setdefault(name, []).append(compiled)
+                table.setdefault(name, []).append(compiled)
         self._by_name: dict[str, tuple[_CompiledRule, ...]] = {
             name: tuple(compiled) for name, compiled in by_name.items()
         }
-        self._event_names = frozenset(self._by_name)
+        self._changes_by_name: dict[str, tuple[_CompiledRule, ...]] = {
+            name: tuple(compiled) for name, compiled in changes_by_name.items()
+        }
+        self._event_names = frozenset(self._by_name) | frozenset(self._changes_by_name)
         self._root_rank = SEVERITY_RANK[severity.root]
         self._console_rank = SEVERITY_RANK[severity.console_without_mfa]
         self._boundary_rank = SEVERITY_RANK[severity.permissions_boundary_removal]
@@ -383,18 +395,41 @@ class RuleSet:
         return self._event_names
 
     @property
+    def change_event_names(self) -> frozenset[str]:
+        """The event names an enabled change rule lists: the changes worth comparing."""
+        return frozenset(self._changes_by_name)
+
+    @property
     def rules(self) -> tuple[Rule, ...]:
         """The resolved rules, in evaluation order, disabled ones included."""
         return self._rules
 
     def evaluate(self, record: Record) -> Match | None:
-        """The match for ``record``, or None when no enabled rule wants it."""
+        """The match for ``record``, or None when no enabled rule wants it (change rules never
+        match here: see :meth:`evaluate_change`)."""
         name = record.event_name
         if name is None:
             return None
         candidates = self._by_name.get(name)
         if candidates is None:
             return None
+        return self._decide(record, name, candidates)
+
+    def evaluate_change(self, record: Record, verdict: str) -> Match | None:
+        """The match for a policy change whose comparison gave ``verdict``, or None when no
+        enabled change rule wants that verdict for the record's event."""
+        name = record.event_name
+        if name is None:
+            return None
+        candidates = self._changes_by_name.get(name)
+        if candidates is None:
+            return None
+        wanted = tuple(rule for rule in candidates if verdict in rule.verdicts)
+        return self._decide(record, name, wanted) if wanted else None
+
+    def _decide(
+        self, record: Record, name: str, candidates: tuple[_CompiledRule, ...]
+    ) -> Match | None:
         outcome = 1 if (record.error_code or record.error_message) else 0
         source = record.event_source
         best: _CompiledRule | None = None

@@ -38,6 +38,7 @@ TOP_FIELDS = [
     "source",
     "event_digest",
     "forgery_suspected",
+    "change",
 ]
 ACTOR_FIELDS = [
     "type",
@@ -134,6 +135,7 @@ def test_detection_record_has_every_field_null_not_absent(default_detector: Dete
     assert doc["source"] == {"bucket": "trail", "key": "AWSLogs/x.json.gz"}
     assert doc["error_code"] is None
     assert doc["suppressed_by"] is None
+    assert doc["change"] is None
     assert doc["target"]["policy_arn"] is None
     assert doc["actor"]["mfa_authenticated"] is True
     assert doc["actor"]["session_issuer_arn"] == f"arn:aws:iam::{ACCOUNT}:role/admin"

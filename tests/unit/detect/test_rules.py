@@ -24,6 +24,7 @@ from trailguard.detect.rules import (
     UserAgentPreset,
     glob_regex,
 )
+from trailguard.vocabulary import CHANGE_EVENT_NAMES
 
 ROOT = Path(__file__).resolve().parents[3]
 CORPUS = ROOT / "tests" / "data" / "corpus"
@@ -129,14 +130,26 @@ DEFAULT = RuleSet.from_config(Config())
 
 
 def test_builtin_pack_has_one_rule_per_api() -> None:
-    assert {r.event_names[0]: r.id for r in DEFAULT_RULES} == {k: v[0] for k, v in EXPECTED.items()}
-    assert all(len(r.event_names) == 1 for r in DEFAULT_RULES)
+    removals = [r for r in DEFAULT_RULES if not r.verdicts]
+    assert {r.event_names[0]: r.id for r in removals} == {k: v[0] for k, v in EXPECTED.items()}
+    assert all(len(r.event_names) == 1 for r in removals)
     assert all(r.event_source == "iam.amazonaws.com" for r in DEFAULT_RULES)
     assert all(
         SEVERITIES.index(r.severity_success) > SEVERITIES.index(r.severity_failure)
         for r in DEFAULT_RULES
     )
-    assert DEFAULT.event_names == frozenset(PARAMS)
+    assert DEFAULT.event_names == frozenset(PARAMS) | frozenset(CHANGE_EVENT_NAMES)
+
+
+def test_the_change_rules_judge_every_change_api_by_verdict() -> None:
+    changes = {r.id: r for r in DEFAULT_RULES if r.verdicts}
+    assert set(changes) == {"iam-policy-weakened", "iam-policy-possibly-weakened"}
+    assert changes["iam-policy-weakened"].verdicts == ("weakened",)
+    assert changes["iam-policy-possibly-weakened"].verdicts == ("possibly_weakened",)
+    for rule in changes.values():
+        assert rule.event_names == CHANGE_EVENT_NAMES
+        assert rule.outcomes == ("success",)
+    assert DEFAULT.change_event_names == frozenset(CHANGE_EVENT_NAMES)
 
 
 @pytest.mark.parametrize("api", list(PARAMS))
