@@ -293,9 +293,10 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
         for uri in s3_uris:
             parse_s3_uri(uri)  # usage errors before any work
-    # Without a config file there is no state to write to: detections only.  With one, the
-    # policy facts the files hold go into the history (unless [history] enabled = false).
-    record_history = args.config is not None and config.history.enabled
+    # The policy facts the files hold go into a history (unless [history] enabled = false), and
+    # the policy changes among them are judged against it: the config's history file, or --
+    # without a config file, no state to write to -- a temporary one, gone after the run.
+    record_history = config.history.enabled
     detector = Detector(
         RuleSet.from_config(config),
         history=record_history,
@@ -314,7 +315,9 @@ async def _replay(
     record_history: bool,
     progress: TextIO | None,
 ) -> ReplaySummary:
+    import tempfile
     from contextlib import AsyncExitStack
+    from pathlib import Path
 
     from trailguard.ingest.replay import LocalReplay
     from trailguard.outputs.jsonl import JsonlWriter
@@ -325,7 +328,13 @@ async def _replay(
     async with AsyncExitStack() as stack:
         history = None
         ledger = None
-        if record_history:
+        if record_history and args.config is None:
+            from trailguard.state.policy_history import SqliteHistoryStore
+
+            scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="trailguard-replay-"))
+            history = await SqliteHistoryStore.open(Path(scratch, "history.sqlite3"))
+            stack.push_async_callback(history.close)
+        elif record_history:
             # The facts a replay records are a write source too: their events go into the
             # event ledger next to them, as in the daemon (on the configured backend).
             state = await stack.enter_async_context(open_state(config, history=True))
@@ -359,7 +368,7 @@ def _replay_pool(
     """What makes the replay's decode workers, or None for one process (one CPU, --workers 1).
 
     The workers build their Detector from the config, so the config they get says whether
-    policy facts are wanted: a replay without a config file records no history."""
+    policy facts (and changes to judge) are wanted."""
     import msgspec
 
     workers = args.workers if args.workers is not None else config.limits.decode_workers

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from trailguard.remediate.jobs import CircuitOpen, Job
     from trailguard.state.ledger import LedgerConflict
     from trailguard.vocabulary import (
+        ChangeCount,
+        ChangeKind,
         DeliveryPath,
         MessageOutcome,
         ObjectOutcome,
@@ -64,6 +66,7 @@ __all__ = [
     "ObjectSkipped",
     "Observer",
     "Observers",
+    "PolicyChangeJudged",
     "PollFailed",
     "PollSucceeded",
     "Recorder",
@@ -244,6 +247,25 @@ class FactsRecorded(msgspec.Struct, frozen=True):
     seen: int
 
 
+class PolicyChangeJudged(msgspec.Struct, frozen=True, kw_only=True):
+    """A policy change was compared with the previous document (ingest/changes.py):
+    ``verdict`` weakened / possibly_weakened (``reported``: a detection was made of it),
+    not_weakened, or baseline_unknown (no previous document to compare with)."""
+
+    kind: ChangeKind
+    verdict: ChangeCount
+    reason: str
+    reported: bool
+    event_id: str
+    event_name: str | None
+    account_id: str
+    target: str | None
+    policy: str | None
+    previous_event_id: str | None
+    steps: int | None
+    duration_secs: float
+
+
 class DetectionCommitted(msgspec.Struct, frozen=True):
     """A detection was made durable (written, not a duplicate)."""
 
@@ -337,6 +359,7 @@ Event = (
     | ForgerySuspected
     | FactsRecorded
     | DedupRecorded
+    | PolicyChangeJudged
     | DetectionCommitted
     | DuplicatesDropped
     | JobsEnqueued

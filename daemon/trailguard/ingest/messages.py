@@ -2,8 +2,9 @@
 
 parse body -> object refs (or one EventBridge record) -> fetch + decode each object (bounded,
 off the event loop, visibility extended on a heartbeat) -> rules -> check the records' digests
-against the event ledger -> record policy facts -> commit detections durably -> enqueue
-remediation jobs durably -> delete the message.
+against the event ledger -> record policy facts -> judge policy changes against the history
+(ingest/changes.py) -> commit detections durably -> enqueue remediation jobs durably -> delete
+the message.
 
 An eventID the ledger already knows with other content is a conflict (one of the two records is
 forged): logged as ``ledger.conflict``, counted in ``trailguard_forgery_suspected_total`` and
@@ -32,13 +33,14 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from trailguard.config import KeysConfig, RuleEntry, SeverityConfig, Suppression
 from trailguard.config.rules import resolve_rules
 from trailguard.decode_pool import DecodePool
+from trailguard.detect.changes import ChangeCandidate
 from trailguard.detect.detection import Detection, EventBridgeSource, S3Source
 from trailguard.detect.digest import EventDigest
 from trailguard.detect.keys import KeyKind, classify_key, key_account_region
@@ -46,6 +48,7 @@ from trailguard.detect.policy_facts import PolicyFact
 from trailguard.detect.process import Detector, FileOutcome
 from trailguard.errors import DecodeError, OperationError, PermanentError
 from trailguard.ingest.budget import ByteBudget, Reservation
+from trailguard.ingest.changes import ChangeJudge
 from trailguard.ingest.forgery import check_ledger, flag_conflicts
 from trailguard.ingest.notifications import ObjectRef, parse_body
 from trailguard.ingest.s3 import ObjectStore
@@ -134,6 +137,8 @@ class MessageHandler:
         self._history = history
         self._ledger = ledger
         self._remediation = remediation
+        # policy changes are judged against the history: weakening detections (issue 16)
+        self._changes = ChangeJudge(history, observer) if history is not None else None
         self.reconfigure_keys(keys if keys is not None else KeysConfig())
 
     # -- live reload (trailguard/live.py) ------------------------------------------------------
@@ -178,6 +183,7 @@ class MessageHandler:
             record = parsed.record
             source = EventBridgeSource(queue=queue.url, message_id=message.message_id)
             detection, facts, digest = self.detector.examine(record, source)
+            change = self.detector.change(record, source, facts, digest)
             emit(EventBridgeRecordRead(label, message_id))
             await self._finish(
                 [detection] if detection else [],
@@ -185,6 +191,7 @@ class MessageHandler:
                 [digest] if digest else [],
                 message,
                 "eventbridge",
+                [change] if change else [],
             )
             await queue.delete(message)
             return "deleted"
@@ -266,6 +273,7 @@ class MessageHandler:
             detections: list[Detection] = []
             facts: list[PolicyFact] = []
             events: list[EventDigest] = []
+            changes: list[ChangeCandidate] = []
             failures: list[OperationError] = []
             for ref, result in zip(wanted, results, strict=True):
                 if isinstance(result, OperationError):
@@ -277,7 +285,8 @@ class MessageHandler:
                     detections.extend(result.detections)
                     facts.extend(result.facts)
                     events.extend(result.events)
-            await self._finish(detections, facts, events, message, "s3")
+                    changes.extend(result.changes)
+            await self._finish(detections, facts, events, message, "s3", changes)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -371,22 +380,29 @@ class MessageHandler:
         events: list[EventDigest],
         message: Message,
         path: DeliveryPath,
+        changes: Sequence[ChangeCandidate] = (),
     ) -> None:
         """Make everything this message produced durable, in the order remediation needs.
 
         The records' digests into the event ledger first (a conflict flags the detections of
         its eventID), then the policy facts (a job may need the document a Put earlier in the
-        same file carried), then the detections, then the jobs -- planned from *every*
+        same file carried), then the policy changes judged against them (each compared with
+        what the history held just before it), then the detections, then the jobs -- planned
+        from *every*
         detection, duplicates too: enqueuing is idempotent, and a crash between the detection
         write and the enqueue must not lose the jobs of a redelivered message whose detections
         are already written.
         """
         emit = self._observer.observe
+        conflicted: Mapping[str, bool] = {}
         if self._ledger is not None and events:
             conflicted = await check_ledger(self._ledger, events, path, self._observer)
             detections = flag_conflicts(detections, conflicted)
         if self._history is not None and facts:
             emit(FactsRecorded(new=await self._history.record(facts), seen=len(facts)))
+        if self._changes is not None and changes:
+            judged = await self._changes.judge(changes)
+            detections = [*detections, *flag_conflicts(judged.detections, conflicted)]
         result = await self._sink.commit(detections)
         emit(DuplicatesDropped(result.duplicates))
         for detection in result.written:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, TextIO
 from trailguard.detect.detection import Detection, FileSource, dedup_key
 from trailguard.detect.process import Detector, FileOutcome
 from trailguard.errors import DecodeError
+from trailguard.ingest.changes import ChangeJudge
 from trailguard.ingest.forgery import check_ledger, flag_conflicts
 from trailguard.observe import Observer
 from trailguard.outputs.jsonl import JsonlWriter
@@ -58,6 +59,7 @@ class ReplaySummary:
     bad_records: int = 0
     facts: int = 0  # new policy facts recorded in the history
     conflicts: int = 0  # eventIDs the event ledger now knows with two contents (forgery)
+    changes: Counter[str] = field(default_factory=Counter)  # policy changes by verdict
     skipped: Counter[str] = field(default_factory=Counter)  # reason -> files
     failed: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
 
@@ -77,6 +79,13 @@ class ReplaySummary:
         ]
         if self.facts:
             lines.append(f"policy history: {self.facts} new facts recorded")
+        if self.changes:
+            judged = ", ".join(
+                f"{n} {verdict.replace('_', ' ')}"
+                for verdict, n in sorted(self.changes.items())
+                if n
+            )
+            lines.append(f"policy changes: {sum(self.changes.values())} judged ({judged})")
         if self.conflicts:
             lines.append(
                 f"event ledger: {self.conflicts} eventIDs seen with two different contents "
@@ -121,9 +130,11 @@ def iter_files(paths: Iterable[str], summary: ReplaySummary) -> Iterator[Path]:
 class LocalReplay:
     """Replays local files into a writer, dropping duplicate eventIDs across the whole run.
 
-    With a policy history store, the policy facts the files hold are recorded in it too, and with
-    the event ledger the digests of their records (a conflict flags the detections of its
-    eventID ``forgery_suspected``, as in the daemon).
+    With a policy history store, the policy facts the files hold are recorded in it too, and the
+    policy changes among them are judged against it (weakening detections, as in the daemon:
+    each change compared with what the history held just before it); with the event ledger the
+    digests of their records (a conflict flags the detections of its eventID
+    ``forgery_suspected``, as in the daemon).
     """
 
     def __init__(
@@ -140,6 +151,7 @@ class LocalReplay:
         self.writer = writer
         self.history = history
         self.ledger = ledger
+        self.changes = ChangeJudge(history, self.observer) if history is not None else None
         self.summary = ReplaySummary()
         self._seen: set[str] = set()
 
@@ -219,12 +231,17 @@ class LocalReplay:
         """Count a decoded file, record its policy facts and write its new detections."""
         summary = self.summary
         detections = outcome.detections
+        conflicted: dict[str, bool] = {}
         if self.ledger is not None and outcome.events:
             conflicted = await check_ledger(self.ledger, outcome.events, "file", self.observer)
             summary.conflicts += sum(1 for new in conflicted.values() if new)
             detections = flag_conflicts(detections, conflicted)
         if self.history is not None and outcome.facts:
             summary.facts += await self.history.record(outcome.facts)
+        if self.changes is not None and outcome.changes:
+            judged = await self.changes.judge(outcome.changes)
+            summary.changes.update(judged.counts)
+            detections = [*detections, *flag_conflicts(judged.detections, conflicted)]
         decoded = outcome.decoded
         summary.files_read += 1
         summary.records += decoded.records

@@ -52,6 +52,8 @@ from trailguard import __version__
 from trailguard.detect.detection import Detection, EventBridgeSource, FileSource, S3Source
 from trailguard.vocabulary import (
     ACTION_NAMES,
+    CHANGE_COUNTS,
+    CHANGE_KINDS,
     DELIVERY_PATHS,
     DISPOSITIONS,
     ERROR_STAGES,
@@ -323,6 +325,20 @@ class Metrics:
             registry=r,
         )
 
+        # -- policy changes ----------------------------------------------------------------------
+        self.policy_changes = Counter(
+            "trailguard_policy_changes_total",
+            "Policy changes (Put*Policy, a new default version, a new boundary) compared with "
+            "the previous document, by kind (inline, managed, boundary) and verdict: weakened, "
+            "possibly_weakened (detections), not_weakened, baseline_unknown (no previous "
+            "document recorded: nothing to compare with).",
+            ["kind", "verdict"],
+            registry=r,
+        )
+        for change_kind in CHANGE_KINDS:
+            for change_count in CHANGE_COUNTS:
+                self.policy_changes.labels(change_kind, change_count)
+
         # -- errors ----------------------------------------------------------------------------
         self.errors = Counter(
             "trailguard_errors_total",
@@ -545,6 +561,13 @@ class Metrics:
         if count > 0:
             label = path if path in DELIVERY_PATHS else OTHER
             self.forgery_suspected.labels(label).inc(count)
+
+    def policy_change(self, kind: str, verdict: str) -> None:
+        """A policy change was judged (``verdict``: weakened, possibly_weakened, not_weakened,
+        baseline_unknown)."""
+        self.policy_changes.labels(
+            kind if kind in CHANGE_KINDS else OTHER, verdict if verdict in CHANGE_COUNTS else OTHER
+        ).inc()
 
     def duplicates_dropped(self, count: int) -> None:
         if count > 0:

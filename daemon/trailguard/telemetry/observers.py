@@ -38,6 +38,7 @@ from trailguard.observe import (
     ObjectSkipped,
     Observer,
     Observers,
+    PolicyChangeJudged,
     PollFailed,
     PollSucceeded,
     TestEventAcknowledged,
@@ -103,6 +104,8 @@ class MetricsObserver:
                 m.records(1)
             case ForgerySuspected():
                 m.forgery_suspected_in(event.path)
+            case PolicyChangeJudged():
+                m.policy_change(event.kind, event.verdict)
             case DetectionCommitted():
                 m.detection(event.detection, sent_timestamp_ms=event.sent_timestamp_ms)
             case DuplicatesDropped():
@@ -134,6 +137,7 @@ class Tally:
         self.detections = 0
         self.duplicates = 0
         self.facts = 0
+        self.changes: Counter[str] = Counter()  # policy changes by verdict
         self.conflicts = 0
         self.jobs = 0
         self.errors: Counter[tuple[str, str]] = Counter()  # (stage, reason)
@@ -172,6 +176,8 @@ class Tally:
                 self.conflicts += 1
             case FactsRecorded():
                 self.facts += event.new
+            case PolicyChangeJudged():
+                self.changes[event.verdict] += 1
             case DetectionCommitted():
                 self.detections += 1
             case DuplicatesDropped():
@@ -201,6 +207,7 @@ class Tally:
             "duplicates": self.duplicates,
             "dedup_taken_over": self.taken_over,
             "facts": self.facts,
+            "policy_changes": dict(self.changes),
             "jobs": self.jobs,
         }
 
@@ -310,6 +317,8 @@ class LogObserver:
                 _forgery_suspected(event)
             case FactsRecorded() if event.new:
                 _ingest.debug("history.facts_recorded", new=event.new, seen=event.seen)
+            case PolicyChangeJudged():
+                _policy_change_judged(event)
             case DetectionCommitted():
                 _detection(event)
             case DuplicatesDropped() if event.count:
@@ -386,6 +395,27 @@ def _forgery_suspected(event: ForgerySuspected) -> None:
     )
 
 
+def _policy_change_judged(event: PolicyChangeJudged) -> None:
+    # A weakening (reported or not) is news; a proven harmless change or one without a
+    # baseline is routine (the metric counts them).
+    level = _ingest.info if event.verdict in ("weakened", "possibly_weakened") else _ingest.debug
+    level(
+        "policy.change_judged",
+        event_id=event.event_id,
+        event_name=event.event_name,
+        kind=event.kind,
+        verdict=event.verdict,
+        reason=event.reason,
+        reported=event.reported,
+        account_id=event.account_id,
+        target=event.target,
+        policy=event.policy,
+        previous_event_id=event.previous_event_id,
+        steps=event.steps,
+        duration_secs=round(event.duration_secs, 4),
+    )
+
+
 def _detection(event: DetectionCommitted) -> None:
     d = event.detection
     _ingest.info(
@@ -398,6 +428,7 @@ def _detection(event: DetectionCommitted) -> None:
         suppressed_by=d.suppressed_by,
         forgery_suspected=d.forgery_suspected,
         rule=d.rule,
+        change=d.change.verdict if d.change is not None else None,
         account_id=d.account_id,
         actor_arn=d.actor.arn,
         target=d.target.name,

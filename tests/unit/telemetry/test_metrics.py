@@ -32,6 +32,7 @@ from trailguard.telemetry.metrics import (
     REJECT_REASONS,
     Metrics,
 )
+from trailguard.vocabulary import CHANGE_COUNTS, CHANGE_KINDS
 
 QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/trail"
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
@@ -72,6 +73,8 @@ ALLOWED_LABELS = {
     "version",
     "python",
     "le",
+    "kind",
+    "verdict",
 }
 
 
@@ -202,6 +205,7 @@ def exercise(metrics: Metrics) -> None:
     metrics.records(100, invalid=1)
     metrics.detection(detection(), sent_timestamp_ms=int((NOW - 2) * 1000), now=NOW)
     metrics.duplicates_dropped(2)
+    metrics.policy_change("inline", "weakened")
     metrics.error("s3_get", "NoSuchKey")
     metrics.remediation_job("restore_inline_policy", "succeeded")
     metrics.remediation_queue({"pending": 3}, 42.0)
@@ -312,6 +316,28 @@ def test_remediation_label_sets_start_at_zero(metrics: Metrics) -> None:
     for state in QUEUED_JOB_STATES:
         assert value(metrics, "trailguard_remediation_queue_depth", state=state) == 0
     assert value(metrics, "trailguard_remediation_oldest_pending_age_seconds") == 0
+
+
+def test_policy_change_label_sets_start_at_zero_and_count(metrics: Metrics) -> None:
+    name = "trailguard_policy_changes_total"
+    found = samples(metrics, name)
+    assert {(lbl["kind"], lbl["verdict"]) for lbl, _ in found} == {
+        (k, v) for k in CHANGE_KINDS for v in CHANGE_COUNTS
+    }
+    assert all(v == 0 for _, v in found)
+    assert set(CHANGE_COUNTS) == {
+        "weakened",
+        "possibly_weakened",
+        "not_weakened",
+        "baseline_unknown",
+    }
+    metrics.policy_change("inline", "weakened")
+    metrics.policy_change("boundary", "baseline_unknown")
+    metrics.policy_change("boundary", "baseline_unknown")
+    metrics.policy_change("???", "unheard-of")
+    assert value(metrics, name, kind="inline", verdict="weakened") == 1
+    assert value(metrics, name, kind="boundary", verdict="baseline_unknown") == 2
+    assert value(metrics, name, kind="other", verdict="other") == 1
 
 
 def test_config_reload_label_sets_start_at_zero(metrics: Metrics) -> None:
