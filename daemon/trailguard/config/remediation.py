@@ -91,6 +91,7 @@ class ActionModes(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     restore_policy_version: ActionMode | None = None
     recreate_managed_policy: ActionMode | None = None
     restore_permissions_boundary: ActionMode | None = None
+    revert_policy_change: ActionMode | None = None
     quarantine_actor: ActionMode | None = None
     audit_actor: ActionMode | None = None
     notify: ActionMode | None = None
@@ -124,7 +125,8 @@ class NotifyConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
 
 
 class RemediationConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """``[remediation]``: planning and running jobs that undo a policy removal."""
+    """``[remediation]``: planning and running jobs that undo a policy removal (or a weakening
+    change)."""
 
     mode: RemediationMode = "dry-run"
     action_modes: ActionModes = msgspec.field(default_factory=ActionModes)

@@ -35,7 +35,7 @@ from typing import Any, Final, Literal, Protocol
 import msgspec
 
 from trailguard.config import ActionName, RemediationMode
-from trailguard.detect.detection import Actor, Detection, Target
+from trailguard.detect.detection import Actor, Detection, PolicyChange, Target
 from trailguard.errors import StateError
 from trailguard.vocabulary import JOB_STATES, TERMINAL_STATES, JobState
 
@@ -132,6 +132,8 @@ class EventRef(msgspec.Struct, frozen=True, kw_only=True):
     source: dict[str, str] | None = None
     event_digest: str | None = None
     forgery_suspected: bool = False
+    #: a policy change's comparison (revert_policy_change reads it)
+    change: PolicyChange | None = None
 
     @classmethod
     def from_detection(cls, detection: Detection) -> EventRef:

@@ -40,10 +40,12 @@ def notification(job: Job) -> dict[str, Any]:
     event = job.detection
     actor = event.actor
     target = event.target
+    change = event.change
+    witness = change.witness if change is not None else None
     return {
         "source": "trailguard",
         "version": __version__,
-        "kind": "iam_policy_removal",
+        "kind": "iam_policy_removal" if change is None else "iam_policy_weakening",
         "job_id": job.id,
         "event_id": event.event_id,
         "event_time": event.event_time,
@@ -69,6 +71,17 @@ def notification(job: Job) -> dict[str, Any]:
             "policy_arn": target.policy_arn,
             "version_id": target.version_id,
         },
+        "change": None
+        if change is None
+        else {
+            "kind": change.kind,
+            "verdict": change.verdict,
+            "reason": change.reason,
+            "previous_event_id": change.previous_event_id,
+            "witness": None
+            if witness is None
+            else {"action": witness.action, "resource": witness.resource},
+        },
         "summary": summary_line(job),
     }
 
@@ -79,9 +92,10 @@ def summary_line(job: Job) -> str:
     what = target.policy_arn or target.policy_name or "?"
     on = f" on {target.kind} {target.name}" if target.kind != "policy" and target.name else ""
     outcome = "" if event.outcome == "success" else f" (failed: {event.error_code or 'error'})"
+    change = f" ({event.change.verdict.replace('_', ' ')})" if event.change is not None else ""
     return (
         f"[{event.severity}] {event.event_name} of {what}{on} in {event.account_id}"
-        f" by {event.actor.arn or event.actor.type or 'unknown'}{outcome}"
+        f" by {event.actor.arn or event.actor.type or 'unknown'}{outcome}{change}"
     )
 
 
@@ -103,7 +117,7 @@ def slack_message(job: Job) -> dict[str, Any]:
     summary.append(code(actor.arn or actor.type))
     if event.outcome != "success":
         summary += [markup("failed:"), code(event.error_code or "error")]
-    text = message(
+    lines = [
         line(*summary),
         line(
             markup("event"),
@@ -119,8 +133,16 @@ def slack_message(job: Job) -> dict[str, Any]:
             markup("user agent"),
             code(actor.user_agent),
         ),
-    )
-    return {"text": text}
+    ]
+    change = event.change
+    if change is not None:  # a weakening change: what it allows now, against which document
+        parts = [markup("change"), code(change.verdict), markup("against event")]
+        parts.append(code(change.previous_event_id))
+        if change.witness is not None:
+            parts += [markup("now allows"), code(change.witness.action), markup("on")]
+            parts.append(code(change.witness.resource))
+        lines.append(line(*parts))
+    return {"text": message(*lines)}
 
 
 class WebhookSender:

@@ -13,7 +13,9 @@
 3. every ``[[remediation.policies]]`` table that matches (rule, outcome, minimum severity,
    account) contributes its actions, each planned at most once;
 4. an action that does not fit the event is dropped: the restore actions need a successful IAM
-   removal of their kind with the names they act on; ``quarantine_actor`` and ``audit_actor``
+   removal of their kind with the names they act on, ``revert_policy_change`` a weakening
+   change (a detection with a ``change``) with the names it acts on; ``quarantine_actor`` and
+   ``audit_actor``
    need an IAM user or role as the actor (``audit_actor``: a user), and ``quarantine_actor``
    never an allowlisted one;
    ``notify`` needs a webhook or SNS topic; an action whose mode is ``off`` is not planned;
@@ -35,7 +37,13 @@ from trailguard.detect.detection import Actor, Detection
 from trailguard.detect.policy_facts import PrincipalKind
 from trailguard.detect.rules import glob_regex
 from trailguard.remediate.jobs import EventRef, Job, audit, job_id
-from trailguard.vocabulary import IAM_EVENT_SOURCE, RESTORE_ACTIONS, SEVERITY_RANK, ActionName
+from trailguard.vocabulary import (
+    CHANGE_EVENT_NAMES,
+    IAM_EVENT_SOURCE,
+    RESTORE_ACTIONS,
+    SEVERITY_RANK,
+    ActionName,
+)
 
 __all__ = [
     "RESTORE_ACTIONS",
@@ -233,9 +241,15 @@ def _fit(
     """(why the action does not fit or None, the account it acts in, its target key)."""
     target = detection.target
     account = detection.account_id
+    if action == "revert_policy_change":
+        if detection.change is None or detection.event_name not in CHANGE_EVENT_NAMES:
+            return "not_a_change", None, ""
+    elif (
+        action in RESTORE_ACTIONS
+        and RESTORE_ACTION_FOR_EVENT.get(detection.event_name or "") != action
+    ):
+        return "not_this_event", None, ""
     if action in RESTORE_ACTIONS:
-        if RESTORE_ACTION_FOR_EVENT.get(detection.event_name or "") != action:
-            return "not_this_event", None, ""
         if detection.event_source != IAM_EVENT_SOURCE:
             return "not_iam", None, ""
         if detection.outcome != "success":
@@ -266,6 +280,26 @@ def _fit(
         if target.kind not in ("user", "role") or not target.name:
             return "incomplete_target", None, ""
         return None, account, f"{account}:{target.kind}/{target.name}:boundary"
+    if action == "revert_policy_change":
+        # The same target keys as the restores: the circuit breaker counts a pipeline that
+        # keeps deleting a policy and one that keeps weakening it as one fight.
+        assert detection.change is not None
+        changed = detection.change.kind
+        if changed == "managed":
+            if not target.policy_arn:
+                return "incomplete_target", None, ""
+            return None, account, f"{target.policy_arn}:versions"
+        if changed == "boundary":
+            if target.kind not in ("user", "role") or not target.name or not target.policy_arn:
+                return "incomplete_target", None, ""
+            return None, account, f"{account}:{target.kind}/{target.name}:boundary"
+        if (
+            target.kind not in ("user", "role", "group")
+            or not target.name
+            or not target.policy_name
+        ):
+            return "incomplete_target", None, ""
+        return None, account, f"{account}:{target.kind}/{target.name}:inline/{target.policy_name}"
     if action in ("quarantine_actor", "audit_actor"):
         principal = actor_principal(detection)
         if principal is None:

@@ -91,7 +91,11 @@ def _strategy(info: msgspec.inspect.Type) -> st.SearchStrategy[Any]:
     if isinstance(info, msgspec.inspect.BoolType):
         return st.booleans()
     if isinstance(info, msgspec.inspect.DictType):
-        return st.dictionaries(any_hostile, any_hostile, max_size=3)
+        return st.dictionaries(any_hostile, _strategy(info.value_type), max_size=3)
+    if isinstance(info, msgspec.inspect.VarTupleType | msgspec.inspect.ListType):
+        return st.lists(_strategy(info.item_type), max_size=3)
+    if isinstance(info, msgspec.inspect.IntType):
+        return st.integers(min_value=0)
     raise AssertionError(f"no hostile strategy for {info}: extend the test")
 
 
@@ -125,7 +129,8 @@ def unescape(span: str) -> str:
 
 def check_message(text: str, event: EventRef) -> None:
     lines = text.split("\n")
-    assert len(lines) == 3, lines  # no forged line
+    # no forged line (a change's comparison gets a line of its own)
+    assert len(lines) == (3 if event.change is None else 4), lines
     assert "<" not in text  # no mention, channel link, URL link, date ...
     assert ">" not in text
     assert re.fullmatch(r"(?:[^&]|&(?:amp|lt|gt);)*", text, re.DOTALL), "a bare & in the text"
@@ -163,6 +168,10 @@ def check_message(text: str, event: EventRef) -> None:
         shown.append(target.name)
     if event.outcome != "success":
         shown.append(event.error_code or "error")
+    if event.change is not None:
+        shown += [event.change.verdict, event.change.previous_event_id]
+        if event.change.witness is not None:
+            shown += [event.change.witness.action, event.change.witness.resource]
     for value in shown:
         if value:
             assert visible(value).replace("`", BACKTICK_STANDIN) in spans, value

@@ -1,4 +1,5 @@
-"""The remediation actions: each undoes one kind of policy removal, or reports on the actor.
+"""The remediation actions: each undoes one kind of policy removal (or a weakening change), or
+reports on the actor.
 
 Every action is idempotent and follows the same steps:
 
@@ -61,6 +62,7 @@ from trailguard.remediate.actions.restore import (
     restore_permissions_boundary,
     restore_policy_version,
 )
+from trailguard.remediate.actions.revert import revert_policy_change
 from trailguard.vocabulary import ActionName
 
 __all__ = [
@@ -85,6 +87,7 @@ __all__ = [
     "restore_inline_policy",
     "restore_permissions_boundary",
     "restore_policy_version",
+    "revert_policy_change",
     "same_document",
 ]
 
@@ -94,6 +97,7 @@ ACTIONS: Final[dict[ActionName, Action]] = {
     "restore_policy_version": restore_policy_version,
     "recreate_managed_policy": recreate_managed_policy,
     "restore_permissions_boundary": restore_permissions_boundary,
+    "revert_policy_change": revert_policy_change,
     "quarantine_actor": quarantine_actor,
     "audit_actor": audit_actor,
     "notify": notify,

@@ -83,6 +83,22 @@ CLAIMS: Final[dict[ActionName, tuple[tuple[str, tuple[str, ...]], ...]]] = {
         ("removal", DETECTION_FIELDS),
         ("Put*PermissionsBoundary / CreateUser / CreateRole", BOUNDARY_SET),
     ),
+    # The change itself, its own fact, and the previous document's fact(s); which of the rows
+    # below depends on the change's kind (inline, managed, boundary).
+    "revert_policy_change": (
+        ("the change", DETECTION_FIELDS),
+        ("the change's own Put*Policy", INLINE_PUT),
+        ("the previous Put*Policy of the same name", INLINE_PUT),
+        ("the change's own CreatePolicyVersion", VERSION_DOCUMENT),
+        ("the change's own SetDefaultPolicyVersion", DEFAULT_CHOICE),
+        ("CreatePolicyVersion / CreatePolicy of the previous default", VERSION_DOCUMENT),
+        ("the event that made it the default", DEFAULT_CHOICE),
+        ("the change's own Put*PermissionsBoundary", BOUNDARY_SET),
+        (
+            "Put*PermissionsBoundary / CreateUser / CreateRole of the previous boundary",
+            BOUNDARY_SET,
+        ),
+    ),
     "quarantine_actor": (("the event", DETECTION_FIELDS),),
 }
 
