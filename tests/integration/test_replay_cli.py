@@ -246,6 +246,73 @@ def test_replay_with_config_records_policy_history(tmp_path: Path) -> None:
     assert asyncio.run(last_document()) == document
 
 
+def _guard_documents() -> tuple[str, str]:
+    guarded = json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"},
+                {"Effect": "Deny", "Action": "s3:*", "Resource": "arn:aws:s3:::payroll/*"},
+            ],
+        }
+    )
+    unguarded = json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}],
+        }
+    )
+    return guarded, unguarded
+
+
+def _put(document: str, minute: int, **kw: object) -> dict[str, object]:
+    return make_record(
+        "PutRolePolicy",
+        {"roleName": "app", "policyName": "guard", "policyDocument": document},
+        event_time=f"2026-11-01T12:{minute:02d}:00Z",
+        **kw,
+    )
+
+
+def test_replay_reports_a_weakening_put_without_any_config(tmp_path: Path) -> None:
+    """No config, no state: the replay keeps a temporary history of the files it reads and
+    judges each Put against the one before it (issue 16)."""
+    guarded, unguarded = _guard_documents()
+    first, weak, again = _put(guarded, 0), _put(unguarded, 1), _put(guarded, 2)
+    other = make_record(
+        "PutUserPolicy",
+        {"userName": "bob", "policyName": "p", "policyDocument": unguarded},
+        event_time="2026-11-01T12:03:00Z",
+    )
+    # a Put and the weakening Put in one file, written out of time order, and a later file
+    _write(tmp_path / "logs" / "a.json", encode_file([weak, first]))
+    _write(tmp_path / "logs" / "b.json.gz", encode_file([again, other], compress=True))
+    result = run("replay", str(tmp_path / "logs"))
+    assert result.returncode == 0, result.stderr
+    (line,) = result.stdout.splitlines()
+    detection = json.loads(line)
+    assert detection["event_id"] == weak["eventID"]
+    assert detection["rule"] == "iam-policy-weakened"
+    assert detection["change"]["verdict"] == "weakened"
+    assert detection["change"]["previous_event_id"] == first["eventID"]
+    assert detection["change"]["witness"]["resource"].startswith("arn:aws:s3:::payroll/")
+    # two with nothing before them, the guard put back: counted, not reported
+    assert (
+        "policy changes: 4 judged (2 baseline unknown, 1 not weakened, 1 weakened)" in result.stderr
+    )
+    assert not list(tmp_path.glob("**/*.sqlite3"))
+
+
+def test_replay_with_history_off_judges_nothing(tmp_path: Path) -> None:
+    guarded, unguarded = _guard_documents()
+    _write(tmp_path / "a.json", encode_file([_put(guarded, 0), _put(unguarded, 1)]))
+    cfg = _write(tmp_path / "tg.toml", b"[history]\nenabled = false\n")
+    result = run("replay", "--config", str(cfg), str(tmp_path / "a.json"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    assert "policy changes" not in result.stderr
+
+
 def test_run_without_a_region_says_how_to_set_one(tmp_path: Path) -> None:
     import os
 
