@@ -19,6 +19,7 @@ def _free_port() -> int:
 
 
 def test_demo_detects_suppresses_and_puts_policies_back() -> None:
+    """Removals and a weakening rewrite detected, the pipeline suppressed, all put back."""
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "trailguard", "demo", "--duration", "30", "--http-port", str(port)],
@@ -62,4 +63,11 @@ def test_demo_detects_suppresses_and_puts_policies_back() -> None:
     assert "SUPPRESSED" in out
     assert "(suppress[0] (terraform-ci))" in out
     assert ": put back" in out
+    # a PutRolePolicy that removes nothing but drops a Deny: a weakening, and its revert
+    assert "PutRolePolicy              role/payments data-guard" in out
+    assert "weakened: now allows s3:" in out
+    assert any(
+        line.strip().startswith("-> revert_policy_change") and line.endswith(": put back")
+        for line in out.splitlines()
+    ), out
     assert "Summary after" in out

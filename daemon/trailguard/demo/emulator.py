@@ -67,6 +67,40 @@ READ_ONLY_OPS = json.dumps(
         "Statement": [{"Effect": "Deny", "Action": "ec2:Terminate*", "Resource": "*"}],
     }
 )
+# The payments role may read its bucket but never the cardholder data: the attacker's rewrite
+# drops the Deny (a PutRolePolicy that looks like routine maintenance).
+PAYMENTS_GUARD = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "ReadPayments",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:ListBucket"],
+                "Resource": ["arn:aws:s3:::payments-data", "arn:aws:s3:::payments-data/*"],
+            },
+            {
+                "Sid": "NeverCardholderData",
+                "Effect": "Deny",
+                "Action": "s3:*",
+                "Resource": "arn:aws:s3:::payments-data/cardholder/*",
+            },
+        ],
+    }
+)
+PAYMENTS_WEAKENED = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "ReadPayments",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:ListBucket"],
+                "Resource": ["arn:aws:s3:::payments-data", "arn:aws:s3:::payments-data/*"],
+            }
+        ],
+    }
+)
 ASSUME_LAMBDA = json.dumps(
     {
         "Version": "2012-10-17",
@@ -180,6 +214,10 @@ class Emulator:
         iam.create_policy(PolicyName="DenyDataExfil", PolicyDocument=DENY_EXFIL)
         iam.create_role(RoleName="prod-app", AssumeRolePolicyDocument=ASSUME_LAMBDA)
         iam.attach_role_policy(RoleName="prod-app", PolicyArn=DENY_EXFIL_ARN)
+        iam.create_role(RoleName="payments", AssumeRolePolicyDocument=ASSUME_LAMBDA)
+        iam.put_role_policy(
+            RoleName="payments", PolicyName="data-guard", PolicyDocument=PAYMENTS_GUARD
+        )
         iam.create_role(RoleName="lambda-exec", AssumeRolePolicyDocument=ASSUME_LAMBDA)
         iam.put_role_policy(
             RoleName="lambda-exec", PolicyName="logs-write", PolicyDocument=LOGS_WRITE

@@ -7,6 +7,8 @@ as CloudTrail would.  Scenarios:
 
 * an attacker (``user/mallory``, console session without MFA) detaches a deny policy from a
   production role, or deletes a user's or a group's inline guardrail -> alert, put back;
+* the attacker rewrites the payments role's inline guard without its Deny (a PutRolePolicy:
+  nothing is removed) -> a weakening alert with its witness, the previous document put back;
 * a probing user's ``DeleteGroupPolicy`` fails with AccessDenied -> alert, outcome failure;
 * the Terraform pipeline (``assumed-role/ci-deployer``, Terraform's user agent) replaces a
   Lambda role's inline policy -> suppressed by the config, nothing to put back.
@@ -30,6 +32,8 @@ from trailguard.demo.emulator import (
     DENY_EXFIL_ARN,
     DENY_IAM_WRITE,
     LOGS_WRITE,
+    PAYMENTS_GUARD,
+    PAYMENTS_WEAKENED,
     READ_ONLY_OPS,
     REGION,
     Emulator,
@@ -92,6 +96,7 @@ class Player:
             itertools.cycle(
                 [
                     ("attacker detaches a deny policy", self._detach_guardrail),
+                    ("attacker rewrites an inline guard without its Deny", self._weaken),
                     ("probe: AccessDenied", self._probe),
                     ("Terraform replaces an inline policy", self._terraform),
                     ("attacker deletes a user's inline guardrail", self._delete_user_guardrail),
@@ -132,6 +137,16 @@ class Player:
                 event_time=t,
             ),
             make_record(
+                "PutRolePolicy",
+                {
+                    "roleName": "payments",
+                    "policyName": "data-guard",
+                    "policyDocument": PAYMENTS_GUARD,
+                },
+                user_identity=admin,
+                event_time=t,
+            ),
+            make_record(
                 "PutUserPolicy",
                 {
                     "userName": "build-bot",
@@ -164,6 +179,29 @@ class Player:
             make_record(
                 "DetachRolePolicy",
                 {"roleName": "prod-app", "policyArn": DENY_EXFIL_ARN},
+                user_identity=_mallory(),
+                sessionCredentialFromConsole="true",
+                user_agent=CONSOLE_UA,
+                source_ip="203.0.113.66",
+                event_time=_now(),
+            )
+        ]
+
+    def _weaken(self) -> list[dict[str, Any]]:
+        live = self._iam.get_role_policy(RoleName="payments", PolicyName="data-guard")
+        if live["PolicyDocument"] != json.loads(PAYMENTS_GUARD):
+            return []  # not put back yet
+        self._iam.put_role_policy(
+            RoleName="payments", PolicyName="data-guard", PolicyDocument=PAYMENTS_WEAKENED
+        )
+        return [
+            make_record(
+                "PutRolePolicy",
+                {
+                    "roleName": "payments",
+                    "policyName": "data-guard",
+                    "policyDocument": PAYMENTS_WEAKENED,
+                },
                 user_identity=_mallory(),
                 sessionCredentialFromConsole="true",
                 user_agent=CONSOLE_UA,

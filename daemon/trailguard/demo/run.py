@@ -85,6 +85,7 @@ actions = [
   "restore_policy_version",
   "recreate_managed_policy",
   "restore_permissions_boundary",
+  "revert_policy_change",
 ]
 """
 
@@ -139,6 +140,18 @@ class _Printer:
             tail = f" [{d['error_code']}]" if d["error_code"] else ""
             why = f"  ({d['suppressed_by']})" if d["suppressed_by"] else ""
             self.say(f"{head} {d['event_name']:<26} {what:<36} by {actor}{mfa}{tail}{why}")
+            change = d.get("change")
+            if change:  # a weakening change: what the new document allows that the old did not
+                witness = change.get("witness") or {}
+                allows = (
+                    f": now allows {witness['action']} on {witness['resource']}"
+                    if witness.get("action")
+                    else ""
+                )
+                self.say(
+                    f"           {change['verdict'].replace('_', ' ')}{allows} (previous "
+                    f"document: event {change['previous_event_id']})"
+                )
 
     async def jobs_from(self, daemon: Daemon) -> None:
         remediation = daemon.remediation
@@ -177,8 +190,8 @@ async def run_demo(duration: float | None, http_port: int, out: TextIO = sys.std
             f"  config   {config_path}\n"
             f"  logs     {workdir / 'daemon.log'}\n"
             f"  metrics  http://127.0.0.1:{port}/metrics   health: /healthz /readyz\n"
-            "Playing a trail: ordinary log files every second, a policy removal every few "
-            "seconds.\nCtrl-C to stop.\n"
+            "Playing a trail: ordinary log files every second, a policy removal or rewrite every "
+            "few seconds.\nCtrl-C to stop.\n"
         )
         daemon = Daemon(config, config_path=str(config_path))
         player = Player(emulator)
