@@ -401,6 +401,42 @@ async def test_a_hostile_previous_document_does_not_blind_the_comparison(
     assert "previous document cannot be read" in change.reason
 
 
+async def test_what_a_detection_carries_of_a_verdict_is_bounded(
+    history: SqliteHistoryStore,
+) -> None:
+    """The engine's reason and its opaque constructs grow with the documents; the record, the
+    log line and the alert carry a bounded part of them."""
+
+    def patterns(letter: str) -> str:
+        return document(
+            {
+                "Effect": "Allow",
+                "Action": "s3:GetObject",
+                "Resource": [
+                    f"arn:aws:s3:::b/${{aws:username}}/{letter * 400}{i}/*" for i in range(40)
+                ],
+            }
+        )
+
+    recorder = Recorder()
+    judged = await feed(
+        history,
+        put_role_policy(patterns("x"), 0, "put-1"),
+        put_role_policy(patterns("y"), 1, "put-2"),
+        recorder=recorder,
+    )
+    change = only(judged.detections).change
+    assert change is not None
+    assert change.verdict == "possibly_weakened"
+    assert len(change.reason) <= 1024
+    assert len(change.unmodelled) == 17
+    assert change.unmodelled[-1] == "... and 24 more"  # of the 40 the engine listed
+    assert all(len(item) <= 256 for item in change.unmodelled)
+    (event,) = [e for e in recorder.of(PolicyChangeJudged) if e.event_id == "put-2"]
+    assert event.reason == change.reason
+    assert len(encode_detection(only(judged.detections))) < 16_000
+
+
 async def test_the_engines_work_limit_is_possibly_weakened(history: SqliteHistoryStore) -> None:
     judge_ = ChangeJudge(history, Recorder(), limits=Limits(max_steps=10))
     judged = await feed(

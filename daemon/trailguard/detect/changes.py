@@ -37,7 +37,7 @@ from trailguard.detect.detection import Detection, PolicyChange
 from trailguard.detect.policy_facts import PolicyFact, is_snapshot_event_id
 from trailguard.detect.rules import Match
 from trailguard.detect.times import event_time_key
-from trailguard.policy import Limits, Verdict, compare
+from trailguard.policy import Limits, Verdict, Witness, compare
 from trailguard.vocabulary import ChangeCount, ChangeKind, ChangeVerdict
 
 __all__ = [
@@ -52,6 +52,13 @@ __all__ = [
 ]
 
 _INLINE_PUTS: Final = frozenset({"PutUserPolicy", "PutRolePolicy", "PutGroupPolicy"})
+# What a detection, a log line or an alert carries of a verdict is bounded: the engine's reason
+# and its list of opaque constructs grow with the (attacker-chosen) documents -- 8,192 patterns
+# of 2,048 characters would make a 16 MB line.  The witness's action and resource stay whole
+# (each is at most a pattern long); its context keeps its first keys.
+MAX_REASON_CHARS: Final = 1024
+MAX_LISTED: Final = 16  # unmodelled constructs, statement labels, context keys
+MAX_ITEM_CHARS: Final = 256
 _BOUNDARY_PUTS: Final = frozenset({"PutUserPermissionsBoundary", "PutRolePermissionsBoundary"})
 
 
@@ -165,7 +172,7 @@ def judge(
         limits=limits,
     )
     if verdict.verdict == "not_weakened":
-        return Judgement(count="not_weakened", reason=verdict.reason, verdict=verdict)
+        return Judgement(count="not_weakened", reason=_clip(verdict.reason), verdict=verdict)
     if verdict.verdict == "weakened":
         return _report(candidate, baseline, verdict, "weakened")
     # possibly_weakened, or unknown_document: a document IAM accepted that trailguard cannot
@@ -191,8 +198,9 @@ def _report(
     candidate: ChangeCandidate, baseline: Baseline, verdict: Verdict, name: ChangeVerdict
 ) -> Judgement:
     match = candidate.weakened if name == "weakened" else candidate.possibly_weakened
+    reason = _clip(verdict.reason)
     if match is None:
-        return Judgement(count=name, reason=verdict.reason, verdict=verdict)
+        return Judgement(count=name, reason=reason, verdict=verdict)
     previous = baseline.previous
     assert previous is not None
     assert baseline.previous_document is not None
@@ -201,8 +209,8 @@ def _report(
     change = PolicyChange(
         kind=candidate.kind,
         verdict=name,
-        reason=verdict.reason,
-        witness=verdict.witness,
+        reason=reason,
+        witness=_bounded(verdict.witness),
         previous_event_id=previous.event_id,
         previous_event_time=previous.event_time,
         previous_source=_source(previous),
@@ -217,7 +225,7 @@ def _report(
             document_source.event_id if document_source is not None else None
         ),
         new_document_event_id=new_source.event_id if new_source is not None else None,
-        unmodelled=verdict.unmodelled,
+        unmodelled=_listed(verdict.unmodelled),
     )
     detection = msgspec.structs.replace(
         candidate.detection,
@@ -228,7 +236,30 @@ def _report(
         suppressed_by=match.suppressed_by,
         change=change,
     )
-    return Judgement(count=name, reason=verdict.reason, verdict=verdict, detection=detection)
+    return Judgement(count=name, reason=reason, verdict=verdict, detection=detection)
+
+
+def _clip(text: str, limit: int = MAX_REASON_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _listed(items: tuple[str, ...]) -> tuple[str, ...]:
+    shown = tuple(_clip(item, MAX_ITEM_CHARS) for item in items[:MAX_LISTED])
+    if len(items) > MAX_LISTED:
+        shown += (f"... and {len(items) - MAX_LISTED} more",)
+    return shown
+
+
+def _bounded(witness: Witness | None) -> Witness | None:
+    if witness is None:
+        return None
+    context = dict(list(witness.context.items())[:MAX_LISTED])
+    return msgspec.structs.replace(
+        witness,
+        context=context,
+        allowed_by=_listed(witness.allowed_by),
+        previously_denied_by=_listed(witness.previously_denied_by),
+    )
 
 
 def _source(fact: PolicyFact) -> Literal["trail", "snapshot"]:
