@@ -12,6 +12,7 @@ DEMO_ARGS ?=
 .DEFAULT_GOAL := help
 .PHONY: help venv demo test lint typecheck pytest bench fuzz lock test-latest test-deploy clean
 FUZZ_SECONDS ?= 1800
+BENCH_BASELINE ?=
 FUZZ_SEED ?= 1
 
 help:
@@ -20,7 +21,7 @@ help:
 	@echo "make test-deploy - the image built and run, the unit booted under systemd (root; 3-5 min)"
 	@echo "make test-latest - the suite on the newest releases of every dependency (.venv-latest)"
 	@echo "make lock        - refresh requirements/*.txt from pyproject.toml (newest releases)"
-	@echo "make bench       - throughput benchmark against the naive gzip+json loop"
+	@echo "make bench       - throughput benchmark against the naive gzip+json loop; policy changes' cost"
 	@echo "make fuzz        - the C scanner under ASan+UBSan, every decode path compared (FUZZ_SECONDS=1800)"
 	@echo "make clean       - remove the virtual environments and caches"
 
@@ -65,6 +66,7 @@ lock: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.changes $(if $(BENCH_BASELINE),--baseline $(BENCH_BASELINE))
 
 fuzz: $(STAMP)
 	$(BIN)/python -m tests.fuzz.campaign --seconds $(FUZZ_SECONDS) --seed $(FUZZ_SEED)
