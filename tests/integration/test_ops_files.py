@@ -60,6 +60,7 @@ UNIT_EXEC = "/opt/trailguard/venv/bin/trailguard"
 
 REQUIRED_ALERTS = {
     "TrailguardPolicyRemovalDetected",
+    "TrailguardPolicyWeakeningDetected",
     "TrailguardHighSeverityDetection",
     "TrailguardForgerySuspected",
     "TrailguardRemediationJobsDead",

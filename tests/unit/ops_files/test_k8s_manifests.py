@@ -231,7 +231,7 @@ def test_prometheusrule_is_generated_from_alerts_yml() -> None:
     rule = the("PrometheusRule")
     assert rule["spec"]["groups"] == alerts["groups"]
     names = [r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]]
-    assert len(names) == 12
+    assert len(names) == 13
     assert gen_k8s.main(["--check"]) == 0
 
 
