@@ -773,3 +773,114 @@ def test_not_compared_with_nothing_to_compare_is_exact() -> None:
     c = candidate(put_role_policy(UNGUARDED, 1, "e"))
     assert not_compared(c, Baseline(), "budget").count == "baseline_unknown"
     assert not_compared(c, Baseline(unchanged=True), "budget").count == "not_weakened"
+
+
+# ---------------------------------------------------------------------------------------------
+# README "Policy weakening": the examples, as the table states them
+# ---------------------------------------------------------------------------------------------
+
+_PAYMENTS = ["arn:aws:s3:::payments-data", "arn:aws:s3:::payments-data/*"]
+_READ = {"Sid": "ReadPayments", "Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"]}
+_DENY = {
+    "Sid": "NeverCardholderData",
+    "Effect": "Deny",
+    "Action": "s3:*",
+    "Resource": "arn:aws:s3:::payments-data/cardholder/*",
+}
+README_PREVIOUS = document({**_READ, "Resource": _PAYMENTS}, _DENY)
+README_EXAMPLES: list[tuple[str, str, tuple[str, str] | None]] = [
+    (
+        json.dumps(
+            {
+                "Statement": [
+                    {**_DENY, "Sid": "X", "Action": "S3:*"},
+                    {
+                        "Effect": "Allow",
+                        "Action": ["S3:getobject", "s3:listbucket"],
+                        "Resource": list(reversed(_PAYMENTS)),
+                    },
+                ],
+                "Version": "2012-10-17",
+            },
+            indent=2,
+        ),
+        "not_weakened",
+        None,
+    ),
+    (
+        document(
+            {"Effect": "Allow", "Action": "s3:GetObject", "Resource": _PAYMENTS},
+            {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": _PAYMENTS},
+            _DENY,
+        ),
+        "not_weakened",
+        None,
+    ),
+    (
+        document(
+            {
+                **_READ,
+                "Resource": ["arn:aws:s3:::payments-data", "arn:aws:s3:::payments-data/reports/*"],
+            },
+            _DENY,
+        ),
+        "not_weakened",
+        None,
+    ),
+    (
+        document({**_READ, "Resource": _PAYMENTS}),
+        "weakened",
+        ("s3:GetObject", "arn:aws:s3:::payments-data/cardholder/example"),
+    ),
+    (
+        document(
+            {**_READ, "Resource": _PAYMENTS},
+            {**_DENY, "Resource": "arn:aws:s3:::payments-data/cardholder/2026/*"},
+        ),
+        "weakened",
+        ("s3:GetObject", "arn:aws:s3:::payments-data/cardholder/example"),
+    ),
+    (
+        document({**_READ, "Action": "s3:*", "Resource": _PAYMENTS}, _DENY),
+        "weakened",
+        ("s3:example", "arn:aws:s3:::payments-data"),
+    ),
+    (
+        document(
+            {**_READ, "Resource": ["arn:aws:s3:::payments-data", "arn:aws:s3:::Payments-data/*"]},
+            _DENY,
+        ),
+        "weakened",
+        ("s3:GetObject", "arn:aws:s3:::Payments-data/example"),
+    ),
+    (
+        document(
+            {**_READ, "Resource": _PAYMENTS},
+            _DENY,
+            {"Effect": "Allow", "Action": "iam:PassRole", "Resource": "*"},
+        ),
+        "weakened",
+        ("iam:PassRole", "arn:aws:s3:::payments-data"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("new", "verdict", "witness"), README_EXAMPLES)
+async def test_the_readme_examples(
+    history: SqliteHistoryStore, new: str, verdict: str, witness: tuple[str, str] | None
+) -> None:
+    recorder = Recorder()
+    judged = await feed(
+        history,
+        put_role_policy(README_PREVIOUS, 0, "put-1"),
+        put_role_policy(new, 1, "put-2"),
+        recorder=recorder,
+    )
+    assert verdicts(recorder)[-1] == ("put-2", "inline", verdict)
+    if witness is None:
+        assert judged.detections == []
+        return
+    change = only(judged.detections).change
+    assert change is not None
+    assert change.witness is not None
+    assert (change.witness.action, change.witness.resource) == witness
