@@ -38,7 +38,7 @@ from tests.remediation_support import (
     one_job,
     remediation_config,
 )
-from tests.unit.test_actions_confirm import FakeIam, FakePolicy, FakeRole
+from tests.unit.remediate.test_actions_confirm import FakeIam, FakePolicy, FakeRole
 from trailguard.detect.detection import Detection
 from trailguard.remediate.actions import ActionContext, ActionOutcome, revert_policy_change
 from trailguard.remediate.jobs import Job
