@@ -264,9 +264,6 @@ class FakeHistory:
     ) -> PolicyFact | None:
         return await self.boundary_fact(account_id, principal_kind, principal_name, before=before)
 
-    async def facts_of(self, event_id: str) -> list[PolicyFact]:
-        return [f for f in self.recorded if f.event_id == event_id]
-
     async def close(self) -> None:
         return None
 

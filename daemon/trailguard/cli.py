@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from trailguard.decode_pool import DecodePool
     from trailguard.detect.process import Detector
     from trailguard.ingest.replay import ReplaySummary
+    from trailguard.state.policy_history import PolicyHistoryStore
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1
@@ -326,7 +327,7 @@ async def _replay(
     s3_uris = [p for p in args.paths if p.startswith("s3://")]
     local = [p for p in args.paths if not p.startswith("s3://")]
     async with AsyncExitStack() as stack:
-        history = None
+        history: PolicyHistoryStore | None = None
         ledger = None
         if record_history and args.config is None:
             from trailguard.state.policy_history import SqliteHistoryStore

@@ -33,6 +33,15 @@ test_inline_policy_is_ordered_by_event_time_not_arrival = (
 )
 test_before_is_strict = unit.test_before_is_strict
 test_ties_in_event_time_are_broken_by_event_id = unit.test_ties_in_event_time_are_broken_by_event_id
+test_a_position_within_one_second_counts_lower_event_ids = (
+    unit.test_a_position_within_one_second_counts_lower_event_ids
+)
+test_a_position_within_one_second_for_managed_policies = (
+    unit.test_a_position_within_one_second_for_managed_policies
+)
+test_boundary_put_is_the_last_set_even_if_removed_since = (
+    unit.test_boundary_put_is_the_last_set_even_if_removed_since
+)
 test_inline_policies_are_keyed_by_account_principal_and_name = (
     unit.test_inline_policies_are_keyed_by_account_principal_and_name
 )

@@ -207,10 +207,6 @@ class PolicyHistoryStore(Protocol):
         compared with.  None when no boundary was ever seen set."""
         ...
 
-    async def facts_of(self, event_id: str) -> list[PolicyFact]:
-        """The facts recorded under one eventID (a change's own fact, for its revert)."""
-        ...
-
     async def close(self) -> None:
         """Release the store; idempotent."""
         ...
@@ -406,11 +402,6 @@ class SqliteHistoryStore(SqliteStore):
             (account_id, principal_kind, principal_name, *params),
         )
         return rows[0] if rows else None
-
-    async def facts_of(self, event_id: str) -> list[PolicyFact]:
-        return await self._run(
-            self._select, _SELECT + " WHERE event_id = ? ORDER BY seq", (event_id,)
-        )
 
     # ------------------------------------------------------------------ folding
 

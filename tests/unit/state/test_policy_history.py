@@ -147,6 +147,87 @@ async def test_ties_in_event_time_are_broken_by_event_id(store: SqliteHistorySto
     assert found.event_id == "c"
 
 
+async def test_a_position_within_one_second_counts_lower_event_ids(
+    store: PolicyHistoryStore,
+) -> None:
+    """``before_event_id``: the position of one event in the fold's order (eventTime, then
+    eventID), so a change compares with the fact just before it even within one second."""
+    await store.record([inline("put", 9, "z", doc(9))])
+    await store.record([inline("put", 10, "b", doc(2)), inline("put", 10, "d", doc(4))])
+
+    async def previous(tie: str | None) -> str | None:
+        found = await store.inline_policy(
+            ACCT, "role", "app", "guard", before=at(10), before_event_id=tie
+        )
+        return None if found is None else found.event_id
+
+    assert await previous(None) == "z"  # strictly before the second
+    assert await previous("a") == "z"
+    assert await previous("b") == "z"  # never the event itself
+    assert await previous("c") == "b"
+    assert await previous("d") == "b"
+    assert await previous("d\x00") == "d"  # up to and including "d"
+    assert await previous("e") == "d"
+
+
+async def test_a_position_within_one_second_for_managed_policies(
+    store: PolicyHistoryStore,
+) -> None:
+    await store.record(
+        [
+            managed("put", 1, "m1", version_id="v1", document=doc(1), set_as_default=True),
+            version("put", 2, "m2b", version_id="v2", document=doc(2), set_as_default=True),
+            set_default(2, "m2a", "v1"),  # the same second, a lower eventID: folded first
+        ]
+    )
+    state = await store.managed_policy(ARN, before=at(2), before_event_id="m2b")
+    assert state is not None
+    assert state.default_version_id == "v1"
+    assert set(state.versions) == {"v1"}
+    found = await store.policy_version(ARN, "v2", before=at(2), before_event_id="m2b\x00")
+    assert found is not None
+    assert (found.fact.event_id, found.is_default) == ("m2b", True)
+
+
+async def test_boundary_put_is_the_last_set_even_if_removed_since(
+    store: PolicyHistoryStore,
+) -> None:
+    other = f"arn:aws:iam::{ACCT}:policy/Other"
+
+    def boundary(op: str, minute: int, event_id: str, arn: str | None) -> PolicyFact:
+        return fact(
+            "boundary",
+            op,
+            minute,
+            event_id,
+            principal_kind="role",
+            principal_name="app",
+            policy_arn=arn,
+        )
+
+    await store.record(
+        [
+            boundary("put", 1, "b1", ARN),
+            boundary("delete", 2, "b2", None),
+            boundary("put", 3, "b3b", other),
+            boundary("put", 3, "b3a", ARN),
+        ]
+    )
+
+    async def last(minute: int, tie: str | None = None) -> str | None:
+        found = await store.boundary_put(
+            ACCT, "role", "app", before=at(minute), before_event_id=tie
+        )
+        return None if found is None else found.event_id
+
+    assert await last(1) is None
+    assert await last(3) == "b1"  # the removal at :02 does not hide it
+    assert await store.boundary_fact(ACCT, "role", "app", before=at(3)) is None
+    assert await last(3, "b3b") == "b3a"
+    assert await last(4) == "b3b"
+    assert await store.boundary_put(ACCT, "user", "app", before=None) is None
+
+
 async def test_inline_policies_are_keyed_by_account_principal_and_name(
     store: SqliteHistoryStore,
 ) -> None:

@@ -59,10 +59,7 @@ async def revert_policy_change(ctx: ActionContext) -> ActionOutcome:
     change = ctx.job.detection.change
     if change is None:
         raise PermanentError(_STAGE, "incomplete_target", "the detection carries no change")
-    own = next(
-        (f for f in await ctx.history.facts_of(ctx.job.event_id) if change_kind(f) == change.kind),
-        None,
-    )
+    own = await _own_fact(ctx, change)
     if own is None:
         return ctx.skipped(
             "no_history", f"the change (event {ctx.job.event_id}) is not in the policy history"
@@ -72,6 +69,43 @@ async def revert_policy_change(ctx: ActionContext) -> ActionOutcome:
     if change.kind == "managed":
         return await _revert_managed(ctx, change, own)
     return await _revert_boundary(ctx, change, own)
+
+
+def _through(event_id: str) -> str:
+    """A position tie right after ``event_id``: what the history held *with* the change."""
+    return event_id + "\x00"
+
+
+async def _own_fact(ctx: ActionContext, change: PolicyChange) -> PolicyFact | None:
+    """The change's own fact, as the history recorded it: the last fact of its kind up to and
+    including the change's position (any other eventID there is not it)."""
+    target = ctx.job.detection.target
+    position = {"before": ctx.event_time, "before_event_id": _through(ctx.job.event_id)}
+    found: PolicyFact | None = None
+    if change.kind == "inline":
+        kind = _principal_kind(target.kind, ("user", "role", "group"))
+        found = await ctx.history.inline_policy(
+            ctx.account_id,
+            kind,
+            _need(target.name, "principal"),
+            _need(target.policy_name, "policy name"),
+            **position,
+        )
+    elif change.kind == "boundary":
+        kind = _principal_kind(target.kind, ("user", "role"))
+        found = await ctx.history.boundary_put(
+            ctx.account_id, kind, _need(target.name, "principal"), **position
+        )
+    elif change.new_version_id is not None:  # managed: the version the change made default
+        version = await ctx.history.policy_version(
+            _need(target.policy_arn, "policy ARN"), change.new_version_id, **position
+        )
+        if version is not None:
+            found = version.fact if version.fact.event_id == ctx.job.event_id else None
+            found = found or version.default_fact
+    if found is None or found.event_id != ctx.job.event_id or change_kind(found) != change.kind:
+        return None
+    return found
 
 
 def _history_changed(

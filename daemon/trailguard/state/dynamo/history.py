@@ -4,12 +4,14 @@ section 3).
 A fact is stored under the principal it concerns, under the policy it concerns, or both (an
 attachment), each copy a whole item, so every read is one strongly consistent Query on one
 partition.  Facts are folded exactly as the SQLite store folds them (the shared functions of
-``state/policy_history.py``), in (time_key, eventID, seq) order, strictly before ``before``.
+``state/policy_history.py``), in (time_key, eventID, seq) order, strictly before ``before`` --
+or, with ``before_event_id``, before that position: the second of ``before`` is read whole and
+its facts kept when their (raw) eventID sorts lower, as SQLite compares them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from trailguard.detect.policy_facts import PolicyFact, PrincipalKind, event_time_key
@@ -89,23 +91,30 @@ class DynamoHistoryStore:
         policy_name: str,
         *,
         before: str | None,
+        before_event_id: str | None = None,
     ) -> PolicyFact | None:
         prefix = f"INLINE#{k.part(policy_name)}#put#"
         return await self._latest(
-            _principal(account_id, principal_kind, principal_name), prefix, before
+            _principal(account_id, principal_kind, principal_name), prefix, before, before_event_id
         )
 
     async def managed_policy(
-        self, policy_arn: str, *, before: str | None
+        self, policy_arn: str, *, before: str | None, before_event_id: str | None = None
     ) -> ManagedPolicyState | None:
-        folded = fold_managed(policy_arn, await self._managed_facts(policy_arn, before))
+        facts = await self._managed_facts(policy_arn, before, before_event_id)
+        folded = fold_managed(policy_arn, facts)
         return folded.state() if folded is not None else None
 
     async def policy_version(
-        self, policy_arn: str, version_id: str, *, before: str | None = None
+        self,
+        policy_arn: str,
+        version_id: str,
+        *,
+        before: str | None = None,
+        before_event_id: str | None = None,
     ) -> PolicyVersionState | None:
-        folded = fold_managed(policy_arn, await self._managed_facts(policy_arn, before))
-        return version_state(folded, version_id)
+        facts = await self._managed_facts(policy_arn, before, before_event_id)
+        return version_state(fold_managed(policy_arn, facts), version_id)
 
     async def attachments(
         self, policy_arn: str, *, before: str | None, account_id: str | None = None
@@ -157,40 +166,73 @@ class DynamoHistoryStore:
         )
         return fact if fact is not None and fact.op == "put" else None
 
+    async def boundary_put(
+        self,
+        account_id: str,
+        principal_kind: PrincipalKind,
+        principal_name: str,
+        *,
+        before: str | None,
+        before_event_id: str | None = None,
+    ) -> PolicyFact | None:
+        return await self._latest(
+            _principal(account_id, principal_kind, principal_name),
+            "BOUNDARY#",
+            before,
+            before_event_id,
+            accept=lambda item: item["op"]["S"] == "put",
+        )
+
     async def close(self) -> None:
         return None
 
     # ------------------------------------------------------------------ reading
 
-    async def _managed_facts(self, policy_arn: str, before: str | None) -> list[PolicyFact]:
-        facts = await self._range(_policy(policy_arn), "MANAGED#", before)
+    async def _managed_facts(
+        self, policy_arn: str, before: str | None, before_event_id: str | None = None
+    ) -> list[PolicyFact]:
+        facts = await self._range(_policy(policy_arn), "MANAGED#", before, before_event_id)
         return [f for f in facts if f.policy_arn == policy_arn]
 
-    async def _range(self, pk: str, prefix: str, before: str | None) -> list[PolicyFact]:
+    async def _range(
+        self, pk: str, prefix: str, before: str | None, before_event_id: str | None = None
+    ) -> list[PolicyFact]:
         """Every fact of partition ``pk`` whose sort key is ``prefix<time_key>...`` with
-        ``time_key`` strictly before ``before``, in (time_key, eventID, seq) order."""
+        ``time_key`` strictly before ``before`` (or before the position ``before_event_id``
+        makes of it), in (time_key, eventID, seq) order."""
+        before_position = _position(before, before_event_id)
         items = await self._table.query_all(
             KeyConditionExpression="pk = :pk AND sk BETWEEN :lo AND :hi",
             ExpressionAttributeValues={
                 ":pk": s(pk),
                 ":lo": s(prefix),
-                ":hi": s(prefix + before_key(before)),
+                ":hi": s(prefix + _upper(before, before_event_id)),
             },
             ConsistentRead=True,
         )
+        items = [item for item in items if before_position(item)]
         items.sort(key=_order)
         return [_fact(item) for item in items]
 
-    async def _latest(self, pk: str, prefix: str, before: str | None) -> PolicyFact | None:
-        """The greatest (time_key, eventID, seq) fact of the range :meth:`_range` reads: read
-        newest first while the time_key is the first item's (eventIDs order differently once
-        escaped, so the greatest is chosen among those)."""
+    async def _latest(
+        self,
+        pk: str,
+        prefix: str,
+        before: str | None,
+        before_event_id: str | None = None,
+        *,
+        accept: Callable[[Item], bool] | None = None,
+    ) -> PolicyFact | None:
+        """The greatest (time_key, eventID, seq) fact of the range :meth:`_range` reads (of
+        those ``accept`` takes): read newest first while the time_key is the first item's
+        (eventIDs order differently once escaped, so the greatest is chosen among those)."""
+        before_position = _position(before, before_event_id)
         request: dict[str, Any] = {
             "KeyConditionExpression": "pk = :pk AND sk BETWEEN :lo AND :hi",
             "ExpressionAttributeValues": {
                 ":pk": s(pk),
                 ":lo": s(prefix),
-                ":hi": s(prefix + before_key(before)),
+                ":hi": s(prefix + _upper(before, before_event_id)),
             },
             "ConsistentRead": True,
             "ScanIndexForward": False,
@@ -200,6 +242,8 @@ class DynamoHistoryStore:
         while True:
             response = await self._table.call("query", **request)
             for item in response.get("Items", []):
+                if not before_position(item) or (accept is not None and not accept(item)):
+                    continue
                 if same and item["time_key"]["S"] != same[0]["time_key"]["S"]:
                     return _fact(max(same, key=_order))
                 same.append(item)
@@ -218,6 +262,27 @@ def _principal(account_id: str, kind: str, name: str) -> str:
 
 def _policy(policy_arn: str) -> str:
     return f"POLICY#{k.part(policy_arn)}"
+
+
+def _upper(before: str | None, before_event_id: str | None) -> str:
+    """The sort-key bound after ``prefix``: below ``before``'s time key, or -- with a position
+    within its second -- past every item of that second (tails are ``<time_key>#...``)."""
+    key = before_key(before)
+    return key if before_event_id is None else key + "$"  # "$" sorts right after "#"
+
+
+def _position(before: str | None, before_event_id: str | None) -> Callable[[Item], bool]:
+    """Whether an item lies before the position: an earlier time key, or the same and a lower
+    (raw) eventID."""
+    key = before_key(before)
+
+    def before_it(item: Item) -> bool:
+        time_key = str(item["time_key"]["S"])
+        if time_key != key:
+            return time_key < key
+        return before_event_id is not None and str(item["event_id"]["S"]) < before_event_id
+
+    return before_it
 
 
 def _order(item: Item) -> tuple[str, str, float]:
