@@ -14,7 +14,6 @@ from tests.factories import ACCOUNT, make_record
 from trailguard.config import Config, parse_config
 from trailguard.detect.detection import Detection, FileSource
 from trailguard.detect.digest import digest_of
-from trailguard.detect.policy_facts import facts_from_record
 from trailguard.detect.process import Detector
 from trailguard.detect.record import Record
 from trailguard.detect.rules import RuleSet
@@ -168,7 +167,3 @@ async def feed(
 def only(detections: Sequence[Detection]) -> Detection:
     assert len(detections) == 1, [d.event_id for d in detections]
     return detections[0]
-
-
-def facts_of(raw: dict[str, Any]) -> int:
-    return len(facts_from_record(decoded(raw)))
