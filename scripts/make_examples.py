@@ -23,6 +23,8 @@ from tests.factories import (
     noise_record,
 )
 
+from trailguard.demo.emulator import PAYMENTS_GUARD, PAYMENTS_WEAKENED
+
 OUT = Path("examples/cloudtrail")
 TERRAFORM_UA = (
     "APN/1.0 HashiCorp/1.0 Terraform/1.9.8 (+https://www.terraform.io) "
@@ -123,6 +125,29 @@ def main() -> None:
     )
     # CloudTrail delivers the same event twice now and then: reported once
     files[5].append(dict(detach))
+    # a rewrite that removes nothing: the payments role's inline guard put by the platform team,
+    # then put again by the attacker without its Deny -- a weakening (README "Policy weakening").
+    # Ids from their own generator, so the records above keep theirs.
+    rewrite = random.Random(16)
+
+    def rewrite_id() -> str:
+        return str(uuid.UUID(int=rewrite.getrandbits(128), version=4))
+
+    for index, (document, identity, when) in enumerate(
+        (
+            (PAYMENTS_GUARD, assumed_role_identity("platform-admin", "bootstrap", mfa=True), 20),
+            (PAYMENTS_WEAKENED, console_attacker, 35),
+        )
+    ):
+        record = make_record(
+            "PutRolePolicy",
+            {"roleName": "payments", "policyName": "data-guard", "policyDocument": document},
+            user_identity=identity,
+            event_time=f"2026-11-01T12:0{index * 2}:{when:02d}Z",
+            event_id=rewrite_id(),
+        )
+        record["requestID"] = rewrite_id()
+        files[index * 2].append(record)
 
     shutil.rmtree(OUT, ignore_errors=True)
     for i, records in enumerate(files):
