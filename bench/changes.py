@@ -56,7 +56,7 @@ from trailguard.detect.detection import S3Source, encode_detection
 from trailguard.detect.policy_facts import is_json_object_text
 from trailguard.detect.process import Detector
 from trailguard.ingest.changes import baseline
-from trailguard.state.policy_history import SqliteHistoryStore
+from trailguard.state.policy_history_sqlite import SqliteHistoryStore
 
 ROOT = Path(__file__).resolve().parent.parent
 BUCKET = "bench-trail"

@@ -330,7 +330,7 @@ async def _replay(
         history: PolicyHistoryStore | None = None
         ledger = None
         if record_history and args.config is None:
-            from trailguard.state.policy_history import SqliteHistoryStore
+            from trailguard.state.policy_history_sqlite import SqliteHistoryStore
 
             scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="trailguard-replay-"))
             history = await SqliteHistoryStore.open(Path(scratch, "history.sqlite3"))

@@ -51,7 +51,8 @@ from trailguard.remediate.jobs import Job, PlanMismatchError, iso
 from trailguard.remediate.service import Remediation
 from trailguard.state.dedup import SqliteDedupStore
 from trailguard.state.ledger import SqliteEventLedger
-from trailguard.state.policy_history import SqliteHistoryStore, default_history_path
+from trailguard.state.policy_history import default_history_path
+from trailguard.state.policy_history_sqlite import SqliteHistoryStore
 from trailguard.telemetry.metrics import Metrics
 from trailguard.telemetry.observers import standard_observers
 

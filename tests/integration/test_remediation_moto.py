@@ -59,7 +59,7 @@ from trailguard.detect.record import Record
 from trailguard.detect.rules import RuleSet
 from trailguard.remediate.jobs import CircuitOpen, Job, iso
 from trailguard.remediate.service import Remediation
-from trailguard.state.policy_history import SqliteHistoryStore
+from trailguard.state.policy_history_sqlite import SqliteHistoryStore
 from trailguard.telemetry.observers import Tally
 
 if TYPE_CHECKING:

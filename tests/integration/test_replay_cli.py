@@ -207,7 +207,7 @@ def test_run_and_replay_refuse_a_deep_config_the_same_way(tmp_path: Path, comman
 def test_replay_with_config_records_policy_history(tmp_path: Path) -> None:
     import asyncio
 
-    from trailguard.state.policy_history import SqliteHistoryStore
+    from trailguard.state.policy_history_sqlite import SqliteHistoryStore
 
     document = (
         '{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"s3:*","Resource":"*"}]}'

@@ -30,7 +30,8 @@ from trailguard.detect.policy_facts import facts_from_record
 from trailguard.detect.record import Record
 from trailguard.errors import OperationError
 from trailguard.remediate.snapshot import take_snapshot
-from trailguard.state.policy_history import SqliteHistoryStore, default_history_path
+from trailguard.state.policy_history import default_history_path
+from trailguard.state.policy_history_sqlite import SqliteHistoryStore
 
 if TYPE_CHECKING:
     from mypy_boto3_iam.client import IAMClient

@@ -7,6 +7,7 @@ order (:class:`PolicyHistoryStore`; SQLite by default).
 """
 
 from trailguard.state.dedup import DedupStore, SqliteDedupStore
-from trailguard.state.policy_history import PolicyHistoryStore, SqliteHistoryStore
+from trailguard.state.policy_history import PolicyHistoryStore
+from trailguard.state.policy_history_sqlite import SqliteHistoryStore
 
 __all__ = ["DedupStore", "PolicyHistoryStore", "SqliteDedupStore", "SqliteHistoryStore"]

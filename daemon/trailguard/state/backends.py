@@ -24,11 +24,8 @@ from typing import TYPE_CHECKING
 
 from trailguard.state.dedup import DedupStore, SqliteDedupStore
 from trailguard.state.ledger import EventLedger, SqliteEventLedger
-from trailguard.state.policy_history import (
-    PolicyHistoryStore,
-    SqliteHistoryStore,
-    default_history_path,
-)
+from trailguard.state.policy_history import PolicyHistoryStore, default_history_path
+from trailguard.state.policy_history_sqlite import SqliteHistoryStore
 
 if TYPE_CHECKING:
     from aiobotocore.session import AioSession

@@ -1,10 +1,9 @@
-"""The policy history store: every policy document and attachment the trail (or a snapshot) showed.
+"""The policy history: every policy document and attachment the trail (or a snapshot) showed --
+the interface, the states it answers with, and the fold both of its stores share.
 
 :class:`PolicyHistoryStore` is the interface remediation reads ("what was the document of this
-inline policy just before it was deleted?"); :class:`SqliteHistoryStore` implements it on one
-SQLite file, with the conventions of :class:`~trailguard.state.sqlite.SqliteStore`: WAL journal
-with ``synchronous=FULL`` (a ``record`` that returned survives a crash), one connection used only
-from one dedicated worker thread, :class:`~trailguard.errors.StateError` for every storage failure.
+inline policy just before it was deleted?"); ``policy_history_sqlite.py`` implements it on one
+SQLite file, ``dynamo/history.py`` on the shared DynamoDB table.
 
 Facts (:class:`~trailguard.detect.policy_facts.PolicyFact`) are kept as they came, keyed by
 (eventID, fact identity): recording the same event again changes nothing.  Every query folds the
@@ -19,12 +18,10 @@ several components can live in one database file.
 
 from __future__ import annotations
 
-import sqlite3
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
 import msgspec
 
@@ -35,17 +32,23 @@ from trailguard.detect.policy_facts import (
     event_time_key,
     path_from_policy_arn,
 )
-from trailguard.errors import StateError
-from trailguard.state.sqlite import SqliteStore, ensure_schema, transaction
 
 __all__ = [
     "COMPONENT",
     "SCHEMA_VERSION",
+    "FoldedPolicy",
     "ManagedPolicyState",
     "PolicyHistoryStore",
     "PolicyVersionState",
-    "SqliteHistoryStore",
+    "attached_arns",
+    "attached_principals",
+    "attachment_account",
+    "before_key",
+    "check_facts",
     "default_history_path",
+    "fold_managed",
+    "identity",
+    "version_state",
 ]
 
 COMPONENT: Final = "policy_history"
@@ -221,218 +224,8 @@ def default_history_path(state_path: str | Path) -> Path:
     return path.with_name(f"{path.stem}.history{path.suffix}")
 
 
-# --------------------------------------------------------------------------------------------
-# The SQLite implementation
-# --------------------------------------------------------------------------------------------
-
-_COLUMNS: Final = (
-    "kind",
-    "op",
-    "account_id",
-    "principal_kind",
-    "principal_name",
-    "policy_name",
-    "policy_arn",
-    "version_id",
-    "document",
-    "path",
-    "set_as_default",
-    "event_id",
-    "event_time",
-    "event_name",
-)
-_SELECT: Final = f"SELECT {', '.join(_COLUMNS)} FROM policy_fact"  # noqa: S608 - constant
-_ORDER: Final = " ORDER BY time_key, event_id, seq"
-_ORDER_DESC: Final = " ORDER BY time_key DESC, event_id DESC, seq DESC"
-_MANAGED_KINDS: Final = "('managed_policy', 'policy_version', 'default_version')"
-_INSERT: Final = (
-    "INSERT INTO policy_fact (event_id, identity, time_key, seq, recorded_at, "  # noqa: S608
-    + ", ".join(c for c in _COLUMNS if c != "event_id")
-    + ") VALUES ("
-    + ", ".join("?" * (len(_COLUMNS) + 4))
-    + ") ON CONFLICT (event_id, identity) DO NOTHING"
-)
-
-
-class SqliteHistoryStore(SqliteStore):
-    """:class:`PolicyHistoryStore` on one SQLite file.  Build it with :meth:`open`."""
-
-    _WHAT = "policy history"
-    _THREAD = "trailguard-history"
-
-    @classmethod
-    async def open(
-        cls, path: str | Path, *, clock: Callable[[], float] | None = None
-    ) -> SqliteHistoryStore:
-        """Open (creating it and its parent directory if needed) the store at ``path``.
-
-        The file may hold other components' tables.  Raises :class:`StateError` when it cannot
-        be created or opened, is not a SQLite database, or holds a policy history written by a
-        newer trailguard.
-        """
-        db_path = Path(path)
-        conn, executor = await cls._connect(db_path, _prepare)
-        return cls(db_path, conn, executor, clock or time.time)
-
-    # ------------------------------------------------------------------ the protocol
-
-    async def record(self, facts: Sequence[PolicyFact]) -> int:
-        rows = [_row(fact, seq) for seq, fact in enumerate(_check_facts(facts))]
-        if not rows:
-            return 0
-        return await self._run(self._insert, rows, self._clock())
-
-    async def inline_policy(
-        self,
-        account_id: str,
-        principal_kind: PrincipalKind,
-        principal_name: str,
-        policy_name: str,
-        *,
-        before: str | None,
-        before_event_id: str | None = None,
-    ) -> PolicyFact | None:
-        where, params = _position(before, before_event_id)
-        rows = await self._run(
-            self._select,
-            _SELECT + " WHERE account_id = ? AND principal_kind = ? AND principal_name = ?"
-            " AND kind = 'inline_policy' AND policy_name = ? AND op = 'put' AND "
-            + where
-            + _ORDER_DESC
-            + " LIMIT 1",
-            (account_id, principal_kind, principal_name, policy_name, *params),
-        )
-        return rows[0] if rows else None
-
-    async def managed_policy(
-        self, policy_arn: str, *, before: str | None, before_event_id: str | None = None
-    ) -> ManagedPolicyState | None:
-        folded = await self._fold_managed(policy_arn, before, before_event_id)
-        return folded.state() if folded is not None else None
-
-    async def policy_version(
-        self,
-        policy_arn: str,
-        version_id: str,
-        *,
-        before: str | None = None,
-        before_event_id: str | None = None,
-    ) -> PolicyVersionState | None:
-        return version_state(
-            await self._fold_managed(policy_arn, before, before_event_id), version_id
-        )
-
-    async def attachments(
-        self, policy_arn: str, *, before: str | None, account_id: str | None = None
-    ) -> list[tuple[PrincipalKind, str]]:
-        facts = await self.attachment_facts(policy_arn, before=before, account_id=account_id)
-        return attached_principals(facts)
-
-    async def attachment_facts(
-        self, policy_arn: str, *, before: str | None, account_id: str | None = None
-    ) -> list[PolicyFact]:
-        before_key = _before_key(before)
-        account_id = attachment_account(policy_arn, account_id)
-        return await self._run(
-            self._select,
-            _SELECT + " WHERE policy_arn = ? AND kind = 'attachment' AND account_id = ?"
-            " AND time_key < ?" + _ORDER,
-            (policy_arn, account_id, before_key),
-        )
-
-    async def attached_policies(
-        self,
-        account_id: str,
-        principal_kind: PrincipalKind,
-        principal_name: str,
-        *,
-        before: str | None,
-    ) -> list[str]:
-        facts = await self._run(
-            self._select,
-            _SELECT + " WHERE account_id = ? AND principal_kind = ? AND principal_name = ?"
-            " AND kind = 'attachment' AND time_key < ?" + _ORDER,
-            (account_id, principal_kind, principal_name, _before_key(before)),
-        )
-        return attached_arns(facts)
-
-    async def boundary(
-        self,
-        account_id: str,
-        principal_kind: PrincipalKind,
-        principal_name: str,
-        *,
-        before: str | None,
-    ) -> str | None:
-        fact = await self.boundary_fact(account_id, principal_kind, principal_name, before=before)
-        return None if fact is None else fact.policy_arn
-
-    async def boundary_fact(
-        self,
-        account_id: str,
-        principal_kind: PrincipalKind,
-        principal_name: str,
-        *,
-        before: str | None,
-    ) -> PolicyFact | None:
-        rows = await self._run(
-            self._select,
-            _SELECT + " WHERE account_id = ? AND principal_kind = ? AND principal_name = ?"
-            " AND kind = 'boundary' AND time_key < ?" + _ORDER_DESC + " LIMIT 1",
-            (account_id, principal_kind, principal_name, _before_key(before)),
-        )
-        if not rows or rows[0].op != "put":
-            return None
-        return rows[0]
-
-    async def boundary_put(
-        self,
-        account_id: str,
-        principal_kind: PrincipalKind,
-        principal_name: str,
-        *,
-        before: str | None,
-        before_event_id: str | None = None,
-    ) -> PolicyFact | None:
-        where, params = _position(before, before_event_id)
-        rows = await self._run(
-            self._select,
-            _SELECT + " WHERE account_id = ? AND principal_kind = ? AND principal_name = ?"
-            " AND kind = 'boundary' AND op = 'put' AND " + where + _ORDER_DESC + " LIMIT 1",
-            (account_id, principal_kind, principal_name, *params),
-        )
-        return rows[0] if rows else None
-
-    # ------------------------------------------------------------------ folding
-
-    async def _fold_managed(
-        self, policy_arn: str, before: str | None, before_event_id: str | None = None
-    ) -> _Managed | None:
-        where, params = _position(before, before_event_id)
-        facts = await self._run(
-            self._select,
-            _SELECT + f" WHERE policy_arn = ? AND kind IN {_MANAGED_KINDS} AND " + where + _ORDER,
-            (policy_arn, *params),
-        )
-        return fold_managed(policy_arn, facts)
-
-    # ------------------------------------------------------------------ worker thread
-
-    def _insert(self, rows: list[tuple[Any, ...]], now: float) -> int:
-        before = self._conn.total_changes
-        with transaction(self._conn):  # all or nothing
-            self._conn.executemany(
-                _INSERT,
-                [(*row[:4], now, *row[4:]) for row in rows],
-            )
-        return self._conn.total_changes - before
-
-    def _select(self, sql: str, params: tuple[object, ...]) -> list[PolicyFact]:
-        return [_fact(row) for row in self._conn.execute(sql, params)]
-
-
 @dataclass
-class _Managed:
+class FoldedPolicy:
     """A managed policy's state while facts are folded in."""
 
     policy_arn: str
@@ -446,7 +239,7 @@ class _Managed:
     last: PolicyFact | None = None
 
     @classmethod
-    def empty(cls, policy_arn: str, fact: PolicyFact) -> _Managed:
+    def empty(cls, policy_arn: str, fact: PolicyFact) -> FoldedPolicy:
         return cls(
             policy_arn=policy_arn,
             account_id=fact.account_id,
@@ -499,25 +292,25 @@ class _Managed:
 # (with the DynamoDB store, state/dynamo/history.py: both fold the same facts the same way)
 
 
-def fold_managed(policy_arn: str, facts: Iterable[PolicyFact]) -> _Managed | None:
+def fold_managed(policy_arn: str, facts: Iterable[PolicyFact]) -> FoldedPolicy | None:
     """A managed policy's state after ``facts`` (its managed_policy, policy_version and
     default_version facts in (time_key, eventID, seq) order); None if unknown or deleted."""
-    state: _Managed | None = None
+    state: FoldedPolicy | None = None
     for fact in facts:
         if fact.kind == "managed_policy":
             if fact.op == "delete":
                 state = None
                 continue
-            state = _Managed.empty(policy_arn, fact)  # CreatePolicy or a snapshot: anew
+            state = FoldedPolicy.empty(policy_arn, fact)  # CreatePolicy or a snapshot: anew
             state.add_version(fact)
             continue
         if state is None:  # versions of a policy whose creation history did not see
-            state = _Managed.empty(policy_arn, fact)
+            state = FoldedPolicy.empty(policy_arn, fact)
         state.apply(fact)
     return state
 
 
-def version_state(folded: _Managed | None, version_id: str) -> PolicyVersionState | None:
+def version_state(folded: FoldedPolicy | None, version_id: str) -> PolicyVersionState | None:
     """One version of a folded managed policy, or None if not known to exist."""
     if folded is None or version_id not in folded.versions:
         return None
@@ -589,15 +382,6 @@ def _before_key(before: str | None) -> str:
     return key
 
 
-def _position(before: str | None, before_event_id: str | None) -> tuple[str, tuple[str, ...]]:
-    """The SQL condition (and its parameters) for "before this position in the fold's order":
-    earlier eventTime, or -- with ``before_event_id`` -- the same eventTime and a lower eventID."""
-    key = _before_key(before)
-    if before_event_id is None:
-        return "time_key < ?", (key,)
-    return "(time_key < ? OR (time_key = ? AND event_id < ?))", (key, key, before_event_id)
-
-
 def _check_facts(facts: Sequence[PolicyFact]) -> Sequence[PolicyFact]:
     for fact in facts:
         if not isinstance(fact, PolicyFact):
@@ -618,98 +402,3 @@ def _identity(fact: PolicyFact) -> str:
         fact.version_id,
     )
     return _SEP.join(part or "" for part in parts)
-
-
-def _row(fact: PolicyFact, seq: int) -> tuple[Any, ...]:
-    """(event_id, identity, time_key, seq, *the other columns in _COLUMNS order)."""
-    key = event_time_key(fact.event_time)
-    if key is None:
-        raise ValueError(f"fact {fact.event_id!r}: eventTime {fact.event_time!r} is not a time")
-    values: list[Any] = []
-    for column in _COLUMNS:
-        if column == "event_id":
-            continue
-        value = getattr(fact, column)
-        values.append(int(value) if column == "set_as_default" and value is not None else value)
-    return (fact.event_id, _identity(fact), key, seq, *values)
-
-
-def _fact(row: tuple[Any, ...]) -> PolicyFact:
-    values = dict(zip(_COLUMNS, row, strict=True))
-    if values["set_as_default"] is not None:
-        values["set_as_default"] = bool(values["set_as_default"])
-    return PolicyFact(**values)
-
-
-_SCHEMA: Final = (
-    "CREATE TABLE policy_fact ("
-    " event_id TEXT NOT NULL,"
-    " identity TEXT NOT NULL,"
-    " time_key TEXT NOT NULL,"  # eventTime as a sortable UTC key (event_time_key)
-    " seq INTEGER NOT NULL,"  # position in the batch recorded: orders one event's facts
-    " recorded_at REAL NOT NULL,"  # arrival time, for operators; never used for ordering
-    " kind TEXT NOT NULL,"
-    " op TEXT NOT NULL,"
-    " account_id TEXT NOT NULL,"
-    " principal_kind TEXT,"
-    " principal_name TEXT,"
-    " policy_name TEXT,"
-    " policy_arn TEXT,"
-    " version_id TEXT,"
-    " document TEXT,"
-    " path TEXT,"
-    " set_as_default INTEGER,"
-    " event_time TEXT NOT NULL,"
-    " event_name TEXT,"  # schema 2
-    " PRIMARY KEY (event_id, identity))",
-    "CREATE INDEX policy_fact_by_principal ON policy_fact"
-    " (account_id, principal_kind, principal_name, kind, policy_name, time_key)",
-    "CREATE INDEX policy_fact_by_policy ON policy_fact (policy_arn, kind, time_key)",
-)
-
-
-def _prepare(conn: sqlite3.Connection, where: str) -> None:
-    ensure_schema(
-        conn,
-        where,
-        version=_schema_version,
-        current=SCHEMA_VERSION,
-        create=_create,
-        name="policy history schema",
-        table="policy_fact",
-    )
-    if _schema_version(conn) < SCHEMA_VERSION:
-        with transaction(conn):
-            if _schema_version(conn) == 1:  # read again under the write lock
-                conn.execute("ALTER TABLE policy_fact ADD COLUMN event_name TEXT")
-                conn.execute(
-                    "UPDATE meta SET schema_version = ? WHERE component = ?",
-                    (SCHEMA_VERSION, COMPONENT),
-                )
-
-
-def _schema_version(conn: sqlite3.Connection) -> int:
-    """This component's schema version, or 0 when the file has none yet."""
-    if not conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
-    ).fetchone():
-        return 0
-    row = conn.execute(
-        "SELECT schema_version FROM meta WHERE component = ?", (COMPONENT,)
-    ).fetchone()
-    return 0 if row is None else int(row[0])
-
-
-def _create(conn: sqlite3.Connection, where: str) -> None:
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'policy_fact'").fetchone():
-        raise StateError(f"{where}: a 'policy_fact' table not made by trailguard")
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS meta (component TEXT PRIMARY KEY NOT NULL,"
-        " schema_version INTEGER NOT NULL) WITHOUT ROWID"
-    )
-    for statement in _SCHEMA:
-        conn.execute(statement)
-    conn.execute(
-        "INSERT INTO meta (component, schema_version) VALUES (?, ?)",
-        (COMPONENT, SCHEMA_VERSION),
-    )

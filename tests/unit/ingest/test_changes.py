@@ -52,7 +52,7 @@ from trailguard.errors import ConfigError
 from trailguard.ingest.changes import ChangeJudge
 from trailguard.observe import PolicyChangeJudged, Recorder
 from trailguard.policy import Limits
-from trailguard.state.policy_history import SqliteHistoryStore
+from trailguard.state.policy_history_sqlite import SqliteHistoryStore
 
 TERRAFORM_UA = "APN/1.0 HashiCorp/1.0 Terraform/1.9.8 (+https://www.terraform.io)"
 

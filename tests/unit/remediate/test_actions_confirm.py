@@ -54,7 +54,7 @@ from trailguard.remediate.actions import (
 )
 from trailguard.remediate.jobs import Job, audit
 from trailguard.state.ledger import SqliteEventLedger
-from trailguard.state.policy_history import SqliteHistoryStore
+from trailguard.state.policy_history_sqlite import SqliteHistoryStore
 
 ALLOW_ALL = json.dumps(
     {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}

@@ -43,7 +43,7 @@ from trailguard.detect.detection import Detection
 from trailguard.remediate.actions import ActionContext, ActionOutcome, revert_policy_change
 from trailguard.remediate.jobs import Job
 from trailguard.remediate.planner import plan
-from trailguard.state.policy_history import SqliteHistoryStore
+from trailguard.state.policy_history_sqlite import SqliteHistoryStore
 
 REVERT = '"revert_policy_change"'
 

@@ -44,7 +44,7 @@ from trailguard.detect.record import Record
 from trailguard.detect.rules import RuleSet
 from trailguard.remediate.actions import ACTIONS, ActionContext, Deferred, same_document
 from trailguard.remediate.planner import plan_jobs
-from trailguard.state.policy_history import SqliteHistoryStore
+from trailguard.state.policy_history_sqlite import SqliteHistoryStore
 
 GUARD_ARN = f"arn:aws:iam::{ACCOUNT}:policy/team/Guardrail"
 BOUNDARY = f"arn:aws:iam::{ACCOUNT}:policy/DevBoundary"

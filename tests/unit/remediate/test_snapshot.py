@@ -29,7 +29,7 @@ from trailguard.remediate.snapshot import (
     snapshot_event_id,
     take_snapshot,
 )
-from trailguard.state.policy_history import SqliteHistoryStore
+from trailguard.state.policy_history_sqlite import SqliteHistoryStore
 
 LOCAL = "123456789012"
 OTHER = "111122223333"

@@ -21,7 +21,7 @@ from trailguard.detect.digest import EventDigest, digest_of, event_digest
 from trailguard.detect.record import Record
 from trailguard.errors import StateError
 from trailguard.state.ledger import EventLedger, SqliteEventLedger
-from trailguard.state.policy_history import SqliteHistoryStore
+from trailguard.state.policy_history_sqlite import SqliteHistoryStore
 
 DENY = '{"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Action": "*"}]}'
 ALLOW = '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*"}]}'

@@ -18,9 +18,9 @@ from trailguard.state.dedup import SqliteDedupStore
 from trailguard.state.policy_history import (
     ManagedPolicyState,
     PolicyHistoryStore,
-    SqliteHistoryStore,
     default_history_path,
 )
+from trailguard.state.policy_history_sqlite import SqliteHistoryStore
 
 ACCT = "123456789012"
 OTHER = "444455556666"
