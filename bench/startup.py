@@ -97,6 +97,20 @@ def round_robin(commands: Sequence[Command], reps: int, env: dict[str, str]) -> 
 PASSES = 5
 
 
+class _NoHistory:
+    """A config file turning the policy history off, in bench/.cache."""
+
+    path = ROOT / "bench" / ".cache" / "no-history.toml"
+
+    def write_config(self) -> Path:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text("[history]\nenabled = false\n")
+        return self.path
+
+
+NO_HISTORY = _NoHistory()
+
+
 def measure(reps: int = 7, files: Sequence[Path] | None = None) -> dict[str, Any]:
     compileall.compile_dir(str(PACKAGE), quiet=1)
     chosen = files if files is not None else ensure_set(DEFAULT) * PASSES
@@ -107,8 +121,18 @@ def measure(reps: int = 7, files: Sequence[Path] | None = None) -> dict[str, Any
         "trailguard replay (whole process)",
         [py, "-m", "trailguard", "replay", "--no-progress", "--output", os.devnull, *paths],
     )
+    # The same without the policy history: what replay did before it judged policy changes
+    # (issue 16 gave it a scratch history and a comparison per policy change).
+    no_history = NO_HISTORY.write_config()
+    detections_only = Command(
+        "trailguard replay, [history] enabled = false (whole process)",
+        [
+            py, "-m", "trailguard", "replay", "--config", str(no_history), "--no-progress",
+            "--output", os.devnull, *paths,
+        ],
+    )  # fmt: skip
     decompression = Command("read + libdeflate (whole process)", [py, "-c", DECOMPRESS, *paths])
-    round_robin([decompression, replay], reps, env)
+    round_robin([decompression, replay, detections_only], reps, env)
     found = re.search(r"detections: (\d+)", replay.output)
     startup = [
         Command("--version", [py, "-m", "trailguard", "--version"]),
@@ -128,9 +152,11 @@ def measure(reps: int = 7, files: Sequence[Path] | None = None) -> dict[str, Any
         "replay_cpu_s": min(replay.cpu),
         "decompression_s": decompression.best,
         "replay_over_decompression": decompression.best / replay.best,
+        "replay_no_history_s": detections_only.best,
+        "replay_no_history_over_decompression": decompression.best / detections_only.best,
         "detections": int(found.group(1)) if found else None,
         "startup_s": {c.name: c.best for c in startup},
-        "wall_s": {c.name: c.wall for c in (replay, decompression, *startup)},
+        "wall_s": {c.name: c.wall for c in (replay, detections_only, decompression, *startup)},
     }
 
 
@@ -143,6 +169,9 @@ def report(result: dict[str, Any]) -> None:
         f"{result['detections']} detections) against read + libdeflate "
         f"{result['decompression_s']:.2f} s: {result['replay_over_decompression']:.2f} of "
         f"decompression alone\n"
+        f"  the same with [history] enabled = false (no scratch history, no policy changes "
+        f"judged, as before issue 16): {result['replay_no_history_s']:.2f} s: "
+        f"{result['replay_no_history_over_decompression']:.2f}\n"
         f"  start-up without AWS: {startup}"
     )
 

@@ -316,9 +316,7 @@ async def _replay(
     record_history: bool,
     progress: TextIO | None,
 ) -> ReplaySummary:
-    import tempfile
     from contextlib import AsyncExitStack
-    from pathlib import Path
 
     from trailguard.ingest.replay import LocalReplay
     from trailguard.outputs.jsonl import JsonlWriter
@@ -330,10 +328,9 @@ async def _replay(
         history: PolicyHistoryStore | None = None
         ledger = None
         if record_history and args.config is None:
-            from trailguard.state.policy_history_sqlite import SqliteHistoryStore
+            from trailguard.state.policy_history_memory import ScratchHistoryStore
 
-            scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="trailguard-replay-"))
-            history = await SqliteHistoryStore.open(Path(scratch, "history.sqlite3"))
+            history = ScratchHistoryStore()  # a temporary directory only if it grows
             stack.push_async_callback(history.close)
         elif record_history:
             # The facts a replay records are a write source too: their events go into the

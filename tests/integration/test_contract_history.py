@@ -1,5 +1,5 @@
-"""The policy history's contract, the same tests on both backends (tests/unit/state/
-test_policy_history.py's tests of the protocol)."""
+"""The policy history's contract, the same tests on both backends and on replay's scratch store
+(in memory, and moved to SQLite), taken from tests/unit/state/test_policy_history.py."""
 
 from __future__ import annotations
 
@@ -13,14 +13,23 @@ from tests.integration.conftest import MotoServer
 from tests.integration.state_backends import BACKENDS, open_backend
 from tests.unit.state import test_policy_history as unit
 from trailguard.state.policy_history import PolicyHistoryStore
+from trailguard.state.policy_history_memory import MAX_SCRATCH_BYTES, ScratchHistoryStore
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=[*BACKENDS, "scratch", "scratch-spilled"])
 async def store(
     request: pytest.FixtureRequest, tmp_path: Path, moto_server: MotoServer
 ) -> AsyncIterator[PolicyHistoryStore]:
+    if request.param.startswith("scratch"):
+        # replay's scratch history: in memory, or (max_bytes 0) moved to SQLite at once
+        scratch = ScratchHistoryStore(
+            tmp_path, max_bytes=0 if request.param == "scratch-spilled" else MAX_SCRATCH_BYTES
+        )
+        yield scratch
+        await scratch.close()
+        return
     async with open_backend(
         request.param, tmp_path, moto_server, clock=time.time, history=True
     ) as state:

@@ -88,8 +88,10 @@ class ChangeJudge:
                 judgement = not_compared(
                     candidate, found, f"this batch's comparisons took over {self._budget:g} s"
                 )
-            else:
+            elif needs_engine(found):
                 judgement = await asyncio.to_thread(judge, candidate, found, limits=self._limits)
+            else:  # nothing to compare: answered at once, no thread hop
+                judgement = judge(candidate, found, limits=self._limits)
             took = max(0.0, self._clock() - started)
             spent += took
             counts[judgement.count] += 1
@@ -116,6 +118,18 @@ def _event(
         previous_event_id=found.previous.event_id if found.previous is not None else None,
         steps=judgement.verdict.steps if judgement.verdict is not None else None,
         duration_secs=took,
+    )
+
+
+def needs_engine(found: Baseline) -> bool:
+    """Whether judging runs the policy engine (both documents known): only then is it worth a
+    thread; the other answers (unchanged, baseline unknown, an unreadable new document) are
+    immediate."""
+    return (
+        not found.unchanged
+        and found.previous is not None
+        and found.previous_document is not None
+        and found.new_document is not None
     )
 
 

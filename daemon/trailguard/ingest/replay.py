@@ -154,6 +154,9 @@ class LocalReplay:
         self.changes = ChangeJudge(history, self.observer) if history is not None else None
         self.summary = ReplaySummary()
         self._seen: set[str] = set()
+        #: the eventIDs of the policy changes judged so far: an event CloudTrail delivered in
+        #: two files (or a file given twice) is judged and counted once, as it is written once
+        self._judged: set[str] = set()
 
     def read(self, path: Path) -> tuple[str, bytes | None]:
         """A file's bytes (read in the loop's thread: local files, no other task waits), or
@@ -238,8 +241,10 @@ class LocalReplay:
             detections = flag_conflicts(detections, conflicted)
         if self.history is not None and outcome.facts:
             summary.facts += await self.history.record(outcome.facts)
-        if self.changes is not None and outcome.changes:
-            judged = await self.changes.judge(outcome.changes)
+        changes = [c for c in outcome.changes if c.fact.event_id not in self._judged]
+        if self.changes is not None and changes:
+            self._judged.update(c.fact.event_id for c in changes)
+            judged = await self.changes.judge(changes)
             summary.changes.update(judged.counts)
             detections = [*detections, *flag_conflicts(judged.detections, conflicted)]
         decoded = outcome.decoded

@@ -1,13 +1,9 @@
-"""trailguard's own durable state, each part behind a small interface.
+"""trailguard's own durable state, each part behind a small interface, on SQLite (one process)
+or DynamoDB (``dynamo/``: several replicas); ``backends.py`` opens the configured one.
 
-``dedup``: which CloudTrail eventIDs were already handled (SQLite by default; the
-:class:`DedupStore` protocol lets a shared store serve several replicas later).
-``history``: every policy document and attachment the trail or a snapshot showed, in eventTime
-order (:class:`PolicyHistoryStore`; SQLite by default).
+``dedup.py``: which CloudTrail eventIDs were already reported; ``ledger.py``: the contents each
+eventID came with; ``policy_history.py``: every policy document and attachment the trail or a
+snapshot showed, in eventTime order (``policy_history_sqlite.py``, and replay's scratch store
+in ``policy_history_memory.py``).  Nothing is imported here: a command pays only for the
+stores it opens.
 """
-
-from trailguard.state.dedup import DedupStore, SqliteDedupStore
-from trailguard.state.policy_history import PolicyHistoryStore
-from trailguard.state.policy_history_sqlite import SqliteHistoryStore
-
-__all__ = ["DedupStore", "PolicyHistoryStore", "SqliteDedupStore", "SqliteHistoryStore"]

@@ -83,7 +83,7 @@ class SqliteHistoryStore(SqliteStore):
 
     @classmethod
     async def open(
-        cls, path: str | Path, *, clock: Callable[[], float] | None = None
+        cls, path: str | Path, *, clock: Callable[[], float] | None = None, durable: bool = True
     ) -> SqliteHistoryStore:
         """Open (creating it and its parent directory if needed) the store at ``path``.
 
@@ -92,7 +92,7 @@ class SqliteHistoryStore(SqliteStore):
         newer trailguard.
         """
         db_path = Path(path)
-        conn, executor = await cls._connect(db_path, _prepare)
+        conn, executor = await cls._connect(db_path, _prepare, durable=durable)
         return cls(db_path, conn, executor, clock or time.time)
 
     # ------------------------------------------------------------------ the protocol

@@ -62,14 +62,17 @@ class SqliteStore:
 
     @classmethod
     async def _connect(
-        cls, path: Path, prepare: Prepare, *, create: bool = True
+        cls, path: Path, prepare: Prepare, *, create: bool = True, durable: bool = True
     ) -> tuple[sqlite3.Connection, ThreadPoolExecutor]:
-        """Open ``path`` (see :func:`_open`) on a new worker thread; the connection and thread."""
+        """Open ``path`` (see :func:`_open`) on a new worker thread; the connection and thread.
+
+        ``durable=False`` (a scratch file deleted after the run, such as a replay's temporary
+        history) skips the fsync of every commit."""
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=cls._THREAD)
         loop = asyncio.get_running_loop()
         try:
             conn = await loop.run_in_executor(
-                executor, _open, path, f"{cls._WHAT} {path}", prepare, create
+                executor, _open, path, f"{cls._WHAT} {path}", prepare, create, durable
             )
         except BaseException:
             executor.shutdown(wait=False)
@@ -114,7 +117,9 @@ class SqliteStore:
             raise StateError(f"{self._WHAT} {self._path}: {exc}") from exc
 
 
-def _open(path: Path, where: str, prepare: Prepare, create: bool) -> sqlite3.Connection:
+def _open(
+    path: Path, where: str, prepare: Prepare, create: bool, durable: bool = True
+) -> sqlite3.Connection:
     """Open the database (and its parent directory), set the pragmas, ``prepare`` it.
 
     Runs on the store's worker thread.  ``create=False`` refuses a file that does not exist.
@@ -136,7 +141,7 @@ def _open(path: Path, where: str, prepare: Prepare, create: bool) -> sqlite3.Con
         # The first statement reads the header: "file is not a database" surfaces here.
         conn.execute("PRAGMA user_version").fetchone()
         conn.execute("PRAGMA journal_mode=WAL").fetchone()
-        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=OFF")
         prepare(conn, where)
     except StateError:
         conn.close()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from trailguard.errors import StateError, TrailguardError
-from trailguard.state import DedupStore, SqliteDedupStore
+from trailguard.state.dedup import DedupStore, SqliteDedupStore
 
 TTL = 3600.0
 
@@ -137,7 +137,7 @@ async def test_records_survive_reopen(db_path: Path, clock: FakeClock) -> None:
 
 _KILLED_WRITER = """
 import asyncio, os, signal, sys
-from trailguard.state import SqliteDedupStore
+from trailguard.state.dedup import SqliteDedupStore
 
 async def main() -> None:
     store = await SqliteDedupStore.open(sys.argv[1], ttl_seconds=3600)
