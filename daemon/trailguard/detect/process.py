@@ -60,7 +60,9 @@ class Detector:
         self.rules = rules
         self.history = history
         self.limits = limits
-        names = rules.event_names | HISTORY_EVENT_NAMES if history else rules.event_names
+        # Without the history a change rule has nothing to compare with: its records are not
+        # worth decoding in full.
+        names = rules.event_names | HISTORY_EVENT_NAMES if history else rules.removal_event_names
         self.candidates = CandidateNames(names)
         # Changes are judged against the history: without it there is nothing to compare with.
         self.change_names = rules.change_event_names if history else frozenset()

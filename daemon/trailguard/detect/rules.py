@@ -395,6 +395,11 @@ class RuleSet:
         return self._event_names
 
     @property
+    def removal_event_names(self) -> frozenset[str]:
+        """The event names an enabled rule without verdicts (a removal rule) lists."""
+        return frozenset(self._by_name)
+
+    @property
     def change_event_names(self) -> frozenset[str]:
         """The event names an enabled change rule lists: the changes worth comparing."""
         return frozenset(self._changes_by_name)
