@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from trailguard.detect.changes import ChangeCandidate, position
 from trailguard.detect.detection import Detection, FileSource, dedup_key
 from trailguard.detect.process import Detector, FileOutcome
 from trailguard.errors import DecodeError
@@ -41,6 +42,14 @@ log = get_logger(__name__)
 PARALLEL_MIN_BYTES = 64 << 20
 #: Decode threads (``decode_in``: see decode_pool/) start at once: worth it from a few files.
 PARALLEL_MIN_BYTES_THREADS = 1 << 20
+
+#: Policy changes wait for the end of the run to be judged (their predecessors may be in files
+#: read later); past this many bytes of them (a hostile or enormous input) the waiting ones are
+#: judged at once against what has been read so far, and the run says so.
+MAX_PENDING_CHANGE_BYTES = 64 << 20
+#: Changes judged per :meth:`ChangeJudge.judge` call at the end: each call has its own
+#: comparison budget, as a file's changes had.
+CHANGES_PER_BATCH = 256
 
 LOG_SUFFIXES = (".json", ".jsonl", ".ndjson", ".gz")
 SKIP_NAME = "not a log file name"
@@ -132,9 +141,15 @@ class LocalReplay:
 
     With a policy history store, the policy facts the files hold are recorded in it too, and the
     policy changes among them are judged against it (weakening detections, as in the daemon:
-    each change compared with what the history held just before it); with the event ledger the
-    digests of their records (a conflict flags the detections of its eventID
+    each change compared with what the history held just before it in eventTime order); with the
+    event ledger the digests of their records (a conflict flags the detections of its eventID
     ``forgery_suspected``, as in the daemon).
+
+    Unlike the daemon, which judges a change when it arrives, a replay judges its changes after
+    the last file, when the history holds every fact the files carry: the files may be given in
+    any order (two accounts' folders, a later delivery read first) and each change is still
+    compared with its true predecessor.  Past :data:`MAX_PENDING_CHANGE_BYTES` of waiting changes
+    they are judged at once (``replay.changes_judged_early``), so memory stays bounded.
     """
 
     def __init__(
@@ -145,6 +160,7 @@ class LocalReplay:
         history: PolicyHistoryStore | None = None,
         ledger: EventLedger | None = None,
         observer: Observer | None = None,
+        max_pending_bytes: int = MAX_PENDING_CHANGE_BYTES,
     ) -> None:
         self.detector = detector
         self.observer: Observer = observer if observer is not None else LogObserver()
@@ -157,6 +173,13 @@ class LocalReplay:
         #: the eventIDs of the policy changes judged so far: an event CloudTrail delivered in
         #: two files (or a file given twice) is judged and counted once, as it is written once
         self._judged: set[str] = set()
+        #: the changes waiting for the end of the run, the eventIDs among them the ledger found
+        #: in conflict, and their approximate size
+        self._pending: list[ChangeCandidate] = []
+        self._pending_conflicted: set[str] = set()
+        self._pending_bytes = 0
+        self._max_pending_bytes = max_pending_bytes
+        self._judged_early = False
 
     def read(self, path: Path) -> tuple[str, bytes | None]:
         """A file's bytes (read in the loop's thread: local files, no other task waits), or
@@ -241,12 +264,8 @@ class LocalReplay:
             detections = flag_conflicts(detections, conflicted)
         if self.history is not None and outcome.facts:
             summary.facts += await self.history.record(outcome.facts)
-        changes = [c for c in outcome.changes if c.fact.event_id not in self._judged]
-        if self.changes is not None and changes:
-            self._judged.update(c.fact.event_id for c in changes)
-            judged = await self.changes.judge(changes)
-            summary.changes.update(judged.counts)
-            detections = [*detections, *flag_conflicts(judged.detections, conflicted)]
+        if self.changes is not None and outcome.changes:
+            await self._hold(outcome.changes, conflicted)
         decoded = outcome.decoded
         summary.files_read += 1
         summary.records += decoded.records
@@ -262,10 +281,51 @@ class LocalReplay:
                 count=decoded.bad_record_count,
                 first=decoded.bad_records[0],
             )
+        self._write(detections)
+
+    def _write(self, detections: list[Detection]) -> None:
         fresh = self._dedup(detections)
         self.writer.write_batch(fresh)
         for detection in fresh:
-            summary.detections[(detection.disposition, detection.outcome)] += 1
+            self.summary.detections[(detection.disposition, detection.outcome)] += 1
+
+    async def _hold(self, changes: list[ChangeCandidate], conflicted: dict[str, bool]) -> None:
+        """Keep a file's policy changes for the end of the run (each eventID once: CloudTrail
+        may deliver an event in two files)."""
+        for change in changes:
+            event_id = change.fact.event_id
+            if event_id in self._judged:
+                continue
+            self._judged.add(event_id)
+            self._pending.append(change)
+            if event_id in conflicted:
+                self._pending_conflicted.add(event_id)
+            self._pending_bytes += _pending_size(change)
+        if self._pending_bytes > self._max_pending_bytes:
+            if not self._judged_early:
+                self._judged_early = True
+                log.warning(
+                    "replay.changes_judged_early",
+                    changes=len(self._pending),
+                    limit_bytes=self._max_pending_bytes,
+                    reason="too many policy changes to keep for the end of the run: these are "
+                    "compared with the files read so far (a predecessor in a later file is "
+                    "missed); replay fewer files at a time, in time order",
+                )
+            await self.judge_pending()
+
+    async def judge_pending(self) -> None:
+        """Judge the changes held so far, in the history's order, and write their detections."""
+        pending, conflicted = self._pending, self._pending_conflicted
+        self._pending, self._pending_conflicted, self._pending_bytes = [], set(), 0
+        if self.changes is None or not pending:
+            return
+        pending.sort(key=position)
+        flags = dict.fromkeys(conflicted, True)
+        for start in range(0, len(pending), CHANGES_PER_BATCH):
+            judged = await self.changes.judge(pending[start : start + CHANGES_PER_BATCH])
+            self.summary.changes.update(judged.counts)
+            self._write(flag_conflicts(judged.detections, flags))
 
     def _dedup(self, detections: list[Detection]) -> list[Detection]:
         fresh: list[Detection] = []
@@ -330,10 +390,17 @@ class LocalReplay:
                 for path in files:
                     await self.replay_file(path)
                     tick()
+            await self.judge_pending()
         finally:
             if bar is not None:
                 bar.close()
         return self.summary
+
+
+def _pending_size(change: ChangeCandidate) -> int:
+    """About what a waiting change holds in memory: its document (in the fact and in the
+    detection's request parameters) and the rest of its detection."""
+    return 2 * len(change.fact.document or "") + 4096
 
 
 def _cannot_read(exc: OSError) -> str:
