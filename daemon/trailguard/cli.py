@@ -320,7 +320,6 @@ async def _replay(
 
     from trailguard.ingest.replay import LocalReplay
     from trailguard.outputs.jsonl import JsonlWriter
-    from trailguard.state.backends import open_state
 
     s3_uris = [p for p in args.paths if p.startswith("s3://")]
     local = [p for p in args.paths if not p.startswith("s3://")]
@@ -333,6 +332,8 @@ async def _replay(
             history = ScratchHistoryStore()  # a temporary directory only if it grows
             stack.push_async_callback(history.close)
         elif record_history:
+            from trailguard.state.backends import open_state  # SQLite or DynamoDB: only then
+
             # The facts a replay records are a write source too: their events go into the
             # event ledger next to them, as in the daemon (on the configured backend).
             state = await stack.enter_async_context(open_state(config, history=True))

@@ -23,16 +23,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from trailguard.config import Config, RuleEntry, SeverityConfig, Suppression
 from trailguard.decode_pool.common import DecodePoolBroken
-from trailguard.decode_pool.processes import ProcessEngine
 from trailguard.decode_pool.threads import ThreadEngine
 from trailguard.detect.decode import gil_free
 from trailguard.detect.detection import Source
 from trailguard.detect.process import Detector, FileOutcome
+
+if TYPE_CHECKING:
+    # multiprocessing is imported only by a pool that uses it (a replay of a few files asks
+    # decode_mode() and starts no pool at all)
+    from trailguard.decode_pool.processes import ProcessEngine
 
 __all__ = ["DecodePool", "DecodePoolBroken", "decode_mode"]
 
@@ -60,11 +65,13 @@ class DecodePool:
         self.workers = 1 if workers < 0 else count
         self._closed = False
         self._config = config
-        self._engine: ThreadEngine | ProcessEngine = (
-            ThreadEngine(Detector.from_config(config), self.workers)
-            if self.threads
-            else ProcessEngine(config, count)
-        )
+        self._engine: ThreadEngine | ProcessEngine
+        if self.threads:
+            self._engine = ThreadEngine(Detector.from_config(config), self.workers)
+        else:
+            from trailguard.decode_pool.processes import ProcessEngine
+
+            self._engine = ProcessEngine(config, count)
 
     @property
     def mode(self) -> str:
