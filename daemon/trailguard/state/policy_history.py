@@ -181,8 +181,10 @@ class PolicyHistoryStore(Protocol):
         *,
         before: str | None,
     ) -> str | None:
-        """The permissions-boundary policy ARN set on the principal as of ``before``."""
-        ...
+        """The permissions-boundary policy ARN set on the principal as of ``before``: that of
+        :meth:`boundary_fact` (every store inherits this one)."""
+        fact = await self.boundary_fact(account_id, principal_kind, principal_name, before=before)
+        return None if fact is None else fact.policy_arn
 
     async def boundary_fact(
         self,

@@ -58,7 +58,7 @@ def _size(fact: PolicyFact) -> int:
     )
 
 
-class ScratchHistoryStore:
+class ScratchHistoryStore(PolicyHistoryStore):
     """:class:`~trailguard.state.policy_history.PolicyHistoryStore` for one replay run."""
 
     def __init__(
@@ -263,17 +263,6 @@ class ScratchHistoryStore:
             )
             if fact.kind == "attachment"
         )
-
-    async def boundary(
-        self,
-        account_id: str,
-        principal_kind: PrincipalKind,
-        principal_name: str,
-        *,
-        before: str | None,
-    ) -> str | None:
-        fact = await self.boundary_fact(account_id, principal_kind, principal_name, before=before)
-        return None if fact is None else fact.policy_arn
 
     async def boundary_fact(
         self,

@@ -21,6 +21,7 @@ from trailguard.state.policy_history import (
     SCHEMA_VERSION,
     FoldedPolicy,
     ManagedPolicyState,
+    PolicyHistoryStore,
     PolicyVersionState,
     attached_arns,
     attached_principals,
@@ -75,7 +76,7 @@ _INSERT: Final = (
 )
 
 
-class SqliteHistoryStore(SqliteStore):
+class SqliteHistoryStore(SqliteStore, PolicyHistoryStore):
     """:class:`PolicyHistoryStore` on one SQLite file.  Build it with :meth:`open`."""
 
     _WHAT = "policy history"
@@ -176,17 +177,6 @@ class SqliteHistoryStore(SqliteStore):
             (account_id, principal_kind, principal_name, before_key(before)),
         )
         return attached_arns(facts)
-
-    async def boundary(
-        self,
-        account_id: str,
-        principal_kind: PrincipalKind,
-        principal_name: str,
-        *,
-        before: str | None,
-    ) -> str | None:
-        fact = await self.boundary_fact(account_id, principal_kind, principal_name, before=before)
-        return None if fact is None else fact.policy_arn
 
     async def boundary_fact(
         self,

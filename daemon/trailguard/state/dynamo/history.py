@@ -19,6 +19,7 @@ from trailguard.state.dynamo import keys as k
 from trailguard.state.dynamo.table import ConditionFailed, DynamoTable, Item, n, num, s
 from trailguard.state.policy_history import (
     ManagedPolicyState,
+    PolicyHistoryStore,
     PolicyVersionState,
     attached_arns,
     attached_principals,
@@ -50,7 +51,7 @@ _STR_FIELDS: Final = (
 )
 
 
-class DynamoHistoryStore:
+class DynamoHistoryStore(PolicyHistoryStore):
     """:class:`~trailguard.state.policy_history.PolicyHistoryStore` on the shared table."""
 
     def __init__(self, table: DynamoTable) -> None:
@@ -141,17 +142,6 @@ class DynamoHistoryStore:
             _principal(account_id, principal_kind, principal_name), "ATTACH#", before
         )
         return attached_arns(facts)
-
-    async def boundary(
-        self,
-        account_id: str,
-        principal_kind: PrincipalKind,
-        principal_name: str,
-        *,
-        before: str | None,
-    ) -> str | None:
-        fact = await self.boundary_fact(account_id, principal_kind, principal_name, before=before)
-        return None if fact is None else fact.policy_arn
 
     async def boundary_fact(
         self,
