@@ -28,8 +28,7 @@ from typing import Final, Protocol
 import msgspec
 
 from trailguard.detect.digest import EventDigest
-from trailguard.errors import StateError
-from trailguard.state.sqlite import SqliteStore, ensure_schema, transaction
+from trailguard.state.sqlite import SqliteStore, ensure_component_schema, transaction
 
 __all__ = [
     "COMPONENT",
@@ -198,38 +197,12 @@ _SCHEMA: Final = (
 
 
 def _prepare(conn: sqlite3.Connection, where: str) -> None:
-    ensure_schema(
+    ensure_component_schema(
         conn,
         where,
-        version=_schema_version,
+        component=COMPONENT,
         current=SCHEMA_VERSION,
-        create=_create,
-        name="event ledger schema",
         table="event_ledger",
-    )
-
-
-def _schema_version(conn: sqlite3.Connection) -> int:
-    if not conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
-    ).fetchone():
-        return 0
-    row = conn.execute(
-        "SELECT schema_version FROM meta WHERE component = ?", (COMPONENT,)
-    ).fetchone()
-    return 0 if row is None else int(row[0])
-
-
-def _create(conn: sqlite3.Connection, where: str) -> None:
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'event_ledger'").fetchone():
-        raise StateError(f"{where}: an 'event_ledger' table not made by trailguard")
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS meta (component TEXT PRIMARY KEY NOT NULL,"
-        " schema_version INTEGER NOT NULL) WITHOUT ROWID"
-    )
-    for statement in _SCHEMA:
-        conn.execute(statement)
-    conn.execute(
-        "INSERT INTO meta (component, schema_version) VALUES (?, ?)",
-        (COMPONENT, SCHEMA_VERSION),
+        schema=_SCHEMA,
+        name="event ledger schema",
     )

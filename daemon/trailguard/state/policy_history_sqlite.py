@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Final
 
 from trailguard.detect.policy_facts import PolicyFact, PrincipalKind, event_time_key
-from trailguard.errors import StateError
 from trailguard.state.policy_history import (
     COMPONENT,
     SCHEMA_VERSION,
@@ -32,7 +31,12 @@ from trailguard.state.policy_history import (
     identity,
     version_state,
 )
-from trailguard.state.sqlite import SqliteStore, ensure_schema, transaction
+from trailguard.state.sqlite import (
+    SqliteStore,
+    component_version,
+    ensure_component_schema,
+    transaction,
+)
 
 __all__ = ["SqliteHistoryStore"]
 
@@ -300,47 +304,20 @@ _SCHEMA: Final = (
 
 
 def _prepare(conn: sqlite3.Connection, where: str) -> None:
-    ensure_schema(
+    ensure_component_schema(
         conn,
         where,
-        version=_schema_version,
+        component=COMPONENT,
         current=SCHEMA_VERSION,
-        create=_create,
-        name="policy history schema",
         table="policy_fact",
+        schema=_SCHEMA,
+        name="policy history schema",
     )
-    if _schema_version(conn) < SCHEMA_VERSION:
+    if component_version(conn, COMPONENT) < SCHEMA_VERSION:
         with transaction(conn):
-            if _schema_version(conn) == 1:  # read again under the write lock
+            if component_version(conn, COMPONENT) == 1:  # read again under the write lock
                 conn.execute("ALTER TABLE policy_fact ADD COLUMN event_name TEXT")
                 conn.execute(
                     "UPDATE meta SET schema_version = ? WHERE component = ?",
                     (SCHEMA_VERSION, COMPONENT),
                 )
-
-
-def _schema_version(conn: sqlite3.Connection) -> int:
-    """This component's schema version, or 0 when the file has none yet."""
-    if not conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
-    ).fetchone():
-        return 0
-    row = conn.execute(
-        "SELECT schema_version FROM meta WHERE component = ?", (COMPONENT,)
-    ).fetchone()
-    return 0 if row is None else int(row[0])
-
-
-def _create(conn: sqlite3.Connection, where: str) -> None:
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'policy_fact'").fetchone():
-        raise StateError(f"{where}: a 'policy_fact' table not made by trailguard")
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS meta (component TEXT PRIMARY KEY NOT NULL,"
-        " schema_version INTEGER NOT NULL) WITHOUT ROWID"
-    )
-    for statement in _SCHEMA:
-        conn.execute(statement)
-    conn.execute(
-        "INSERT INTO meta (component, schema_version) VALUES (?, ?)",
-        (COMPONENT, SCHEMA_VERSION),
-    )

@@ -25,7 +25,14 @@ from typing import ClassVar, Final, Self, TypeVar
 
 from trailguard.errors import StateError
 
-__all__ = ["Prepare", "SqliteStore", "ensure_schema", "transaction"]
+__all__ = [
+    "Prepare",
+    "SqliteStore",
+    "component_version",
+    "ensure_component_schema",
+    "ensure_schema",
+    "transaction",
+]
 
 _T = TypeVar("_T")
 
@@ -187,6 +194,58 @@ def ensure_schema(
         and not conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone()
     ):
         raise StateError(f"{where}: schema version {found} but no {table!r} table")
+
+
+def component_version(conn: sqlite3.Connection, component: str) -> int:
+    """The schema version ``component`` recorded in the shared ``meta`` table (0: none yet).
+
+    Stores that share one file (the policy history and the event ledger) each keep their
+    version there under their own name."""
+    if not conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+    ).fetchone():
+        return 0
+    row = conn.execute(
+        "SELECT schema_version FROM meta WHERE component = ?", (component,)
+    ).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def ensure_component_schema(
+    conn: sqlite3.Connection,
+    where: str,
+    *,
+    component: str,
+    current: int,
+    table: str,
+    schema: tuple[str, ...],
+    name: str,
+) -> None:
+    """:func:`ensure_schema` for a store versioned in the shared ``meta`` table: ``schema``'s
+    statements make its tables, ``table`` is the one that must not exist beforehand."""
+
+    def create(conn: sqlite3.Connection, where: str) -> None:
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone():
+            raise StateError(f"{where}: a table named {table!r} not made by trailguard")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS meta (component TEXT PRIMARY KEY NOT NULL,"
+            " schema_version INTEGER NOT NULL) WITHOUT ROWID"
+        )
+        for statement in schema:
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO meta (component, schema_version) VALUES (?, ?)", (component, current)
+        )
+
+    ensure_schema(
+        conn,
+        where,
+        version=lambda conn: component_version(conn, component),
+        current=current,
+        create=create,
+        name=name,
+        table=table,
+    )
 
 
 @contextmanager

@@ -160,6 +160,25 @@ async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
         await SqliteEventLedger.open(path)
 
 
+@pytest.mark.parametrize(
+    ("table", "store"),
+    [("event_ledger", SqliteEventLedger), ("policy_fact", SqliteHistoryStore)],
+)
+async def test_a_table_of_that_name_not_made_by_trailguard_is_refused(
+    tmp_path: Path, table: str, store: type[SqliteEventLedger] | type[SqliteHistoryStore]
+) -> None:
+    """A file that already holds a table of the store's name but no version of it in ``meta``
+    is someone else's: refused, left as it was."""
+    path = tmp_path / "history.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"CREATE TABLE {table} (x TEXT)")
+    with pytest.raises(StateError, match=f"a table named '{table}' not made by trailguard"):
+        await store.open(path)
+    with sqlite3.connect(path) as conn:
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert names == {table}
+
+
 async def test_observe_refuses_what_is_not_a_digest(ledger: SqliteEventLedger) -> None:
     with pytest.raises(TypeError):
         await ledger.observe(["evt-1"], path="s3")  # type: ignore[list-item]
