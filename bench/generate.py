@@ -27,21 +27,12 @@ from typing import Any
 
 import msgspec
 
+from trailguard.vocabulary import REMOVAL_EVENT_NAMES
+
 CACHE = Path(__file__).resolve().parent / ".cache"
 GENERATOR_VERSION = 4  # bump when the records change: cached sets are then rebuilt
 
-REMOVAL_NAMES: tuple[str, ...] = (
-    "DeleteUserPolicy",
-    "DeleteRolePolicy",
-    "DeleteGroupPolicy",
-    "DeletePolicy",
-    "DeletePolicyVersion",
-    "DetachUserPolicy",
-    "DetachRolePolicy",
-    "DetachGroupPolicy",
-    "DeleteUserPermissionsBoundary",
-    "DeleteRolePermissionsBoundary",
-)
+REMOVAL_NAMES: tuple[str, ...] = REMOVAL_EVENT_NAMES
 
 POLICY_WRITE_NAMES: tuple[str, ...] = (
     "PutUserPolicy",

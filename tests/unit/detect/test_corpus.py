@@ -11,7 +11,10 @@ import pytest
 from tests.conftest import CORPUS
 from trailguard.detect.detection import FileSource
 from trailguard.detect.process import Detector
+from trailguard.vocabulary import REMOVAL_EVENT_NAMES
 
+#: restated on purpose, not imported: the ten APIs trailguard promises to watch, an oracle
+#: independent of trailguard.vocabulary (the first test checks the two agree)
 REMOVAL_APIS = {
     "DeleteUserPolicy",
     "DeleteRolePolicy",
@@ -32,6 +35,11 @@ def _samples() -> list[tuple[int, dict[str, Any]]]:
 
 
 SAMPLES = _samples()
+
+
+def test_the_watched_apis_are_the_promised_ten() -> None:
+    assert len(REMOVAL_EVENT_NAMES) == len(set(REMOVAL_EVENT_NAMES)) == 10
+    assert set(REMOVAL_EVENT_NAMES) == REMOVAL_APIS
 
 
 def test_corpus_is_what_its_readme_says() -> None:

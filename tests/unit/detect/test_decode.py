@@ -14,6 +14,7 @@ import pytest
 from trailguard.detect.decode import CandidateNames, DecodedFile, decode_file, decompress
 from trailguard.detect.record import Record
 from trailguard.errors import DecodeError
+from trailguard.vocabulary import REMOVAL_EVENT_NAMES
 
 # Every test here runs on both decode paths: the C scanner and msgspec alone.
 pytestmark = pytest.mark.usefixtures("both_decoders")
@@ -22,18 +23,7 @@ CORPUS = Path("/work/shared/corpus")
 if not CORPUS.exists():  # pragma: no cover - the copy shipped with the tests
     CORPUS = Path(__file__).resolve().parents[2] / "data" / "corpus"
 
-NAMES = (
-    "DeleteUserPolicy",
-    "DeleteRolePolicy",
-    "DeleteGroupPolicy",
-    "DeletePolicy",
-    "DeletePolicyVersion",
-    "DetachUserPolicy",
-    "DetachRolePolicy",
-    "DetachGroupPolicy",
-    "DeleteUserPermissionsBoundary",
-    "DeleteRolePermissionsBoundary",
-)
+NAMES = REMOVAL_EVENT_NAMES
 PF = CandidateNames(NAMES)
 LOG_KEY = (
     "AWSLogs/o-abcdefghij/123456789012/CloudTrail/us-east-1/2024/06/01/"

@@ -18,22 +18,12 @@ from hypothesis import strategies as st
 from trailguard.detect.decode import CandidateNames, DecodedFile, decode_file
 from trailguard.detect.record import Record
 from trailguard.errors import DecodeError
+from trailguard.vocabulary import REMOVAL_EVENT_NAMES
 
 # Every property holds on both decode paths: the C scanner and msgspec alone.
 pytestmark = pytest.mark.usefixtures("both_decoders")
 
-NAMES = (
-    "DeleteUserPolicy",
-    "DeleteRolePolicy",
-    "DeleteGroupPolicy",
-    "DeletePolicy",
-    "DeletePolicyVersion",
-    "DetachUserPolicy",
-    "DetachRolePolicy",
-    "DetachGroupPolicy",
-    "DeleteUserPermissionsBoundary",
-    "DeleteRolePermissionsBoundary",
-)
+NAMES = REMOVAL_EVENT_NAMES
 OTHER_NAMES = ("GetObject", "PutUserPolicy", "AttachRolePolicy", "DeletePolicyX", "ListPolicies")
 PF = CandidateNames(NAMES)
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
